@@ -1,0 +1,37 @@
+# `make run` starts Switchboard on its embedded defaults; `make test` runs the whole suite.
+# Both create .venv and install what they need on a fresh machine.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CLAUDE_CODE_VERSION := 2.1.332
+CLAUDE_BIN := .tools/node_modules/.bin/claude
+
+.PHONY: run test install lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(CLAUDE_BIN):
+	mkdir -p .tools
+	npm install --silent --no-audit --no-fund --prefix .tools @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
+
+install: $(VENV)/.installed
+
+run: $(VENV)/.installed
+	$(VENV)/bin/switchboard run
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check bot engine memory prompts tests bench
+
+test: $(VENV)/.installed $(CLAUDE_BIN) lint
+	SWITCHBOARD_CLAUDE_BIN=$(abspath $(CLAUDE_BIN)) $(VENV)/bin/pytest -q
+
+bench: $(VENV)/.installed
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .tools

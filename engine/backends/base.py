@@ -1,0 +1,85 @@
+"""The one interface every model backend implements.
+
+A backend turns a ``BackendRequest`` into a ``BackendResult``. It never raises for a model or transport
+failure: it returns a result whose ``failure`` is classified (see ``engine.failures``). Only programming
+errors escape as exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Protocol
+
+from pydantic import BaseModel, Field
+
+from engine.failures import Failure
+from engine.settings import BackendConfig
+
+# Called with a short human-readable line whenever the backend shows signs of life (a stream event,
+# a tool call). The engine uses it to renew the lease and to update the job's progress card.
+ProgressCallback = Callable[[str], Awaitable[None]]
+
+
+class Usage(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+
+class BackendRequest(BaseModel):
+    job_id: int
+    job_type: str
+    # The stable, cache-friendly prefix: persona / core memory / job-type instructions. Byte-identical
+    # between calls of the same job type so provider prompt caches stay warm.
+    system: str = ""
+    # The variable part: relevant memories, then the task itself.
+    prompt: str
+    workspace: Path | None = None
+    # Resume a previous session (claude_cli / codex_cli) where the backend supports it.
+    session_id: str | None = None
+    max_turns: int | None = None
+    permission_mode: str | None = None
+    allowed_tools: list[str] = Field(default_factory=list)
+    timeout_s: float = 1800.0
+    max_budget_usd: float | None = None
+    max_output_tokens: int = 4096
+
+
+class BackendResult(BaseModel):
+    text: str = ""
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float = 0.0
+    session_id: str | None = None
+    model: str = ""
+    failure: Failure | None = None
+    latency_ms: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+class CredentialStatus(BaseModel):
+    ok: bool
+    message: str = ""
+    # Epoch seconds when the credential stops working, when the backend can tell (OAuth tokens).
+    expires_at: float | None = None
+
+
+class Backend(Protocol):
+    config: BackendConfig
+
+    async def run(self, request: BackendRequest, progress: ProgressCallback | None = None) -> BackendResult:
+        ...
+
+    async def check_credentials(self) -> CredentialStatus:
+        ...
+
+    async def aclose(self) -> None:
+        ...

@@ -1,0 +1,295 @@
+"""Settings: one object, built once at start, passed to every constructor.
+
+Sources, lowest precedence first: built-in defaults, ``switchboard.toml`` (``--config``,
+``$SWITCHBOARD_CONFIG`` or the working directory), then ``SWITCHBOARD_*`` environment variables
+(nested keys with ``__``: ``SWITCHBOARD_ENGINE__MAX_SLOTS=10``). Secrets are never in the file: a backend
+names the environment variable that holds its key (``api_key_env``).
+
+A malformed or contradictory configuration raises ``ConfigError`` with one message naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from memory.settings import MemorySettings
+
+JOB_TYPES: tuple[str, ...] = (
+    "chat", "coding", "research", "writing", "academic", "review", "triage",
+    "analysis", "maintenance", "deploy", "engagement", "media",
+)
+BackendKind = Literal["claude_cli", "codex_cli", "openai", "anthropic", "sim"]
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used. The message names the offending key."""
+
+
+class TelegramSettings(BaseModel):
+    operator_ids: list[int] = Field(default_factory=list)
+    api_base_url: str = "https://api.telegram.org"
+    # Long polling unless a webhook URL is set; a webhook requires a secret token (from the environment).
+    webhook_url: str | None = None
+    webhook_secret_env: str = "TELEGRAM_WEBHOOK_SECRET"
+    webhook_listen: str = "127.0.0.1"
+    webhook_port: int = 8443
+    progress_edit_interval_s: float = 20.0
+
+
+class EngineSettings(BaseModel):
+    max_slots: int = Field(20, ge=1)
+    reserved_operator_slots: int = Field(1, ge=0)
+    token_budget_5min: int = Field(2_000_000, ge=1)
+    backpressure_queue_depth: int = Field(20, ge=1)
+    backpressure_token_pct: float = Field(0.8, gt=0, le=1)
+    daily_budget_usd: float = Field(10.0, ge=0)
+    lease_s: float = Field(60.0, gt=0)
+    heartbeat_s: float = Field(15.0, gt=0)
+    tick_s: float = Field(10.0, gt=0)
+    cross_process_poll_s: float = Field(0.05, gt=0)
+    sweep_interval_s: float = Field(30.0, gt=0)
+    shutdown_grace_s: float = Field(10.0, ge=0)
+    max_attempts: int = Field(3, ge=1)
+    circuit_breaker_failures: int = Field(3, ge=1)
+    circuit_breaker_cooldown_s: float = Field(300.0, gt=0)
+
+    @model_validator(mode="after")
+    def _reserved_below_max(self) -> EngineSettings:
+        if self.reserved_operator_slots >= self.max_slots:
+            raise ValueError(
+                f"engine.reserved_operator_slots ({self.reserved_operator_slots}) must be smaller than "
+                f"engine.max_slots ({self.max_slots})"
+            )
+        if self.heartbeat_s >= self.lease_s:
+            raise ValueError("engine.heartbeat_s must be smaller than engine.lease_s")
+        return self
+
+
+class SimProfile(BaseModel):
+    """Behaviour of a simulated backend. Deterministic for a given seed."""
+
+    latency_ms: float = 200.0
+    tokens_in: int = 1200
+    tokens_out: int = 400
+    failure_rate: float = Field(0.0, ge=0, le=1)
+    rate_limit_rate: float = Field(0.0, ge=0, le=1)
+    retry_after_s: float = 60.0
+    seed: int = 0
+
+
+class BackendConfig(BaseModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    kind: BackendKind
+    model: str = ""
+    family: str
+    tier: int = Field(2, ge=1, le=3)
+    base_url: str | None = None
+    api_key_env: str | None = None
+    binary: str | None = None
+    extra_args: list[str] = Field(default_factory=list)
+    price_in_per_mtok: float = Field(0.0, ge=0)
+    price_out_per_mtok: float = Field(0.0, ge=0)
+    price_cache_read_per_mtok: float = Field(0.0, ge=0)
+    price_cache_write_per_mtok: float = Field(0.0, ge=0)
+    # Subscription backends (a logged-in Claude Code, a Codex plan) cost nothing per call but have usage windows.
+    subscription: bool = False
+    context_window: int = Field(200_000, ge=1)
+    max_concurrency: int = Field(4, ge=1)
+    timeout_s: float = Field(1800.0, gt=0)
+    enabled: bool = True
+    sim: SimProfile = Field(default_factory=SimProfile)
+
+    @property
+    def simulated(self) -> bool:
+        return self.kind == "sim"
+
+    @property
+    def pay_per_token(self) -> bool:
+        return not self.subscription and (self.price_in_per_mtok > 0 or self.price_out_per_mtok > 0)
+
+    def api_key(self) -> SecretStr | None:
+        if not self.api_key_env:
+            return None
+        value = os.environ.get(self.api_key_env)
+        return SecretStr(value) if value else None
+
+
+class JobTypeConfig(BaseModel):
+    tier: int = Field(2, ge=1, le=3)
+    review: bool = False
+    rubric: str = "default"
+    threshold: float = Field(7.0, ge=0, le=10)
+    max_revisions: int = Field(2, ge=0)
+    require_test_evidence: bool = False
+    max_turns: int | None = None
+    permission_mode: str | None = "acceptEdits"
+    allowed_tools: list[str] = Field(default_factory=list)
+    budget_usd: float | None = None
+    timeout_s: float = Field(1800.0, gt=0)
+
+
+DEFAULT_JOB_TYPES: dict[str, JobTypeConfig] = {
+    "chat": JobTypeConfig(tier=2, timeout_s=300),
+    "coding": JobTypeConfig(tier=3, review=True, rubric="coding", require_test_evidence=True),
+    "research": JobTypeConfig(tier=3, review=True),
+    "writing": JobTypeConfig(tier=2, review=True),
+    "academic": JobTypeConfig(tier=3, review=True),
+    "review": JobTypeConfig(tier=3, timeout_s=600),
+    "triage": JobTypeConfig(tier=1, timeout_s=300),
+    "analysis": JobTypeConfig(tier=2),
+    "maintenance": JobTypeConfig(tier=1),
+    "deploy": JobTypeConfig(tier=3, review=True),
+    "engagement": JobTypeConfig(tier=2),
+    "media": JobTypeConfig(tier=2),
+}
+
+
+def default_sim_backends() -> list[BackendConfig]:
+    """A simulated mix mirroring a real deployment: several families across all three tiers."""
+    spec = [
+        ("sim-opus", "anthropic", 3, 15.0, 75.0),
+        ("sim-gpt", "openai", 3, 1.25, 10.0),
+        ("sim-deepseek", "deepseek", 3, 0.55, 2.19),
+        ("sim-sonnet", "anthropic", 2, 3.0, 15.0),
+        ("sim-kimi", "moonshot", 2, 0.6, 2.5),
+        ("sim-haiku", "anthropic", 1, 1.0, 5.0),
+        ("sim-gemini-flash", "google", 1, 0.1, 0.4),
+    ]
+    return [
+        BackendConfig(
+            name=name, kind="sim", model=name, family=family, tier=tier,
+            price_in_per_mtok=p_in, price_out_per_mtok=p_out, max_concurrency=8,
+        )
+        for name, family, tier, p_in, p_out in spec
+    ]
+
+
+class PulseSettings(BaseModel):
+    interval_min: float = Field(30.0, gt=0)
+    digest_time: str = Field("07:00", pattern=r"^\d{2}:\d{2}$")
+    quiet_hours: str | None = Field(None, pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")
+    timezone: str = "UTC"
+    project_idle_hours: float = 12.0
+    stale_job_hours: float = 6.0
+    credential_warn_hours: float = 24.0
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SWITCHBOARD_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    home: Path = Field(default_factory=lambda: Path("~/.switchboard").expanduser())
+    persona_name: str = "Switch"
+    telegram: TelegramSettings = Field(default_factory=TelegramSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    backends: list[BackendConfig] = Field(default_factory=list)
+    routing: dict[str, list[str]] = Field(default_factory=dict)
+    job_types: dict[str, JobTypeConfig] = Field(default_factory=dict)
+    memory: MemorySettings = Field(default_factory=MemorySettings)
+    pulse: PulseSettings = Field(default_factory=PulseSettings)
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @model_validator(mode="after")
+    def _fill_and_check(self) -> Settings:
+        if not self.backends:
+            self.backends = default_sim_backends()
+        names = [b.name for b in self.backends]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"backends: duplicate name {duplicates[0]!r}")
+        merged = dict(DEFAULT_JOB_TYPES)
+        merged.update(self.job_types)
+        self.job_types = merged
+        for job_type, chain in self.routing.items():
+            for name in chain:
+                if name not in names:
+                    raise ValueError(f"routing.{job_type}: unknown backend {name!r} (known: {', '.join(names)})")
+        return self
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "switchboard.db"
+
+    @property
+    def simulated_only(self) -> bool:
+        return all(b.simulated for b in self.backends)
+
+    def backend(self, name: str) -> BackendConfig:
+        for config in self.backends:
+            if config.name == name:
+                return config
+        raise KeyError(name)
+
+    def job_type(self, name: str) -> JobTypeConfig:
+        return self.job_types.get(name) or JobTypeConfig()
+
+    def chain_for(self, job_type: str) -> list[str]:
+        """The ordered fallback chain for a job type: configured, else the tier's default chain."""
+        if job_type in self.routing:
+            return list(self.routing[job_type])
+        tier = self.job_type(job_type).tier
+        enabled = [b for b in self.backends if b.enabled]
+        # Own tier first, then stronger tiers, then weaker ones as a last resort.
+        ordered = sorted(enabled, key=lambda b: (b.tier != tier, b.tier < tier, abs(b.tier - tier)))
+        return [b.name for b in ordered]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    from_env = os.environ.get("SWITCHBOARD_CONFIG")
+    if from_env:
+        return Path(from_env)
+    local = Path.cwd() / "switchboard.toml"
+    return local if local.exists() else None
+
+
+def load_settings(config_path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Read the TOML file (if any), apply environment overrides, validate. Raises ConfigError."""
+    path = find_config_file(config_path)
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {path}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    where = f"{path}: " if path else ""
+    first = exc.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    message = first["msg"].removeprefix("Value error, ")
+    more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
+    return f"{where}invalid setting {key}: {message}{more}"

@@ -20,9 +20,15 @@ Classes (see DESIGN.md section 6)::
 
 from __future__ import annotations
 
+import asyncio
+import re
+from collections.abc import Iterable, Mapping
 from enum import StrEnum
 
-from pydantic import BaseModel
+import httpx
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
+
+from engine.ratelimit import resume_at_from_headers
 
 
 class FailureClass(StrEnum):
@@ -53,3 +59,163 @@ class Failure(BaseModel):
     resume_at: float | None = None
     # A short stable string identifying the kind of failure, for "first sight" alerts on unknown failures.
     signature: str = ""
+
+
+# --- Classification -----------------------------------------------------------------------------------------
+#
+# Functions below turn what a provider said (an HTTP status and body, an exception) into a ``Failure``. They
+# never raise and never put a secret into a message: every message goes through ``redact``.
+
+# With no reset header at all, a 429 still has to pause the backend for something: a minute is the common
+# per-minute window of every provider we talk to.
+DEFAULT_RATE_LIMIT_PAUSE_S = 60.0
+_MAX_MESSAGE_CHARS = 500
+# Secrets shorter than this are not masked by value: masking "x" everywhere would destroy the message, and a
+# real key is never that short.
+_MIN_SECRET_CHARS = 4
+_MASK = "***"
+
+_SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=\-]{8,}"), r"\1" + _MASK),
+    (re.compile(r"(?i)\b((?:x-api-key|api[_-]?key|authorization|access[_-]?token|secret)[\"']?\s*[:=]\s*[\"']?)"
+                r"(?!\*\*\*|(?i:bearer)\b)[^\s\"',;}]{6,}"), r"\1" + _MASK),
+    (re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}"), _MASK),
+    (re.compile(r"\bAIza[0-9A-Za-z_\-]{30,}"), _MASK),
+    (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"), _MASK),
+    (re.compile(r"\b\d{8,10}:[A-Za-z0-9_\-]{35}\b"), _MASK),  # Telegram bot tokens
+)
+
+_QUOTA_HINTS = (
+    "insufficient_quota", "exceeded your current quota", "spend limit", "spending limit", "credit balance",
+    "billing", "payment required", "insufficient credits", "insufficient balance", "api usage limits",
+)
+_CONTEXT_HINTS = (
+    "prompt is too long", "context length", "context_length", "maximum context", "context window",
+    "too many tokens", "input is too long", "reduce the length", "tokens exceeds", "request too large",
+)
+_REFUSAL_HINTS = (
+    "content policy", "content_policy", "content_filter", "content management policy", "flagged",
+    "moderation", "safety system", "refus",
+)
+
+
+def redact(text: str, secrets: Iterable[str | SecretStr | None] = ()) -> str:
+    """Mask every given secret value and anything that looks like a bearer token or API key."""
+    out = text
+    for secret in secrets:
+        value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+        if value and len(value) >= _MIN_SECRET_CHARS:
+            out = out.replace(value, _MASK)
+    for pattern, replacement in _SECRET_PATTERNS:
+        out = pattern.sub(replacement, out)
+    return out
+
+
+class _ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: str | None = None
+    code: str | int | None = None
+    message: str | None = None
+
+
+class _ErrorBody(BaseModel):
+    """Error bodies of Anthropic (``{"type": "error", "error": {...}}``) and OpenAI-compatible APIs."""
+
+    model_config = ConfigDict(extra="ignore")
+    error: _ErrorDetail | str | None = None
+    message: str | None = None
+    detail: str | None = None
+
+
+def _parse_error_body(body_text: str) -> tuple[str, str]:
+    """(error type or code, human message) from a provider's error body; tolerant of anything."""
+    try:
+        body = _ErrorBody.model_validate_json(body_text)
+    except ValidationError:
+        return "", body_text.strip()
+    if isinstance(body.error, _ErrorDetail):
+        kind = body.error.type or (str(body.error.code) if body.error.code is not None else "")
+        return kind, body.error.message or body.message or body.detail or ""
+    if isinstance(body.error, str):
+        return "", body.error
+    return "", body.message or body.detail or body_text.strip()
+
+
+def normalise_signature(text: str) -> str:
+    """A short stable form of an error text: numbers, ids and quoting removed, so one kind of failure keeps
+    one signature across occurrences."""
+    lowered = text.lower()
+    lowered = re.sub(r"[0-9a-f]{8,}", "#", lowered)
+    lowered = re.sub(r"\d+", "#", lowered)
+    lowered = re.sub(r"[^a-z#]+", "_", lowered).strip("_")
+    return lowered[:60]
+
+
+def _short(text: str, secrets: Iterable[str | SecretStr | None]) -> str:
+    text = " ".join(text.split())
+    if len(text) > _MAX_MESSAGE_CHARS:
+        text = text[: _MAX_MESSAGE_CHARS - 1] + "…"
+    return redact(text, secrets)
+
+
+def _has(text: str, hints: tuple[str, ...]) -> bool:
+    return any(hint in text for hint in hints)
+
+
+def classify_http(
+    status: int,
+    body_text: str,
+    headers: Mapping[str, str],
+    now: float,
+    *,
+    secrets: Iterable[str | SecretStr | None] = (),
+) -> Failure:
+    """Classify a non-success HTTP answer from a model API. Pure: ``now`` is epoch seconds."""
+    secrets = list(secrets)
+    kind, detail = _parse_error_body(body_text)
+    haystack = f"{kind} {detail}".lower()
+    head = f"HTTP {status} {kind}".strip()
+    message = _short(f"{head}: {detail}" if detail else head, secrets)
+    signature = f"http_{status}:{normalise_signature(kind or detail) or 'no_body'}"
+    hinted_resume = resume_at_from_headers(headers, now)
+
+    def make(cls: FailureClass, resume_at: float | None = None) -> Failure:
+        return Failure(failure_class=cls, message=message, http_status=status, resume_at=resume_at,
+                       signature=signature)
+
+    # Quota before rate limits: OpenAI reports an exhausted balance as 429 insufficient_quota, Anthropic an
+    # empty credit balance as 400. Neither goes away by waiting a minute.
+    if status == 402 or (status in (400, 403, 429) and _has(haystack, _QUOTA_HINTS)):
+        return make(FailureClass.QUOTA, hinted_resume)
+    if status == 429:
+        return make(FailureClass.RATE_LIMITED, hinted_resume or now + DEFAULT_RATE_LIMIT_PAUSE_S)
+    if status in (401, 403):
+        return make(FailureClass.AUTH)
+    if status in (503, 529) or "overloaded" in haystack:
+        return make(FailureClass.OVERLOADED, hinted_resume)
+    if 500 <= status <= 599:
+        return make(FailureClass.SERVER_ERROR, hinted_resume)
+    if status == 408:
+        return make(FailureClass.TIMEOUT)
+    if status == 413 or (status in (400, 422) and _has(haystack, _CONTEXT_HINTS)):
+        return make(FailureClass.CONTEXT_OVERFLOW)
+    if status in (400, 422) and _has(haystack, _REFUSAL_HINTS):
+        return make(FailureClass.CONTENT_REFUSED)
+    if status in (400, 422):
+        return make(FailureClass.BAD_REQUEST)
+    return make(FailureClass.UNKNOWN)
+
+
+def classify_exception(exc: BaseException, *, secrets: Iterable[str | SecretStr | None] = ()) -> Failure:
+    """Classify a transport exception (httpx, asyncio) raised while talking to a backend."""
+    name = type(exc).__name__
+    message = _short(f"{name}: {exc}" if str(exc) else name, secrets)
+    if isinstance(exc, httpx.TimeoutException | asyncio.TimeoutError | TimeoutError):
+        return Failure(failure_class=FailureClass.TIMEOUT, message=message, signature=f"exc:{name}")
+    # Refused or reset connections and half-closed streams: the other side is down or shedding load.
+    if isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError | ConnectionError):
+        return Failure(failure_class=FailureClass.OVERLOADED, message=message, signature=f"exc:{name}")
+    if isinstance(exc, asyncio.CancelledError):
+        return Failure(failure_class=FailureClass.CANCELLED, message=message, signature=f"exc:{name}")
+    return Failure(failure_class=FailureClass.UNKNOWN, message=message,
+                   signature=f"exc:{name}:{normalise_signature(str(exc))}")

@@ -80,6 +80,7 @@ class SimProfile(BaseModel):
     failure_rate: float = Field(0.0, ge=0, le=1)
     rate_limit_rate: float = Field(0.0, ge=0, le=1)
     retry_after_s: float = 60.0
+    review_score: float = Field(8.0, ge=0, le=10)
     seed: int = 0
 
 

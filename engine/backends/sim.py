@@ -1,0 +1,96 @@
+"""The simulated backend: no credentials, no network, always labelled as simulated.
+
+It powers the out-of-the-box default, the crash tests and the benchmarks. Behaviour is deterministic for a
+given profile seed and job: latency, token counts, failures and 429s come from ``SimProfile``. As a persona
+it recognises plain requests for work ("research ...", "write ...", "fix ...") and answers with a valid
+enqueue action; as a reviewer it returns a well-formed verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+
+from engine.backends.base import BackendRequest, BackendResult, CredentialStatus, ProgressCallback, Usage
+from engine.clock import Clock
+from engine.failures import Failure, FailureClass
+from engine.settings import BackendConfig
+
+_WORK_VERBS: dict[str, str] = {
+    "research": "research", "investigate": "research", "find": "research", "look": "research",
+    "write": "writing", "draft": "writing", "summarise": "writing", "summarize": "writing",
+    "fix": "coding", "build": "coding", "implement": "coding", "refactor": "coding", "code": "coding",
+    "analyse": "analysis", "analyze": "analysis", "triage": "triage", "deploy": "deploy",
+}
+
+
+class SimBackend:
+    def __init__(self, config: BackendConfig, *, clock: Clock) -> None:
+        self.config = config
+        self._clock = clock
+        self._calls = 0
+
+    async def run(self, request: BackendRequest, progress: ProgressCallback | None = None) -> BackendResult:
+        profile = self.config.sim
+        self._calls += 1
+        rng = random.Random(f"{profile.seed}:{self.config.name}:{request.job_id}:{self._calls}")
+        started = self._clock.now()
+        if profile.latency_ms > 0:
+            await self._clock.sleep(profile.latency_ms / 1000.0)
+        if progress is not None:
+            await progress(f"{self.config.name} (simulated) working")
+        latency_ms = (self._clock.now() - started) * 1000.0
+        if rng.random() < profile.rate_limit_rate:
+            return BackendResult(model=self.config.model, latency_ms=latency_ms, failure=Failure(
+                failure_class=FailureClass.RATE_LIMITED, http_status=429, message="simulated 429",
+                resume_at=self._clock.now() + profile.retry_after_s, signature="sim:429"))
+        if rng.random() < profile.failure_rate:
+            return BackendResult(model=self.config.model, latency_ms=latency_ms, failure=Failure(
+                failure_class=FailureClass.SERVER_ERROR, http_status=500, message="simulated server error",
+                signature="sim:500"))
+        text = self._answer(request)
+        usage = Usage(input_tokens=profile.tokens_in, output_tokens=profile.tokens_out)
+        cost = (usage.input_tokens * self.config.price_in_per_mtok
+                + usage.output_tokens * self.config.price_out_per_mtok) / 1_000_000
+        return BackendResult(
+            text=text, usage=usage, cost_usd=0.0 if self.config.subscription else cost,
+            session_id=f"sim-{request.job_id}", model=self.config.model, latency_ms=latency_ms,
+        )
+
+    def _answer(self, request: BackendRequest) -> str:
+        label = f"[simulated by {self.config.name}]"
+        if request.job_type == "review":
+            return _verdict(self.config.sim.review_score)
+        if request.job_type == "chat":
+            return _persona_reply(request.prompt, label)
+        return f"{label} Result for: {request.prompt.strip()[:300]}"
+
+    async def check_credentials(self) -> CredentialStatus:
+        return CredentialStatus(ok=True, message="simulated backend: no credentials needed")
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _persona_reply(message: str, label: str) -> str:
+    words = re.findall(r"[a-zA-Z]+", message.lower())
+    job_type = next((_WORK_VERBS[w] for w in words[:3] if w in _WORK_VERBS), None)
+    if job_type is None:
+        return f"{label} Noted: {message.strip()[:200]}"
+    action = {"action": "enqueue", "type": job_type, "title": message.strip()[:60], "prompt": message.strip(),
+              "project": None, "priority": "normal"}
+    return f"{label} On it: I queued that as a {job_type} job.\n\n```json\n{json.dumps(action)}\n```"
+
+
+def _verdict(score: float) -> str:
+    verdict = "pass" if score >= 7 else "revise"
+    return json.dumps({
+        "criteria": [
+            {"name": "correctness", "critique": "Simulated review: the result addresses the task.", "score": score},
+            {"name": "completeness", "critique": "Simulated review: nothing obvious is missing.", "score": score},
+        ],
+        "overall_critique": "Simulated reviewer verdict.",
+        "score": score,
+        "verdict": verdict,
+    })

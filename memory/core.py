@@ -43,7 +43,7 @@ class CoreMemory:
         except FileNotFoundError:
             pass
         seed = load_prompt(SEED_RESOURCE)
-        self._check_size(seed)
+        # Not size-checked: the limit guards edits, and refusing the shipped seed would leave no core at all.
         self._write_atomic(seed)
         return seed
 

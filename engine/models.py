@@ -74,6 +74,8 @@ class NewJob(BaseModel):
     deadline: float | None = None
     review_required: bool | None = None
     session_id: str | None = None
+    # For review jobs: the family whose work is reviewed (never routed to it).
+    maker_family: str | None = None
 
 
 class Job(BaseModel):

@@ -21,8 +21,18 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from memory.settings import MemorySettings
 
 JOB_TYPES: tuple[str, ...] = (
-    "chat", "coding", "research", "writing", "academic", "review", "triage",
-    "analysis", "maintenance", "deploy", "engagement", "media",
+    "chat",
+    "coding",
+    "research",
+    "writing",
+    "academic",
+    "review",
+    "triage",
+    "analysis",
+    "maintenance",
+    "deploy",
+    "engagement",
+    "media",
 )
 BackendKind = Literal["claude_cli", "codex_cli", "openai", "anthropic", "sim"]
 
@@ -112,7 +122,9 @@ class BackendConfig(BaseModel):
 
     @property
     def pay_per_token(self) -> bool:
-        return not self.subscription and (self.price_in_per_mtok > 0 or self.price_out_per_mtok > 0)
+        return (
+            not self.subscription and not self.simulated and (self.price_in_per_mtok > 0 or self.price_out_per_mtok > 0)
+        )
 
     def api_key(self) -> SecretStr | None:
         if not self.api_key_env:
@@ -164,8 +176,14 @@ def default_sim_backends() -> list[BackendConfig]:
     ]
     return [
         BackendConfig(
-            name=name, kind="sim", model=name, family=family, tier=tier,
-            price_in_per_mtok=p_in, price_out_per_mtok=p_out, max_concurrency=8,
+            name=name,
+            kind="sim",
+            model=name,
+            family=family,
+            tier=tier,
+            price_in_per_mtok=p_in,
+            price_out_per_mtok=p_out,
+            max_concurrency=8,
         )
         for name, family, tier, p_in, p_out in spec
     ]

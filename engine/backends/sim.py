@@ -18,10 +18,23 @@ from engine.failures import Failure, FailureClass
 from engine.settings import BackendConfig
 
 _WORK_VERBS: dict[str, str] = {
-    "research": "research", "investigate": "research", "find": "research", "look": "research",
-    "write": "writing", "draft": "writing", "summarise": "writing", "summarize": "writing",
-    "fix": "coding", "build": "coding", "implement": "coding", "refactor": "coding", "code": "coding",
-    "analyse": "analysis", "analyze": "analysis", "triage": "triage", "deploy": "deploy",
+    "research": "research",
+    "investigate": "research",
+    "find": "research",
+    "look": "research",
+    "write": "writing",
+    "draft": "writing",
+    "summarise": "writing",
+    "summarize": "writing",
+    "fix": "coding",
+    "build": "coding",
+    "implement": "coding",
+    "refactor": "coding",
+    "code": "coding",
+    "analyse": "analysis",
+    "analyze": "analysis",
+    "triage": "triage",
+    "deploy": "deploy",
 }
 
 
@@ -42,24 +55,49 @@ class SimBackend:
             await progress(f"{self.config.name} (simulated) working")
         latency_ms = (self._clock.now() - started) * 1000.0
         if rng.random() < profile.rate_limit_rate:
-            return BackendResult(model=self.config.model, latency_ms=latency_ms, failure=Failure(
-                failure_class=FailureClass.RATE_LIMITED, http_status=429, message="simulated 429",
-                resume_at=self._clock.now() + profile.retry_after_s, signature="sim:429"))
+            return BackendResult(
+                model=self.config.model,
+                latency_ms=latency_ms,
+                failure=Failure(
+                    failure_class=FailureClass.RATE_LIMITED,
+                    http_status=429,
+                    message="simulated 429",
+                    resume_at=self._clock.now() + profile.retry_after_s,
+                    signature="sim:429",
+                ),
+            )
         if rng.random() < profile.failure_rate:
-            return BackendResult(model=self.config.model, latency_ms=latency_ms, failure=Failure(
-                failure_class=FailureClass.SERVER_ERROR, http_status=500, message="simulated server error",
-                signature="sim:500"))
+            return BackendResult(
+                model=self.config.model,
+                latency_ms=latency_ms,
+                failure=Failure(
+                    failure_class=FailureClass.SERVER_ERROR,
+                    http_status=500,
+                    message="simulated server error",
+                    signature="sim:500",
+                ),
+            )
         text = self._answer(request)
+        if request.workspace is not None and request.job_type == "coding":
+            # Coding work must show test evidence; the simulation's is labelled as such.
+            checkpoints = request.workspace / "checkpoints"
+            checkpoints.mkdir(parents=True, exist_ok=True)
+            (checkpoints / "tests.txt").write_text(f"{label_for(self.config.name)} 1 passed (simulated test run)\n")
         usage = Usage(input_tokens=profile.tokens_in, output_tokens=profile.tokens_out)
-        cost = (usage.input_tokens * self.config.price_in_per_mtok
-                + usage.output_tokens * self.config.price_out_per_mtok) / 1_000_000
+        cost = (
+            usage.input_tokens * self.config.price_in_per_mtok + usage.output_tokens * self.config.price_out_per_mtok
+        ) / 1_000_000
         return BackendResult(
-            text=text, usage=usage, cost_usd=0.0 if self.config.subscription else cost,
-            session_id=f"sim-{request.job_id}", model=self.config.model, latency_ms=latency_ms,
+            text=text,
+            usage=usage,
+            cost_usd=0.0 if self.config.subscription else cost,
+            session_id=f"sim-{request.job_id}",
+            model=self.config.model,
+            latency_ms=latency_ms,
         )
 
     def _answer(self, request: BackendRequest) -> str:
-        label = f"[simulated by {self.config.name}]"
+        label = label_for(self.config.name)
         if request.job_type == "review":
             return _verdict(self.config.sim.review_score)
         if request.job_type == "chat":
@@ -73,24 +111,39 @@ class SimBackend:
         return None
 
 
-def _persona_reply(message: str, label: str) -> str:
+def label_for(name: str) -> str:
+    return f"[simulated by {name}]"
+
+
+def _persona_reply(prompt: str, label: str) -> str:
+    # The operator's newest message is the prompt's last line ("Operator: ..."); history comes before it.
+    lines = [line for line in prompt.strip().splitlines() if line.strip()] or [""]
+    message = lines[-1].removeprefix("Operator:").strip()
     words = re.findall(r"[a-zA-Z]+", message.lower())
     job_type = next((_WORK_VERBS[w] for w in words[:3] if w in _WORK_VERBS), None)
     if job_type is None:
         return f"{label} Noted: {message.strip()[:200]}"
-    action = {"action": "enqueue", "type": job_type, "title": message.strip()[:60], "prompt": message.strip(),
-              "project": None, "priority": "normal"}
+    action = {
+        "action": "enqueue",
+        "type": job_type,
+        "title": message.strip()[:60],
+        "prompt": message.strip(),
+        "project": None,
+        "priority": "normal",
+    }
     return f"{label} On it: I queued that as a {job_type} job.\n\n```json\n{json.dumps(action)}\n```"
 
 
 def _verdict(score: float) -> str:
     verdict = "pass" if score >= 7 else "revise"
-    return json.dumps({
-        "criteria": [
-            {"name": "correctness", "critique": "Simulated review: the result addresses the task.", "score": score},
-            {"name": "completeness", "critique": "Simulated review: nothing obvious is missing.", "score": score},
-        ],
-        "overall_critique": "Simulated reviewer verdict.",
-        "score": score,
-        "verdict": verdict,
-    })
+    return json.dumps(
+        {
+            "criteria": [
+                {"name": "correctness", "critique": "Simulated review: the result addresses the task.", "score": score},
+                {"name": "completeness", "critique": "Simulated review: nothing obvious is missing.", "score": score},
+            ],
+            "overall_critique": "Simulated reviewer verdict.",
+            "score": score,
+            "verdict": verdict,
+        }
+    )

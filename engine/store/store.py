@@ -103,7 +103,11 @@ class Completion(BaseModel):
     outbox: list[NewOutbox] = Field(default_factory=list)
     reviews: list[NewReview] = Field(default_factory=list)
     new_jobs: list[NewJob] = Field(default_factory=list)
-    parent_update: ParentUpdate | None = None
+    # Tell the operator at once what was queued (id, type, tier), with buttons.
+    announce_new_jobs: bool = False
+    # The persona's answer, kept in the conversation (``messages``) for context and /history.
+    assistant_message: str | None = None
+    parent_updates: list[ParentUpdate] = Field(default_factory=list)
 
 
 class ParentUpdate(BaseModel):
@@ -182,7 +186,11 @@ class Store:
         return await self._read(lambda conn, _: _job_or_none(conn, job_id))
 
     async def list_jobs(
-        self, *, states: Iterable[JobState] | None = None, project: str | None = None, limit: int = 50,
+        self,
+        *,
+        states: Iterable[JobState] | None = None,
+        project: str | None = None,
+        limit: int = 50,
         parent_id: int | None = None,
     ) -> list[Job]:
         clauses, params = [], []
@@ -224,7 +232,12 @@ class Store:
     # ---- jobs: claim, heartbeat, finish -----------------------------------------------------------
 
     async def claim(
-        self, owner: str, *, free_slots: int, background_limit: int, lease_s: float,
+        self,
+        owner: str,
+        *,
+        free_slots: int,
+        background_limit: int,
+        lease_s: float,
         background_max_priority: Priority = Priority.LOW,
     ) -> list[Job]:
         """Claim up to the free slots in one transaction: operator jobs may take any free slot; background
@@ -239,8 +252,13 @@ class Store:
             remaining_bg = min(background_limit, free_slots - len(claimed))
             if remaining_bg > 0:
                 claimed += _claim(
-                    conn, now, owner, lease_s, remaining_bg,
-                    "priority > 0 AND priority <= ?", (int(background_max_priority),),
+                    conn,
+                    now,
+                    owner,
+                    lease_s,
+                    remaining_bg,
+                    "priority > 0 AND priority <= ?",
+                    (int(background_max_priority),),
                 )
             return claimed
 
@@ -285,8 +303,14 @@ class Store:
         return results
 
     async def transition(
-        self, job_id: int, to_state: JobState, reason: str, *, fields: dict[str, Any] | None = None,
-        expected: Iterable[JobState] | None = None, outbox: Iterable[NewOutbox] = (),
+        self,
+        job_id: int,
+        to_state: JobState,
+        reason: str,
+        *,
+        fields: dict[str, Any] | None = None,
+        expected: Iterable[JobState] | None = None,
+        outbox: Iterable[NewOutbox] = (),
     ) -> Job:
         """An unfenced state change (operator actions, the gate, the pulse). Raises IllegalTransition."""
         extra = dict(fields or {})
@@ -314,7 +338,10 @@ class Store:
     async def retry(self, job_id: int, reason: str = "retried by operator") -> Job:
         fields = {**_CLEAR_LEASE, "attempt": 0, "run_after": self._clock.now()}
         return await self.transition(
-            job_id, JobState.QUEUED, reason, fields=fields,
+            job_id,
+            JobState.QUEUED,
+            reason,
+            fields=fields,
             expected=(JobState.FAILED, JobState.CANCELLED, JobState.NEEDS_HUMAN),
         )
 
@@ -334,8 +361,11 @@ class Store:
                 exhausted = job.attempt + 1 >= job.max_attempts
                 target = JobState.FAILED if exhausted else JobState.QUEUED
                 fields = {
-                    **_CLEAR_LEASE, "attempt": job.attempt + 1, "last_failure_class": "worker_lost",
-                    "last_error": "worker lost its lease (crash or restart)", "run_after": now,
+                    **_CLEAR_LEASE,
+                    "attempt": job.attempt + 1,
+                    "last_failure_class": "worker_lost",
+                    "last_error": "worker lost its lease (crash or restart)",
+                    "run_after": now,
                 }
                 if exhausted:
                     fields["finished_at"] = now
@@ -398,8 +428,11 @@ class Store:
         return await self._tx(run)
 
     async def resume_backend(self, name: str) -> None:
-        await self._tx(lambda conn, now: _update_backend(
-            conn, name, now, paused_until=None, pause_reason=None, disabled=0, consecutive_failures=0))
+        await self._tx(
+            lambda conn, now: _update_backend(
+                conn, name, now, paused_until=None, pause_reason=None, disabled=0, consecutive_failures=0
+            )
+        )
 
     async def disable_backend(self, name: str, reason: str, error: str | None = None) -> bool:
         """Disable (auth failures). True when this call disabled it (so the alert goes out once)."""
@@ -408,7 +441,8 @@ class Store:
             _ensure_backend(conn, name, now)
             cur = conn.execute(
                 "UPDATE backend_state SET disabled = 1, pause_reason = ?, last_error = ?, updated_at = ? "
-                "WHERE name = ? AND disabled = 0", (reason, error, now, name),
+                "WHERE name = ? AND disabled = 0",
+                (reason, error, now, name),
             )
             return cur.rowcount == 1
 
@@ -427,7 +461,8 @@ class Store:
                 return 0
             conn.execute(
                 "UPDATE backend_state SET consecutive_failures = consecutive_failures + 1, last_error = ?, "
-                "updated_at = ? WHERE name = ?", (error, now, name),
+                "updated_at = ? WHERE name = ?",
+                (error, now, name),
             )
             return conn.execute("SELECT consecutive_failures FROM backend_state WHERE name = ?", (name,)).fetchone()[0]
 
@@ -447,9 +482,13 @@ class Store:
         return await self._read(lambda conn, now: [_outbox(r) for r in conn.execute(sql, (now, limit))])
 
     async def outbox_mark_sent(self, message_id: int, telegram_message_id: int | None) -> None:
-        await self._tx(lambda conn, now: conn.execute(
-            "UPDATE outbox SET state = 'sent', sent_at = ?, telegram_message_id = ?, attempts = attempts + 1 "
-            "WHERE id = ?", (now, telegram_message_id, message_id)))
+        await self._tx(
+            lambda conn, now: conn.execute(
+                "UPDATE outbox SET state = 'sent', sent_at = ?, telegram_message_id = ?, attempts = attempts + 1 "
+                "WHERE id = ?",
+                (now, telegram_message_id, message_id),
+            )
+        )
 
     async def outbox_mark_retry(self, message_id: int, delay_s: float, error: str, *, give_up_after: int = 8) -> None:
         def run(conn: sqlite3.Connection, now: float) -> None:
@@ -470,13 +509,22 @@ class Store:
 
     async def inbox_claim(self, update_id: int) -> bool:
         """Record an update id before handling it. False when it was already handled."""
-        return await self._tx(lambda conn, now: conn.execute(
-            "INSERT OR IGNORE INTO inbox(update_id, received_at) VALUES (?, ?)", (update_id, now)).rowcount == 1)
+        return await self._tx(
+            lambda conn, now: (
+                conn.execute(
+                    "INSERT OR IGNORE INTO inbox(update_id, received_at) VALUES (?, ?)", (update_id, now)
+                ).rowcount
+                == 1
+            )
+        )
 
     async def add_message(self, chat_id: int, role: str, text: str, job_id: int | None = None) -> None:
-        await self._tx(lambda conn, now: conn.execute(
-            "INSERT INTO messages(chat_id, role, text, job_id, created_at) VALUES (?, ?, ?, ?, ?)",
-            (chat_id, role, text, job_id, now)))
+        await self._tx(
+            lambda conn, now: conn.execute(
+                "INSERT INTO messages(chat_id, role, text, job_id, created_at) VALUES (?, ?, ?, ?, ?)",
+                (chat_id, role, text, job_id, now),
+            )
+        )
 
     async def recent_messages(self, chat_id: int, limit: int = 12) -> list[ChatMessage]:
         sql = "SELECT * FROM (SELECT * FROM messages WHERE chat_id = ? ORDER BY id DESC LIMIT ?) ORDER BY id"
@@ -486,7 +534,7 @@ class Store:
 
     async def kv_get(self, key: str) -> str | None:
         sql = "SELECT value FROM kv WHERE key = ?"
-        return await self._read(lambda conn, _: (row[0] if (row := conn.execute(sql, (key,)).fetchone()) else None))
+        return await self._read(lambda conn, _: row[0] if (row := conn.execute(sql, (key,)).fetchone()) else None)
 
     async def kv_set_if_changed(self, key: str, value: str, outbox: Iterable[NewOutbox] = ()) -> bool:
         """Set a fact; when it changed, also queue the given messages (same transaction). True if changed."""
@@ -510,8 +558,16 @@ class Store:
     # ---- schedules and projects -------------------------------------------------------------------
 
     async def add_schedule(
-        self, name: str, job_type: str, prompt: str, *, next_run_at: float, interval_s: float | None = None,
-        daily_at: str | None = None, project: str | None = None, catch_up: bool = True,
+        self,
+        name: str,
+        job_type: str,
+        prompt: str,
+        *,
+        next_run_at: float,
+        interval_s: float | None = None,
+        daily_at: str | None = None,
+        project: str | None = None,
+        catch_up: bool = True,
     ) -> Schedule:
         def run(conn: sqlite3.Connection, now: float) -> Schedule:
             cur = conn.execute(
@@ -531,11 +587,21 @@ class Store:
         return await self._read(lambda conn, _: [_schedule(r) for r in conn.execute(sql)])
 
     async def remove_schedule(self, name_or_id: str) -> bool:
-        return await self._tx(lambda conn, _: conn.execute(
-            "DELETE FROM schedules WHERE name = ? OR CAST(id AS TEXT) = ?", (name_or_id, name_or_id)).rowcount > 0)
+        return await self._tx(
+            lambda conn, _: (
+                conn.execute(
+                    "DELETE FROM schedules WHERE name = ? OR CAST(id AS TEXT) = ?", (name_or_id, name_or_id)
+                ).rowcount
+                > 0
+            )
+        )
 
     async def fire_schedule(
-        self, schedule_id: int, expected_next_run_at: float, new_next_run_at: float, jobs: list[NewJob],
+        self,
+        schedule_id: int,
+        expected_next_run_at: float,
+        new_next_run_at: float,
+        jobs: list[NewJob],
         missed: int = 0,
     ) -> list[Job]:
         """Advance a schedule and enqueue its run(s) in one transaction, fenced on next_run_at so a
@@ -549,8 +615,16 @@ class Store:
             if cur.rowcount != 1:
                 return []
             if missed:
-                _add_event(conn, None, now, "schedule_missed", None, None,
-                           f"schedule {schedule_id}: {missed} run(s) missed while down", {"schedule_id": schedule_id})
+                _add_event(
+                    conn,
+                    None,
+                    now,
+                    "schedule_missed",
+                    None,
+                    None,
+                    f"schedule {schedule_id}: {missed} run(s) missed while down",
+                    {"schedule_id": schedule_id},
+                )
             return [_enqueue(conn, new, now)[0] for new in jobs]
 
         return await self._tx(run)
@@ -576,12 +650,16 @@ class Store:
     async def get_project(self, name: str) -> Project | None:
         sql = "SELECT * FROM projects WHERE name = ?"
         return await self._read(
-            lambda conn, _: Project(**dict(r)) if (r := conn.execute(sql, (name,)).fetchone()) else None)
+            lambda conn, _: Project(**dict(r)) if (r := conn.execute(sql, (name,)).fetchone()) else None
+        )
 
     async def touch_project(self, name: str, status: str | None = None) -> None:
-        await self._tx(lambda conn, now: conn.execute(
-            "UPDATE projects SET last_advanced_at = ?, status = COALESCE(?, status) WHERE name = ?",
-            (now, status, name)))
+        await self._tx(
+            lambda conn, now: conn.execute(
+                "UPDATE projects SET last_advanced_at = ?, status = COALESCE(?, status) WHERE name = ?",
+                (now, status, name),
+            )
+        )
 
     # ---- statistics -------------------------------------------------------------------------------
 
@@ -625,19 +703,53 @@ def _enqueue(conn: sqlite3.Connection, new: NewJob, now: float) -> tuple[Job, bo
     title = new.title or _title_from(new.prompt)
     cur = conn.execute(
         "INSERT INTO jobs(type, title, prompt, project, source, priority, state, tier, run_after, max_attempts, "
-        "max_revisions, idempotency_key, parent_id, chat_id, deadline, review_required, session_id, "
-        "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "max_revisions, idempotency_key, parent_id, chat_id, deadline, review_required, session_id, maker_family, "
+        "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
-            new.type, title, new.prompt, new.project, new.source.value, int(new.priority), new.tier,
-            new.run_after if new.run_after is not None else now, new.max_attempts, new.max_revisions,
-            new.idempotency_key, new.parent_id, new.chat_id, new.deadline, int(new.review_required),
-            new.session_id, now, now,
+            new.type,
+            title,
+            new.prompt,
+            new.project,
+            new.source.value,
+            int(new.priority),
+            new.tier,
+            new.run_after if new.run_after is not None else now,
+            new.max_attempts,
+            new.max_revisions,
+            new.idempotency_key,
+            new.parent_id,
+            new.chat_id,
+            new.deadline,
+            int(new.review_required),
+            new.session_id,
+            new.maker_family,
+            now,
+            now,
         ),
     )
     job_id = int(cur.lastrowid)  # type: ignore[arg-type]
-    _add_event(conn, job_id, now, "enqueued", None, JobState.QUEUED.value, f"from {new.source.value}",
-               {"type": new.type, "priority": new.priority.name.lower()})
+    _add_event(
+        conn,
+        job_id,
+        now,
+        "enqueued",
+        None,
+        JobState.QUEUED.value,
+        f"from {new.source.value}",
+        {"type": new.type, "priority": new.priority.name.lower()},
+    )
     return _job_or_none(conn, job_id), True  # type: ignore[return-value]
+
+
+def _queued_notice(job: Job) -> NewOutbox:
+    return NewOutbox(
+        dedupe_key=f"job:{job.id}:queued",
+        kind="job_queued",
+        chat_id=job.chat_id,
+        job_id=job.id,
+        text=f"🆕 Queued #{job.id} · {job.type} (tier {job.tier}): {job.title}",
+        payload={"buttons": [["Status", f"job:{job.id}"], ["Cancel", f"cancel:{job.id}"]]},
+    )
 
 
 def _title_from(prompt: str) -> str:
@@ -682,8 +794,13 @@ def _complete(conn: sqlite3.Connection, c: Completion, now: float) -> Job:
     for attempt in c.attempts:
         _add_attempt(conn, c.job_id, attempt)
     if c.add_usage and c.attempts:
-        for key, attr in (("tokens_in", "tokens_in"), ("tokens_out", "tokens_out"),
-                          ("cache_read", "cache_read"), ("cache_write", "cache_write"), ("cost_usd", "cost_usd")):
+        for key, attr in (
+            ("tokens_in", "tokens_in"),
+            ("tokens_out", "tokens_out"),
+            ("cache_read", "cache_read"),
+            ("cache_write", "cache_write"),
+            ("cost_usd", "cost_usd"),
+        ):
             fields[key] = getattr(job, key) + sum(getattr(a, attr) for a in c.attempts)
     for review in c.reviews:
         _add_review(conn, review, now)
@@ -691,16 +808,23 @@ def _complete(conn: sqlite3.Connection, c: Completion, now: float) -> Job:
         fields.update(_CLEAR_LEASE)
     try:
         _set_state(conn, job, c.to_state, c.reason, now, fields)
-        if c.parent_update is not None:
-            parent = _job_or_none(conn, c.parent_update.job_id)
+        for update in c.parent_updates:
+            parent = _job_or_none(conn, update.job_id)
             if parent is not None:
-                _set_state(conn, parent, c.parent_update.to_state, c.parent_update.reason, now, c.parent_update.fields)
+                _set_state(conn, parent, update.to_state, update.reason, now, update.fields)
     except sqlite3.IntegrityError as exc:
         raise GateRefused(str(exc)) from exc
     for message in c.outbox:
         _add_outbox(conn, message, now)
+    if c.assistant_message is not None and job.chat_id is not None:
+        conn.execute(
+            "INSERT INTO messages(chat_id, role, text, job_id, created_at) VALUES (?, 'assistant', ?, ?, ?)",
+            (job.chat_id, c.assistant_message, job.id, now),
+        )
     for new in c.new_jobs:
-        _enqueue(conn, new, now)
+        queued, created = _enqueue(conn, new, now)
+        if created and c.announce_new_jobs:
+            _add_outbox(conn, _queued_notice(queued), now)
     return _job_or_none(conn, c.job_id)  # type: ignore[return-value]
 
 
@@ -731,8 +855,14 @@ def _to_sql(value: Any) -> Any:
 
 
 def _add_event(
-    conn: sqlite3.Connection, job_id: int | None, now: float, kind: str, from_state: str | None,
-    to_state: str | None, reason: str, data: dict[str, Any] | None,
+    conn: sqlite3.Connection,
+    job_id: int | None,
+    now: float,
+    kind: str,
+    from_state: str | None,
+    to_state: str | None,
+    reason: str,
+    data: dict[str, Any] | None,
 ) -> None:
     conn.execute(
         "INSERT INTO events(job_id, at, kind, from_state, to_state, reason, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -745,20 +875,55 @@ def _add_attempt(conn: sqlite3.Connection, job_id: int, a: NewAttempt) -> None:
         "INSERT INTO attempts(job_id, backend, model, family, purpose, started_at, finished_at, outcome, "
         "http_status, retry_after_s, tokens_in, tokens_out, cache_read, cache_write, cost_usd, latency_ms, error) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (job_id, a.backend, a.model, a.family, a.purpose, a.started_at, a.finished_at, a.outcome, a.http_status,
-         a.retry_after_s, a.tokens_in, a.tokens_out, a.cache_read, a.cache_write, a.cost_usd, a.latency_ms,
-         a.error),
+        (
+            job_id,
+            a.backend,
+            a.model,
+            a.family,
+            a.purpose,
+            a.started_at,
+            a.finished_at,
+            a.outcome,
+            a.http_status,
+            a.retry_after_s,
+            a.tokens_in,
+            a.tokens_out,
+            a.cache_read,
+            a.cache_write,
+            a.cost_usd,
+            a.latency_ms,
+            a.error,
+        ),
     )
-    _add_event(conn, job_id, a.finished_at, "attempt", None, None, f"{a.backend}: {a.outcome}",
-               {"backend": a.backend, "purpose": a.purpose, "outcome": a.outcome})
+    _add_event(
+        conn,
+        job_id,
+        a.finished_at,
+        "attempt",
+        None,
+        None,
+        f"{a.backend}: {a.outcome}",
+        {"backend": a.backend, "purpose": a.purpose, "outcome": a.outcome},
+    )
 
 
 def _add_review(conn: sqlite3.Connection, r: NewReview, now: float) -> None:
     conn.execute(
         "INSERT INTO reviews(job_id, revision, reviewer_backend, reviewer_family, maker_family, scores, score, "
         "passed, verdict, critique, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (r.job_id, r.revision, r.reviewer_backend, r.reviewer_family, r.maker_family, json.dumps(r.scores),
-         r.score, int(r.passed), r.verdict, r.critique, now),
+        (
+            r.job_id,
+            r.revision,
+            r.reviewer_backend,
+            r.reviewer_family,
+            r.maker_family,
+            json.dumps(r.scores),
+            r.score,
+            int(r.passed),
+            r.verdict,
+            r.critique,
+            now,
+        ),
     )
 
 
@@ -778,7 +943,9 @@ def _ensure_backend(conn: sqlite3.Connection, name: str, now: float) -> None:
 def _update_backend(conn: sqlite3.Connection, name: str, now: float, **values: Any) -> None:
     _ensure_backend(conn, name, now)
     assignments = ", ".join(f"{key} = ?" for key in values)
-    conn.execute(f"UPDATE backend_state SET {assignments}, updated_at = ? WHERE name = ?", (*values.values(), now, name))
+    conn.execute(
+        f"UPDATE backend_state SET {assignments}, updated_at = ? WHERE name = ?", (*values.values(), now, name)
+    )
 
 
 def _stats(conn: sqlite3.Connection, since: float, now: float) -> Stats:
@@ -795,21 +962,39 @@ def _stats(conn: sqlite3.Connection, since: float, now: float) -> Stats:
         (_SECONDS_PER_DAY, since),
     ).fetchall()
     by_day = [
-        {"day": int(d[0] * _SECONDS_PER_DAY), "finished": d[1], "done": d[2] or 0, "failed": d[3] or 0, "cost_usd": d[4]}
+        {
+            "day": int(d[0] * _SECONDS_PER_DAY),
+            "finished": d[1],
+            "done": d[2] or 0,
+            "failed": d[3] or 0,
+            "cost_usd": d[4],
+        }
         for d in days
     ]
     span_days = max(1.0, (now - since) / _SECONDS_PER_DAY)
     finished = done + failed
     projects = conn.execute("SELECT COUNT(*) FROM projects WHERE status = 'active'").fetchone()[0]
     return Stats(
-        since=since, total_jobs=total, done=done, failed=failed, cancelled=cancelled, active=active,
-        completion_rate=(done / finished) if finished else 0.0, active_projects=projects,
-        peak_daily=max((d["done"] for d in by_day), default=0), average_daily=done / span_days,
-        cost_usd=cost, cost_per_job=(cost / done) if done else 0.0, tokens_in=tin, tokens_out=tout, by_day=by_day,
+        since=since,
+        total_jobs=total,
+        done=done,
+        failed=failed,
+        cancelled=cancelled,
+        active=active,
+        completion_rate=(done / finished) if finished else 0.0,
+        active_projects=projects,
+        peak_daily=max((d["done"] for d in by_day), default=0),
+        average_daily=done / span_days,
+        cost_usd=cost,
+        cost_per_job=(cost / done) if done else 0.0,
+        tokens_in=tin,
+        tokens_out=tout,
+        by_day=by_day,
     )
 
 
 # ---- row mapping -------------------------------------------------------------------------------------
+
 
 def _job(row: sqlite3.Row) -> Job:
     return Job(**dict(row))

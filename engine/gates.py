@@ -1,0 +1,268 @@
+"""The quality gate: maker-checker review by a model of another family.
+
+Flow for a job type with ``review = true``: the maker succeeds -> deterministic checks (non-empty result;
+for coding, test output saved in the checkpoint folder) -> the job waits in ``reviewing`` while a ``review``
+job (authorship hidden, never routed to the maker's family) scores it against the rubric -> pass: done;
+below threshold: revising -> queued with the critique, at most ``max_revisions`` times -> needs_human.
+The database itself refuses ``done`` for a reviewed job without a passing review by another family
+(trigger ``jobs_review_gate``); the operator's explicit approval is the only override.
+"""
+
+from __future__ import annotations
+
+import prompts
+from engine import notices
+from engine.actions import EnqueueAction, UnparseableReview, parse_persona_reply, parse_review
+from engine.backends.base import BackendResult
+from engine.jobs import new_job
+from engine.models import Job, JobState, Priority, Source
+from engine.settings import BackendConfig, Settings
+from engine.store import Completion, NewAttempt, NewReview, ParentUpdate, Store
+from engine.workspace import Workspace
+
+SUMMARY_CHARS = 600
+INLINE_RESULT_CHARS = 4000
+CHECKS_FAMILY = "deterministic-checks"
+
+
+def verdict_problem(text: str) -> str | None:
+    """Why a reviewer's answer is not a usable verdict, or None when it is."""
+    try:
+        parse_review(text)
+    except UnparseableReview as exc:
+        return str(exc)
+    return None
+
+
+async def revision_prompt(store: Store, job: Job) -> str:
+    reviews = await store.job_reviews(job.id)
+    critique = reviews[-1].critique if reviews else "(no critique recorded)"
+    return prompts.render(
+        "revision",
+        prompt=job.prompt,
+        critique=critique,
+        previous_result=job.result_text or "",
+        revision=job.revision,
+        max_revisions=job.max_revisions,
+    )
+
+
+def _result_fields(job: Job, config: BackendConfig, result: BackendResult, workspace: Workspace) -> dict[str, object]:
+    fields: dict[str, object] = {
+        "result_text": result.text,
+        "result_summary": _summary(result.text),
+        "maker_backend": config.name,
+        "maker_family": config.family,
+        "session_id": result.session_id or job.session_id,
+        "progress": None,
+        "last_failure_class": None,
+        "last_error": None,
+    }
+    if len(result.text) > INLINE_RESULT_CHARS:
+        fields["result_path"] = str(workspace.write_text(job.id, "result.md", result.text))
+    return fields
+
+
+async def complete_maker(
+    settings: Settings,
+    workspace: Workspace,
+    job: Job,
+    attempts: list[NewAttempt],
+    config: BackendConfig,
+    result: BackendResult,
+    owner: str,
+    now: float,
+) -> Completion:
+    fields = _result_fields(job, config, result, workspace)
+    base = Completion(job_id=job.id, owner=owner, to_state=JobState.DONE, reason="", attempts=attempts, fields=fields)
+    if not job.review_required:
+        finished = job.model_copy(update=fields)
+        done = notices.job_done(finished, now, backend=config.name, score=None, summary=_summary(result.text))
+        return base.model_copy(update={"reason": f"done by {config.name}", "outbox": [done]})
+    type_config = settings.job_type(job.type)
+    evidence = workspace.test_evidence(job.id) if type_config.require_test_evidence else None
+    if type_config.require_test_evidence and evidence is None:
+        return _checks_failed(
+            job,
+            base,
+            config,
+            "no test evidence: run the tests and save their output to the checkpoint folder as tests.txt",
+        )
+    rubric = "rubric_coding" if type_config.rubric == "coding" else "rubric_default"
+    review_prompt = prompts.render(
+        rubric,
+        task=job.prompt,
+        result=result.text,
+        evidence=evidence or "(not required for this job type)",
+        threshold=f"{type_config.threshold:g}",
+    )
+    review = new_job(
+        settings,
+        type="review",
+        prompt=review_prompt,
+        title=f"Review of #{job.id}: {job.title}"[:120],
+        project=job.project,
+        priority=Priority(min(int(job.priority), int(Priority.HIGH))),
+        source=Source.SYSTEM,
+        chat_id=job.chat_id,
+        parent_id=job.id,
+        idempotency_key=f"review:{job.id}:{job.revision}",
+        maker_family=config.family,
+    )
+    return base.model_copy(
+        update={
+            "to_state": JobState.REVIEWING,
+            "new_jobs": [review],
+            "reason": f"made by {config.name}; checks passed; review requested",
+        }
+    )
+
+
+def _checks_failed(job: Job, base: Completion, config: BackendConfig, problem: str) -> Completion:
+    """Deterministic checks failed: the work never reaches a reviewer. Revise, or ask the operator."""
+    review = NewReview(
+        job_id=job.id,
+        revision=job.revision,
+        reviewer_backend="checks",
+        reviewer_family=CHECKS_FAMILY,
+        maker_family=config.family,
+        score=0.0,
+        passed=False,
+        verdict="revise",
+        critique=problem,
+    )
+    if job.revision < job.max_revisions:
+        fields = {**base.fields, "revision": job.revision + 1}
+        return base.model_copy(
+            update={
+                "to_state": JobState.QUEUED,
+                "fields": fields,
+                "reviews": [review],
+                "reason": f"deterministic checks failed: {problem}",
+            }
+        )
+    return base.model_copy(
+        update={
+            "to_state": JobState.NEEDS_HUMAN,
+            "reviews": [review],
+            "reason": f"deterministic checks failed: {problem}",
+            "outbox": [notices.needs_human(job, problem, None)],
+        }
+    )
+
+
+async def complete_review(
+    settings: Settings,
+    store: Store,
+    review_job: Job,
+    attempts: list[NewAttempt],
+    result: BackendResult,
+    owner: str,
+) -> Completion:
+    verdict = parse_review(result.text)  # validated already by the runner
+    parent = await store.get_job(review_job.parent_id or 0)
+    base = Completion(
+        job_id=review_job.id,
+        owner=owner,
+        to_state=JobState.DONE,
+        attempts=attempts,
+        reason="verdict recorded",
+        fields={"result_text": result.text},
+    )
+    if parent is None or parent.state != JobState.REVIEWING:
+        return base.model_copy(update={"reason": "verdict recorded; the reviewed job moved on meanwhile"})
+    threshold = settings.job_type(parent.type).threshold
+    passed = verdict.verdict == "pass" and verdict.score >= threshold
+    critique = "\n".join(
+        [verdict.overall_critique] + [f"- {c.name} ({c.score}/10): {c.critique}" for c in verdict.criteria]
+    )
+    reviewer = attempts[-1]
+    review = NewReview(
+        job_id=parent.id,
+        revision=parent.revision,
+        reviewer_backend=reviewer.backend,
+        reviewer_family=reviewer.family,
+        maker_family=parent.maker_family or "",
+        scores={c.name: float(c.score) for c in verdict.criteria},
+        score=verdict.score,
+        passed=passed,
+        verdict=verdict.verdict,
+        critique=critique.strip(),
+    )
+    if passed:
+        done = notices.job_done(
+            parent,
+            review_job.updated_at,
+            backend=parent.maker_backend,
+            score=verdict.score,
+            summary=parent.result_summary or "",
+        )
+        update = ParentUpdate(job_id=parent.id, to_state=JobState.DONE, reason=f"review passed ({verdict.score:g})")
+        return base.model_copy(update={"reviews": [review], "parent_updates": [update], "outbox": [done]})
+    if parent.revision < parent.max_revisions:
+        updates = [
+            ParentUpdate(
+                job_id=parent.id, to_state=JobState.REVISING, reason=f"review score {verdict.score:g} < {threshold:g}"
+            ),
+            ParentUpdate(
+                job_id=parent.id,
+                to_state=JobState.QUEUED,
+                reason="revision queued",
+                fields={"revision": parent.revision + 1, "run_after": review_job.updated_at},
+            ),
+        ]
+        return base.model_copy(update={"reviews": [review], "parent_updates": updates})
+    ask = notices.needs_human(parent, critique, verdict.score)
+    update = ParentUpdate(
+        job_id=parent.id, to_state=JobState.NEEDS_HUMAN, reason=f"rejected after {parent.revision} revision(s)"
+    )
+    return base.model_copy(update={"reviews": [review], "parent_updates": [update], "outbox": [ask]})
+
+
+def complete_chat(
+    settings: Settings,
+    job: Job,
+    attempts: list[NewAttempt],
+    result: BackendResult,
+    owner: str,
+) -> Completion:
+    """The persona answered: send its words, and queue the job its action asks for."""
+    prose, action, error = parse_persona_reply(result.text, job_types=settings.job_types)
+    text = prose or ("Queued." if isinstance(action, EnqueueAction) else "(no answer)")
+    if error:
+        text += f"\n\n(I tried to queue something but the request was malformed: {error[:200]})"
+    reply = notices.info(f"job:{job.id}:reply", text, chat_id=job.chat_id, job_id=job.id)
+    reply = reply.model_copy(update={"kind": "chat_reply"})
+    new_jobs = []
+    if isinstance(action, EnqueueAction):
+        new_jobs.append(
+            new_job(
+                settings,
+                type=action.type,
+                prompt=action.prompt,
+                title=action.title,
+                project=action.project,
+                priority=Priority.parse(action.priority),
+                source=Source.CHAT,
+                chat_id=job.chat_id,
+                parent_id=job.id,
+                idempotency_key=f"chat:{job.id}:action",
+            )
+        )
+    return Completion(
+        job_id=job.id,
+        owner=owner,
+        to_state=JobState.DONE,
+        reason="persona answered",
+        attempts=attempts,
+        fields={"result_text": text, "result_summary": _summary(text), "session_id": result.session_id},
+        outbox=[reply],
+        new_jobs=new_jobs,
+        announce_new_jobs=True,
+        assistant_message=text,
+    )
+
+
+def _summary(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= SUMMARY_CHARS else flat[: SUMMARY_CHARS - 3] + "..."

@@ -1,0 +1,80 @@
+"""Messages to the operator, as outbox rows. The engine writes them; a channel (Telegram, console) sends them.
+
+Each has a dedupe key, so a notification written twice (a retried transaction, a restart) is sent once.
+"""
+
+from __future__ import annotations
+
+from engine.models import Job
+from engine.store import NewOutbox
+
+
+def _duration(job: Job, now: float) -> str:
+    started = job.started_at or job.created_at
+    seconds = max(0.0, now - started)
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def job_done(job: Job, now: float, *, backend: str | None, score: float | None, summary: str) -> NewOutbox:
+    parts = [f"✅ Job #{job.id} done: {job.title}"]
+    if summary:
+        parts.append(summary)
+    meta = [f"backend {backend or job.maker_backend or '?'}", f"cost ${job.cost_usd:.4f}", _duration(job, now)]
+    if score is not None:
+        meta.insert(1, f"review {score:.1f}/10")
+    parts.append(" · ".join(meta))
+    return NewOutbox(
+        dedupe_key=f"job:{job.id}:done",
+        kind="job_done",
+        text="\n\n".join(parts),
+        chat_id=job.chat_id,
+        job_id=job.id,
+        payload={"result_chars": len(job.result_text or ""), "buttons": []},
+    )
+
+
+def job_failed(job: Job, failure_class: str, error: str, tried: list[str]) -> NewOutbox:
+    tried_text = ", ".join(tried) if tried else "nothing (no backend available)"
+    text = (
+        f"❌ Job #{job.id} failed: {job.title}\n\nclass: {failure_class}\n{error[:500]}\n\n"
+        f"tried: {tried_text} (attempt {job.attempt + 1} of {job.max_attempts})"
+    )
+    return NewOutbox(
+        dedupe_key=f"job:{job.id}:failed:{job.attempt}",
+        kind="job_failed",
+        text=text,
+        chat_id=job.chat_id,
+        job_id=job.id,
+        payload={"buttons": [["Retry", f"retry:{job.id}"], ["Retry on another backend", f"reroute:{job.id}"]]},
+    )
+
+
+def needs_human(job: Job, critique: str, score: float | None) -> NewOutbox:
+    score_text = f" (last score {score:.1f}/10)" if score is not None else ""
+    text = (
+        f"🧑‍⚖️ Job #{job.id} needs your decision: {job.title}\n\nThe reviewer rejected it after "
+        f"{job.revision} revision(s){score_text}.\n\nCritique: {critique[:1500]}"
+    )
+    return NewOutbox(
+        dedupe_key=f"job:{job.id}:needs_human:{job.revision}",
+        kind="needs_human",
+        text=text,
+        chat_id=job.chat_id,
+        job_id=job.id,
+        urgent=True,
+        payload={
+            "buttons": [
+                ["Approve", f"approve:{job.id}"],
+                ["Revise again", f"revise:{job.id}"],
+                ["Discard", f"cancel:{job.id}"],
+            ]
+        },
+    )
+
+
+def alert(key: str, text: str, *, urgent: bool = True) -> NewOutbox:
+    return NewOutbox(dedupe_key=f"alert:{key}", kind="alert", text=f"⚠️ {text}", urgent=urgent)
+
+
+def info(key: str, text: str, *, chat_id: int | None = None, job_id: int | None = None) -> NewOutbox:
+    return NewOutbox(dedupe_key=key, kind="info", text=text, chat_id=chat_id, job_id=job_id)

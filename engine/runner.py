@@ -1,0 +1,423 @@
+"""Running one claimed job: route it, call backends down the chain, act on each failure class, finish it.
+
+The runner never writes a job's state itself: it builds a ``Completion`` and hands it to the engine,
+which applies it fenced on the lease (grouped with others into one transaction).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import prompts
+from engine import gates, notices
+from engine.backends.base import BackendRequest, BackendResult
+from engine.capacity import Capacity
+from engine.clock import Clock
+from engine.failures import Failure, FailureClass, redact
+from engine.models import Job, JobState
+from engine.routing import Router
+from engine.settings import BackendConfig, Settings
+from engine.store import Completion, LeaseLost, NewAttempt, NewOutbox, Store
+from engine.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+_FALL_THROUGH = {
+    FailureClass.RATE_LIMITED,
+    FailureClass.QUOTA,
+    FailureClass.OVERLOADED,
+    FailureClass.SERVER_ERROR,
+    FailureClass.TIMEOUT,
+    FailureClass.AUTH,
+    FailureClass.EMPTY_OUTPUT,
+    FailureClass.UNKNOWN,
+    FailureClass.CONTEXT_OVERFLOW,
+    FailureClass.CONTENT_REFUSED,
+}
+_PAUSING = {FailureClass.RATE_LIMITED, FailureClass.QUOTA}
+_BREAKER = {FailureClass.OVERLOADED, FailureClass.SERVER_ERROR, FailureClass.TIMEOUT}
+RETRY_BASE_S = 30.0
+SNOOZE_BUSY_S = 5.0
+Submit = Callable[[Completion], Awaitable[Job | None]]
+
+
+@dataclass
+class JobContext:
+    """What memory contributes to a job: the core identity (stable) and relevant memories (variable)."""
+
+    core: str = ""
+    memories: str = ""
+
+
+class EngineHooks(Protocol):
+    async def context_for(self, job: Job) -> JobContext: ...
+
+    async def job_finished(self, job: Job) -> None: ...
+
+
+class NoHooks:
+    async def context_for(self, job: Job) -> JobContext:
+        return JobContext()
+
+    async def job_finished(self, job: Job) -> None:
+        return None
+
+
+@dataclass
+class _Run:
+    """The bookkeeping of one run of one job."""
+
+    job: Job
+    attempts: list[NewAttempt] = field(default_factory=list)
+    tried: list[str] = field(default_factory=list)
+    last_failure: Failure | None = None
+    progress: str | None = None
+
+
+class JobRunner:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        router: Router,
+        capacity: Capacity,
+        clock: Clock,
+        workspace: Workspace,
+        hooks: EngineHooks,
+        owner: str,
+        submit: Submit,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._router = router
+        self._capacity = capacity
+        self._clock = clock
+        self._workspace = workspace
+        self._hooks = hooks
+        self._owner = owner
+        self._submit = submit
+
+    async def run(self, job: Job) -> None:
+        run = _Run(job)
+        try:
+            completion = await self._route_and_call(run)
+        except LeaseLost:
+            log.info("job %s: lease lost, stopping", job.id)
+            return
+        if completion is None:
+            return
+        finished = await self._submit(completion)
+        if finished is not None and finished.state in (JobState.DONE, JobState.FAILED, JobState.NEEDS_HUMAN):
+            await self._hooks.job_finished(finished)
+
+    async def _route_and_call(self, run: _Run) -> Completion | None:
+        job = run.job
+        states = await self._store.backend_states()
+        exclude = job.maker_family if job.type == "review" else None
+        request = await self._build_request(job)
+        plan = self._router.plan(
+            job.type,
+            states,
+            prompt_chars=len(request.system) + len(request.prompt),
+            exclude_family=exclude,
+            spent_today_usd=await self._spent_today(),
+        )
+        remaining = list(plan.candidates)
+        while remaining:
+            config = remaining.pop(0)
+            result = await self._call(run, config, request)
+            if result.ok:
+                return await self._on_success(run, config, result)
+            failure = result.failure
+            assert failure is not None
+            verdict = await self._act_on_failure(run, config, failure)
+            if verdict == "stop":
+                break
+            remaining = self._narrow(remaining, config, failure)
+        return await self._on_exhausted(run, plan)
+
+    async def _build_request(self, job: Job) -> BackendRequest:
+        context = await self._hooks.context_for(job)
+        type_config = self._settings.job_type(job.type)
+        if job.type == "chat":
+            system = prompts.persona_system(self._settings.persona_name, self._settings.job_types, context.core)
+            history = await self._store.recent_messages(job.chat_id or 0, limit=12)
+            convo = "\n".join(f"{m.role.capitalize()}: {m.text}" for m in history if m.job_id != job.id)
+            prompt = f"{_section('Relevant memories', context.memories)}{_section('Recent conversation', convo)}"
+            prompt += f"Operator: {job.prompt}"
+        else:
+            system = prompts.job_instructions(job.type) + _section("Core memory", context.core)
+            task = await gates.revision_prompt(self._store, job) if job.revision > 0 else job.prompt
+            prompt = _section("Relevant memories", context.memories) + task
+        return BackendRequest(
+            job_id=job.id,
+            job_type=job.type,
+            system=system,
+            prompt=prompt,
+            session_id=job.session_id,
+            max_turns=type_config.max_turns,
+            permission_mode=type_config.permission_mode,
+            allowed_tools=type_config.allowed_tools,
+            timeout_s=type_config.timeout_s,
+            max_budget_usd=type_config.budget_usd,
+        )
+
+    async def _call(self, run: _Run, config: BackendConfig, request: BackendRequest) -> BackendResult:
+        job = run.job
+        needs_files = self._settings.job_type(job.type).require_test_evidence
+        if config.kind in ("claude_cli", "codex_cli") or needs_files:
+            context = await self._hooks.context_for(job)
+            path = self._workspace.prepare(
+                job, memories=context.memories, core=context.core, instructions=prompts.job_instructions(job.type)
+            )
+            request = request.model_copy(
+                update={"workspace": path, "timeout_s": min(request.timeout_s, config.timeout_s)}
+            )
+        backend = self._router.backend(config.name)
+        self._router.running[config.name] += 1
+        started = self._clock.now()
+        heartbeat = asyncio.create_task(self._heartbeat(run))
+        call = asyncio.create_task(backend.run(request, self._progress_sink(run)))
+        try:
+            done, _ = await asyncio.wait({call, heartbeat}, return_when=asyncio.FIRST_COMPLETED)
+            if call not in done:  # the heartbeat ended first: the lease is gone (swept or cancelled)
+                call.cancel()
+                await asyncio.gather(call, return_exceptions=True)
+                raise LeaseLost(f"job {job.id}")
+            result = call.result()
+        finally:
+            heartbeat.cancel()
+            self._router.running[config.name] -= 1
+        result = self._validate_output(job, result)
+        run.tried.append(config.name)
+        self._record_attempt(run, config, result, started)
+        return result
+
+    def _validate_output(self, job: Job, result: BackendResult) -> BackendResult:
+        """A success status without usable output is a failure (a model that returns nothing is not cheap)."""
+        if not result.ok:
+            return result
+        if not result.text.strip():
+            failure = Failure(failure_class=FailureClass.EMPTY_OUTPUT, message="empty answer", signature="empty")
+            return result.model_copy(update={"failure": failure})
+        if job.type == "review":
+            problem = gates.verdict_problem(result.text)
+            if problem is not None:
+                failure = Failure(
+                    failure_class=FailureClass.EMPTY_OUTPUT,
+                    message=f"unusable review: {problem}",
+                    signature="review:unparseable",
+                )
+                return result.model_copy(update={"failure": failure})
+        return result
+
+    def _record_attempt(self, run: _Run, config: BackendConfig, result: BackendResult, started: float) -> None:
+        failure = result.failure
+        secrets = [key.get_secret_value()] if (key := config.api_key()) else []
+        run.attempts.append(
+            NewAttempt(
+                backend=config.name,
+                model=result.model or config.model,
+                family=config.family,
+                purpose="review" if run.job.type == "review" else "make",
+                started_at=started,
+                finished_at=self._clock.now(),
+                outcome="success" if failure is None else failure.failure_class.value,
+                http_status=failure.http_status if failure else None,
+                retry_after_s=(failure.resume_at - self._clock.now()) if failure and failure.resume_at else None,
+                tokens_in=result.usage.input_tokens,
+                tokens_out=result.usage.output_tokens,
+                cache_read=result.usage.cache_read_tokens,
+                cache_write=result.usage.cache_write_tokens,
+                cost_usd=result.cost_usd,
+                latency_ms=result.latency_ms,
+                error=redact(failure.message, secrets)[:1000] if failure else None,
+            )
+        )
+        self._capacity.add_tokens(result.usage.input_tokens + result.usage.output_tokens)
+        if failure is not None:
+            run.last_failure = failure
+
+    def _progress_sink(self, run: _Run) -> Callable[[str], Awaitable[None]]:
+        async def sink(line: str) -> None:
+            run.progress = line[:300]
+
+        return sink
+
+    async def _heartbeat(self, run: _Run) -> None:
+        engine = self._settings.engine
+        while True:
+            await self._clock.sleep(engine.heartbeat_s)
+            if not await self._store.heartbeat(run.job.id, self._owner, engine.lease_s, run.progress):
+                return
+
+    async def _act_on_failure(self, run: _Run, config: BackendConfig, failure: Failure) -> str:
+        """Apply the failure class's action to the backend. Returns 'next' (fall through) or 'stop'."""
+        cls = failure.failure_class
+        name = config.name
+        if cls in _PAUSING:
+            until = failure.resume_at or (self._clock.now() + 60.0)
+            await self._store.pause_backend(name, until, cls.value, failure.message[:300])
+            if cls is FailureClass.QUOTA:
+                await self._store.add_outbox(
+                    notices.alert(
+                        f"quota:{name}:{int(until)}",
+                        f"Backend {name} is out of quota until {_hm(until)}: {failure.message[:200]}",
+                    )
+                )
+        elif cls in _BREAKER:
+            failures = await self._store.record_backend_result(name, ok=False, error=failure.message[:300])
+            if failures >= self._settings.engine.circuit_breaker_failures:
+                until = self._clock.now() + self._settings.engine.circuit_breaker_cooldown_s
+                state = await self._store.pause_backend(name, until, "circuit_open", failure.message[:300])
+                if state.pause_reason == "circuit_open":
+                    await self._store.add_outbox(
+                        notices.alert(
+                            f"circuit:{name}:{int(state.paused_until or until) // 3600}",
+                            f"Backend {name} keeps failing ({cls.value}); circuit open until {_hm(until)}. "
+                            "Jobs continue on the fallback chain.",
+                            urgent=False,
+                        )
+                    )
+        elif cls is FailureClass.AUTH:
+            if await self._store.disable_backend(name, "auth", failure.message[:300]):
+                await self._store.add_outbox(
+                    notices.alert(
+                        f"auth:{name}:{int(self._clock.now())}",
+                        f"Backend {name} rejected its credentials ({failure.message[:200]}). It is disabled; jobs "
+                        "continue on fallbacks. It comes back when its credential check passes.",
+                    )
+                )
+        elif cls is FailureClass.UNKNOWN:
+            signature = failure.signature or failure.message[:80]
+            await self._store.kv_set_if_changed(
+                f"signature:{signature}",
+                "seen",
+                outbox=[
+                    notices.alert(
+                        f"unknown:{signature}",
+                        f"New kind of failure from {name}: {failure.message[:300]}",
+                        urgent=False,
+                    )
+                ],
+            )
+        if cls in (FailureClass.BAD_REQUEST, FailureClass.BUDGET_EXCEEDED):
+            return "stop"
+        return "next" if cls in _FALL_THROUGH else "stop"
+
+    def _narrow(self, remaining: list[BackendConfig], failed: BackendConfig, failure: Failure) -> list[BackendConfig]:
+        cls = failure.failure_class
+        if cls is FailureClass.CONTEXT_OVERFLOW:
+            return [c for c in remaining if c.context_window > failed.context_window]
+        if cls is FailureClass.CONTENT_REFUSED:
+            return [c for c in remaining if c.family != failed.family]
+        return remaining
+
+    async def _on_success(self, run: _Run, config: BackendConfig, result: BackendResult) -> Completion:
+        await self._store.record_backend_result(config.name, ok=True)
+        if run.job.type == "review":
+            return await gates.complete_review(self._settings, self._store, run.job, run.attempts, result, self._owner)
+        if run.job.type == "chat":
+            return gates.complete_chat(self._settings, run.job, run.attempts, result, self._owner)
+        return await gates.complete_maker(
+            self._settings, self._workspace, run.job, run.attempts, config, result, self._owner, self._clock.now()
+        )
+
+    async def _on_exhausted(self, run: _Run, plan: object) -> Completion:
+        """No backend produced a result in this run: snooze, retry later, or fail."""
+        job = run.job
+        now = self._clock.now()
+        failure = run.last_failure
+        states = await self._store.backend_states()
+        chain = self._settings.chain_for(job.type)
+        paused = [states[n].paused_until for n in chain if n in states and (states[n].paused_until or 0) > now]
+        usable = [n for n in chain if n in states and not states[n].disabled]
+        all_paused = bool(paused) and len(paused) >= len([n for n in chain if not (n in states and states[n].disabled)])
+        fields = {
+            "last_failure_class": failure.failure_class.value if failure else None,
+            "last_error": failure.message[:1000] if failure else None,
+            "progress": None,
+        }
+        base = Completion(job_id=job.id, owner=self._owner, to_state=JobState.SNOOZED, reason="", attempts=run.attempts)
+        if failure is None or all_paused or (failure.failure_class in _PAUSING and paused):
+            return await self._snooze(run, base, fields, min(paused) if paused else None)
+        if failure.failure_class in (FailureClass.BAD_REQUEST, FailureClass.BUDGET_EXCEEDED) or not usable:
+            return self._fail(run, base, fields, failure)
+        if failure.failure_class is FailureClass.CONTENT_REFUSED:
+            return base.model_copy(
+                update={
+                    "to_state": JobState.NEEDS_HUMAN,
+                    "reason": "every family refused",
+                    "fields": fields,
+                    "outbox": [notices.needs_human(job, failure.message, None)],
+                }
+            )
+        if job.attempt + 1 >= job.max_attempts:
+            return self._fail(run, base, fields, failure)
+        delay = RETRY_BASE_S * (2**job.attempt) * (0.75 + random.random() / 2)
+        fields |= {"attempt": job.attempt + 1, "run_after": now + delay}
+        return base.model_copy(
+            update={
+                "to_state": JobState.RETRY_WAIT,
+                "fields": fields,
+                "reason": f"{failure.failure_class.value} on every backend tried; retry in {delay:.0f}s",
+            }
+        )
+
+    async def _snooze(self, run: _Run, base: Completion, fields: dict[str, object], until: float | None) -> Completion:
+        job = run.job
+        now = self._clock.now()
+        wake = until if until is not None and until > now else now + SNOOZE_BUSY_S
+        fields |= {"run_after": wake}
+        outbox: list[NewOutbox] = []
+        if job.type == "review":
+            outbox.append(
+                notices.info(
+                    f"job:{job.parent_id}:review_waits",
+                    f"Job #{job.parent_id} waits for a reviewer of another model "
+                    f"family than {job.maker_family}; none is available now.",
+                    chat_id=job.chat_id,
+                    job_id=job.parent_id,
+                )
+            )
+        return base.model_copy(
+            update={
+                "fields": fields,
+                "outbox": outbox,
+                "reason": f"no backend available; snoozed until {_hm(wake)} (no attempt used)",
+            }
+        )
+
+    def _fail(self, run: _Run, base: Completion, fields: dict[str, object], failure: Failure) -> Completion:
+        job = run.job
+        message = notices.job_failed(job, failure.failure_class.value, failure.message, run.tried)
+        fields |= {"attempt": job.attempt + 1}
+        return base.model_copy(
+            update={
+                "to_state": JobState.FAILED,
+                "fields": fields,
+                "outbox": [message],
+                "reason": f"failed: {failure.failure_class.value}",
+            }
+        )
+
+    async def _spent_today(self) -> float:
+        now = self._clock.now()
+        midnight = now - (now % 86_400)
+        paying = [b.name for b in self._settings.backends if b.pay_per_token]
+        return await self._store.spend_since(midnight, paying)
+
+
+def _section(title: str, body: str) -> str:
+    return f"## {title}\n\n{body.strip()}\n\n" if body.strip() else ""
+
+
+def _hm(ts: float) -> str:
+    import time
+
+    return time.strftime("%H:%M UTC", time.gmtime(ts))

@@ -1,0 +1,262 @@
+"""The engine loop: wait for work, claim up to the free slots, run each job in its own task.
+
+Wake-ups: an enqueue in this process (``wake``), a commit by another process (``PRAGMA data_version``
+polled every ``cross_process_poll_s``), and the ``tick_s`` safety tick. Finishes are grouped: every
+completion that is ready goes to the database in one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+
+from engine import notices
+from engine.backends.base import Backend
+from engine.capacity import Capacity
+from engine.clock import Clock
+from engine.models import Job, JobState, NewJob, Priority
+from engine.routing import Router
+from engine.runner import EngineHooks, JobRunner, NoHooks
+from engine.settings import Settings
+from engine.store import Completion, GateRefused, LeaseLost, Store
+from engine.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        backends: dict[str, Backend],
+        clock: Clock,
+        hooks: EngineHooks | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.capacity = Capacity(settings.engine, clock)
+        self.router = Router(settings, backends, clock)
+        self._backends = backends
+        self._runner = JobRunner(
+            settings,
+            store,
+            self.router,
+            self.capacity,
+            clock,
+            Workspace(settings.home),
+            hooks or NoHooks(),
+            self.owner,
+            self._submit,
+        )
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._tasks: dict[int, tuple[asyncio.Task[None], bool]] = {}  # job id -> (task, is_operator)
+        self._pending: list[tuple[Completion, asyncio.Future[Job | None]]] = []
+        self._flush_scheduled = False
+        self._background: list[asyncio.Task[None]] = []
+        self.backpressure = False
+
+    # ---- public surface -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover orphans of a previous process, then start the loop and its watchers."""
+        swept = await self.store.sweep_orphans(everything_running=True)
+        if swept:
+            log.info("recovered %d job(s) left running by a previous process", len(swept))
+        self.backpressure = (await self.store.kv_get("backpressure")) == "on"
+        self._background = [
+            asyncio.create_task(self._loop(), name="engine-loop"),
+            asyncio.create_task(self._watch_other_processes(), name="engine-data-version"),
+            asyncio.create_task(self._sweep_periodically(), name="engine-sweep"),
+        ]
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def submit(self, new: NewJob) -> tuple[Job, bool]:
+        job, created = await self.store.enqueue(new)
+        self.wake()
+        return job, created
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
+
+    def running_counts(self) -> tuple[int, int]:
+        operator = sum(1 for _, is_op in self._tasks.values() if is_op)
+        return operator, len(self._tasks) - operator
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop claiming; give running jobs ``grace_s`` to finish; return the rest to the queue."""
+        self._stopping.set()
+        self._wake.set()
+        grace = self.settings.engine.shutdown_grace_s if grace_s is None else grace_s
+        tasks = [task for task, _ in self._tasks.values()]
+        if tasks:
+            _, still_running = await asyncio.wait(tasks, timeout=grace)
+            for task in still_running:
+                task.cancel()
+            await asyncio.gather(*still_running, return_exceptions=True)
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self._flush()
+        await self._requeue_own_running()
+
+    # ---- the loop -------------------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                claimed = await self._dispatch()
+            except Exception:  # the loop must survive a bad moment (busy database, full disk)
+                log.exception("dispatch failed; retrying on the next wake-up")
+                claimed = 0
+            if claimed and not self._stopping.is_set():
+                await asyncio.sleep(0)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.engine.tick_s)
+
+    async def _dispatch(self) -> int:
+        running_op, running_bg = self.running_counts()
+        limits = self.capacity.limits(running_op, running_bg)
+        if limits.free_slots <= 0:
+            return 0
+        await self._update_backpressure()
+        max_priority = Priority.HIGH if self.backpressure else Priority.LOW
+        jobs = await self.store.claim(
+            self.owner,
+            free_slots=limits.free_slots,
+            background_limit=limits.background_limit,
+            lease_s=self.settings.engine.lease_s,
+            background_max_priority=max_priority,
+        )
+        for job in jobs:
+            task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+            self._tasks[job.id] = (task, job.priority == Priority.OPERATOR)
+        return len(jobs)
+
+    async def _run(self, job: Job) -> None:
+        try:
+            await self._runner.run(job)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug in one job must not take the engine down
+            log.exception("job %s crashed the runner", job.id)
+            with contextlib.suppress(Exception):
+                await self.store.transition(
+                    job.id,
+                    JobState.FAILED,
+                    f"internal error: {type(exc).__name__}",
+                    fields={
+                        "lease_owner": None,
+                        "lease_expires_at": None,
+                        "last_failure_class": "unknown",
+                        "last_error": str(exc)[:500],
+                    },
+                )
+        finally:
+            self._tasks.pop(job.id, None)
+            self._wake.set()
+
+    async def _update_backpressure(self) -> None:
+        depth = await self.store.queue_depth()
+        on = self.capacity.backpressure(depth)
+        if on == self.backpressure:
+            return
+        self.backpressure = on
+        now = int(self.clock.now())
+        text = (
+            f"Backpressure on: {depth} jobs queued, {self.capacity.tokens_in_window():,} tokens in 5 min. "
+            "Only your own and high-priority jobs start until it eases."
+            if on
+            else "Backpressure off: background work starts again."
+        )
+        await self.store.kv_set_if_changed(
+            "backpressure", "on" if on else "off", outbox=[notices.info(f"backpressure:{on}:{now}", text)]
+        )
+
+    # ---- grouped completions --------------------------------------------------------------------------
+
+    async def _submit(self, completion: Completion) -> Job | None:
+        future: asyncio.Future[Job | None] = asyncio.get_running_loop().create_future()
+        self._pending.append((completion, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._flush()))
+        return await future
+
+    async def _flush(self) -> None:
+        self._flush_scheduled = False
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            results = await self.store.complete_many([c for c, _ in batch])
+        except Exception as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (completion, future), result in zip(batch, results, strict=True):
+            if isinstance(result, (LeaseLost, GateRefused)):
+                log.warning("job %s: completion refused: %s", completion.job_id, result)
+                future.set_result(None)
+            elif isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+        self._wake.set()
+
+    # ---- watchers -------------------------------------------------------------------------------------
+
+    async def _watch_other_processes(self) -> None:
+        """Notice commits by other processes (the CLI adding a job) within a poll interval."""
+        last = await self.store.data_version()
+        while not self._stopping.is_set():
+            await asyncio.sleep(self.settings.engine.cross_process_poll_s)
+            try:
+                version = await self.store.data_version()
+            except Exception:
+                log.exception("data_version poll failed")
+                continue
+            if version != last:
+                last = version
+                self._wake.set()
+
+    async def _sweep_periodically(self) -> None:
+        while not self._stopping.is_set():
+            await self.clock.sleep(self.settings.engine.sweep_interval_s)
+            try:
+                swept = await self.store.sweep_orphans()
+            except Exception:
+                log.exception("orphan sweep failed")
+                continue
+            for job in swept:
+                task = self._tasks.get(job.id)
+                if task is not None:
+                    task[0].cancel()
+            if swept:
+                self._wake.set()
+
+    async def _requeue_own_running(self) -> None:
+        """Jobs this process still holds go back to the queue (no attempt used): nothing is lost."""
+        for job in await self.store.list_jobs(states=[JobState.RUNNING], limit=10_000):
+            if job.lease_owner == self.owner:
+                with contextlib.suppress(Exception):
+                    await self.store.transition(
+                        job.id,
+                        JobState.QUEUED,
+                        "shutdown: returned to the queue",
+                        fields={"lease_owner": None, "lease_expires_at": None},
+                        expected=[JobState.RUNNING],
+                    )

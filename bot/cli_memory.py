@@ -1,0 +1,144 @@
+"""``switchboard memory add|search|forget|core``: the operator's command line onto memory.
+
+``register(subparsers)`` adds the ``memory`` command; each subcommand sets ``func`` to an async handler
+``handler(args, settings) -> int``. With ``--json`` stdout carries exactly one JSON document; errors go to
+stderr as one line and the exit code is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from engine.settings import Settings
+from memory import CoreMemory, MemoryStoreError, SemanticMemory, build_embedder
+
+Handler = Callable[[argparse.Namespace, Settings], Awaitable[int]]
+
+
+def register(subparsers: Any) -> None:
+    memory = subparsers.add_parser("memory", help="inspect and edit the assistant's memory")
+    commands = memory.add_subparsers(dest="memory_command", required=True, metavar="{add,search,forget,core}")
+
+    add = commands.add_parser("add", help="remember a fact or preference")
+    add.add_argument("text")
+    add.add_argument("--kind", default="semantic", help="semantic (default), preference, episodic, ...")
+    add.add_argument("--importance", type=_importance, default=5, help="1-10 (default 5)")
+    add.add_argument("--project")
+    _json_flag(add)
+    add.set_defaults(func=_guarded(_add))
+
+    search = commands.add_parser("search", help="find memories relevant to a query")
+    search.add_argument("query")
+    search.add_argument("-k", type=int, default=5, help="how many results (default 5)")
+    search.add_argument("--project")
+    _json_flag(search)
+    search.set_defaults(func=_guarded(_search))
+
+    forget = commands.add_parser("forget", help="delete a memory by id")
+    forget.add_argument("id")
+    _json_flag(forget)
+    forget.set_defaults(func=_guarded(_forget))
+
+    core = commands.add_parser("core", help="show or replace core memory (core.md)")
+    mode = core.add_mutually_exclusive_group()
+    mode.add_argument("--set", dest="set_file", metavar="FILE", help="replace core.md with FILE ('-' for stdin)")
+    mode.add_argument("--show", action="store_true", help="print core.md (the default)")
+    _json_flag(core)
+    core.set_defaults(func=_guarded(_core))
+
+
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
+
+
+def _importance(value: str) -> int:
+    number = int(value)
+    if not 1 <= number <= 10:
+        raise argparse.ArgumentTypeError("importance must be between 1 and 10")
+    return number
+
+
+def _guarded(handler: Handler) -> Handler:
+    async def run(args: argparse.Namespace, settings: Settings) -> int:
+        try:
+            return await handler(args, settings)
+        except (MemoryStoreError, OSError, ValueError) as exc:
+            print(f"switchboard memory: {exc}", file=sys.stderr)
+            return 1
+    return run
+
+
+@asynccontextmanager
+async def _open(settings: Settings) -> AsyncIterator[SemanticMemory]:
+    embedder = build_embedder(settings.memory)
+    try:
+        memory = await SemanticMemory.open(settings.home, embedder, settings.memory)
+        try:
+            yield memory
+        finally:
+            await memory.close()
+    finally:
+        await embedder.aclose()
+
+
+def _emit(args: argparse.Namespace, document: Any, text: str) -> None:
+    print(json.dumps(document, ensure_ascii=False) if args.json else text)
+
+
+async def _add(args: argparse.Namespace, settings: Settings) -> int:
+    async with _open(settings) as memory:
+        outcome = await memory.add(args.text, kind=args.kind, importance=args.importance, project=args.project)
+    verbs = {"added": "remembered", "merged_exact": "already known (merged)", "merged_near": "near duplicate (merged)"}
+    _emit(args, outcome.model_dump(), f"{verbs[outcome.action]}: {outcome.id}")
+    return 0
+
+
+async def _search(args: argparse.Namespace, settings: Settings) -> int:
+    async with _open(settings) as memory:
+        found = await memory.search(args.query, k=args.k, project=args.project)
+    if args.json:
+        _emit(args, [m.model_dump() for m in found], "")
+        return 0
+    if not found:
+        print("no relevant memories")
+    for m in found:
+        scope = f" [{m.record.project}]" if m.record.project else ""
+        print(f"{m.record.id}  {m.score:.3f}  {m.record.kind}{scope}  {m.record.text}")
+    return 0
+
+
+async def _forget(args: argparse.Namespace, settings: Settings) -> int:
+    async with _open(settings) as memory:
+        removed = await memory.forget(args.id)
+    if not removed:
+        if args.json:
+            _emit(args, {"id": args.id, "forgotten": False}, "")
+        print(f"switchboard memory: no memory with id {args.id!r}", file=sys.stderr)
+        return 1
+    _emit(args, {"id": args.id, "forgotten": True}, f"forgot {args.id}")
+    return 0
+
+
+async def _core(args: argparse.Namespace, settings: Settings) -> int:
+    core = CoreMemory(settings.home, settings.memory.core_max_bytes)
+    if args.set_file:
+        source = sys.stdin.read() if args.set_file == "-" else await asyncio.to_thread(
+            Path(args.set_file).read_text, encoding="utf-8"
+        )
+        await asyncio.to_thread(core.write, source)
+        document = {"path": str(core.path), "size_bytes": len(source.encode("utf-8")),
+                    "max_bytes": core.max_bytes, "versions": len(core.versions())}
+        _emit(args, document, f"core memory updated ({document['size_bytes']} of {core.max_bytes} bytes)")
+        return 0
+    text = await asyncio.to_thread(core.read)
+    document = {"path": str(core.path), "text": text, "size_bytes": len(text.encode("utf-8")),
+                "max_bytes": core.max_bytes, "versions": len(core.versions())}
+    _emit(args, document, text.rstrip("\n"))
+    return 0

@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+import prompts
+from engine.settings import JOB_TYPES
+
+# The placeholders each template takes: a contract with the engine, the gates, the pulse and the bot.
+EXPECTED_PLACEHOLDERS = {
+    "persona": {"persona_name", "action_schema", "core_memory"},
+    "action_schema": {"job_types"},
+    "worker_context": {
+        "job_id", "job_type", "title", "session", "project", "job_dir", "workspace", "checkpoint_dir",
+        "instructions", "core_memory", "prompt", "memories",
+    },
+    "rubric_default": {"threshold", "task", "evidence", "result"},
+    "rubric_coding": {"threshold", "task", "evidence", "result"},
+    "revision": {"revision", "max_revisions", "prompt", "critique", "previous_result"},
+    "digest": {
+        "date", "total", "succeeded", "failed", "open", "cost_usd", "needs_operator", "succeeded_list",
+        "failed_list", "backends",
+    },
+}
+
+
+def _values(name: str) -> dict[str, str]:
+    return {key: f"<{key}>" for key in EXPECTED_PLACEHOLDERS[name]}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_PLACEHOLDERS))
+def test_each_template_takes_exactly_its_documented_placeholders(name: str) -> None:
+    assert prompts.placeholders(name) == EXPECTED_PLACEHOLDERS[name]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_PLACEHOLDERS))
+def test_each_template_renders_with_every_value_and_leaves_no_placeholder(name: str) -> None:
+    text = prompts.render(name, **_values(name))
+    for key in EXPECTED_PLACEHOLDERS[name]:
+        assert f"<{key}>" in text
+    assert not re.search(r"\$[A-Za-z_{]", text)
+
+
+def test_load_adds_md_and_accepts_an_explicit_suffix() -> None:
+    assert prompts.load("persona") == prompts.load("persona.md")
+    assert prompts.load("persona").startswith("# Who you are")
+
+
+@pytest.mark.parametrize("name", ["no_such_prompt", "../pyproject", "/etc/passwd", "", ".hidden", "a/b"])
+def test_unknown_or_hostile_names_raise_a_clear_error(name: str) -> None:
+    with pytest.raises(prompts.UnknownPrompt) as info:
+        prompts.load(name)
+    assert repr(name) in str(info.value)
+
+
+def test_unknown_prompt_lists_what_exists() -> None:
+    with pytest.raises(prompts.UnknownPrompt, match="persona"):
+        prompts.load("nope")
+
+
+def test_missing_value_names_the_placeholder() -> None:
+    values = _values("revision")
+    del values["critique"]
+    with pytest.raises(prompts.MissingPlaceholder) as info:
+        prompts.render("revision", **values)
+    assert info.value.placeholder == "critique"
+    assert "$critique" in str(info.value) and "'revision'" in str(info.value)
+
+
+def test_extra_values_are_ignored_so_rubrics_share_one_call() -> None:
+    values = {**_values("rubric_coding"), "unused": "x"}
+    assert prompts.render("rubric_default", **values) and prompts.render("rubric_coding", **values)
+
+
+def test_values_are_not_reinterpreted_as_placeholders() -> None:
+    text = prompts.render("revision", **{**_values("revision"), "critique": "costs $5 and $critique"})
+    assert "costs $5 and $critique" in text
+
+
+def test_rendering_is_byte_stable_and_the_variable_part_is_last() -> None:
+    one = prompts.persona_system("Switch", JOB_TYPES, core="likes tea")
+    two = prompts.persona_system("Switch", JOB_TYPES, core="likes coffee")
+    assert one == prompts.persona_system("Switch", JOB_TYPES, core="likes tea")
+    # Everything before the core memory is identical, so a provider's prompt cache covers it.
+    prefix = one[: one.index("likes tea")]
+    assert two.startswith(prefix) and len(prefix) > 2000
+
+
+def test_worker_context_puts_memories_last() -> None:
+    text = prompts.render("worker_context", **_values("worker_context"))
+    assert text.rstrip().endswith("<memories>")
+    assert text.index("<instructions>") < text.index("<job_id>") < text.index("<prompt>")
+
+
+def test_persona_system_names_the_persona_and_offers_every_queueable_type() -> None:
+    text = prompts.persona_system("Ada", JOB_TYPES)
+    assert "You are Ada" in text
+    for job_type in JOB_TYPES:
+        if job_type != "chat":
+            assert f'"{job_type}"' in text
+    assert '"chat"' not in text
+    assert "(empty)" in text
+
+
+def test_action_schema_examples_are_valid_actions() -> None:
+    from engine.actions import EnqueueAction, NoAction, parse_persona_reply
+
+    text = prompts.render("action_schema", job_types="...")
+    blocks = re.findall(r"```json\n(.*?)\n```", text, flags=re.DOTALL)
+    assert len(blocks) >= 3
+    for block in blocks:
+        data = json.loads(block.replace("<job type>", "research"))
+        _, action, error = parse_persona_reply(f"ok\n```json\n{json.dumps(data)}\n```")
+        assert error is None and isinstance(action, EnqueueAction | NoAction)
+
+
+def test_rubric_examples_parse_as_verdicts() -> None:
+    from engine.actions import parse_review
+
+    for name in ("rubric_default", "rubric_coding"):
+        text = prompts.load(name)
+        example = next(line for line in text.splitlines() if line.startswith('{"criteria"'))
+        verdict = parse_review(example)
+        assert verdict.verdict == "pass" and len(verdict.criteria) >= 5
+
+
+def test_rubrics_hide_authorship_and_ask_critique_before_score() -> None:
+    for name in ("rubric_default", "rubric_coding"):
+        text = prompts.load(name)
+        assert "a colleague's work" in text
+        assert "critique FIRST" in text
+    assert "tests" in prompts.load("rubric_coding")
+
+
+@pytest.mark.parametrize("job_type", JOB_TYPES)
+def test_every_job_type_has_its_own_instructions(job_type: str) -> None:
+    assert prompts.job_instructions(job_type) == prompts.load(f"job_{job_type}")
+
+
+def test_unknown_job_type_gets_the_default_instructions() -> None:
+    assert prompts.job_instructions("custom-thing") == prompts.load("job_default")
+
+
+def test_coding_instructions_require_test_output_in_the_checkpoint_folder() -> None:
+    text = prompts.job_instructions("coding")
+    assert "Run the tests" in text and "checkpoint folder" in text and "`tests.txt`" in text
+
+
+def test_worker_context_explains_every_report_file() -> None:
+    text = prompts.load("worker_context")
+    for name in ("progress.md", "step-N.md", "result.md", "question.md", "checkpoint folder"):
+        assert name in text
+
+
+def test_digest_renders_a_dollar_sign_before_the_cost() -> None:
+    text = prompts.render("digest", **{**_values("digest"), "cost_usd": "1.23"})
+    assert "Cost: $1.23." in text

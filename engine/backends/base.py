@@ -83,3 +83,19 @@ class Backend(Protocol):
 
     async def aclose(self) -> None:
         ...
+
+
+def price_usage(config: BackendConfig, usage: Usage) -> float:
+    """USD for one call at the backend's configured prices (per million tokens); 0 for subscriptions.
+
+    An unset (zero) cache price falls back to the input price: charging a cached token like a fresh one
+    overestimates a little, where pricing it at zero would hide real spend from the daily cap.
+    """
+    if config.subscription:
+        return 0.0
+    price_in = config.price_in_per_mtok
+    cache_read = config.price_cache_read_per_mtok or price_in
+    cache_write = config.price_cache_write_per_mtok or price_in
+    total = (usage.input_tokens * price_in + usage.output_tokens * config.price_out_per_mtok
+             + usage.cache_read_tokens * cache_read + usage.cache_write_tokens * cache_write)
+    return total / 1_000_000

@@ -456,6 +456,9 @@ class ClaudeCliBackend:
             return CredentialStatus(ok=True, message=f"claude {version}, credentials from the environment")
         return _oauth_status(version, env)
 
+    async def aclose(self) -> None:
+        """Nothing to close: every run owns its process and reaps it."""
+
 
 async def _version(binary: str, env: dict[str, str]) -> str | None:
     try:

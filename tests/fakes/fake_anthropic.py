@@ -95,6 +95,9 @@ class FakeAnthropic(ScriptedServer):
         route, method = request.route, request.method
         if route in ("/", "") and method in ("HEAD", "GET"):
             return Response.json(200, {"ok": True})
+        if self.require_key is not None and route.startswith("/v1/") \
+                and raw_headers.get("x-api-key") != self.require_key:
+            return Response.json(401, _error_body("authentication_error", "invalid x-api-key"))
         if route == "/v1/messages/count_tokens" and method == "POST":
             return Response.json(200, {"input_tokens": _rough_tokens(request.body)})
         if route == "/v1/models" and method == "GET":
@@ -102,8 +105,6 @@ class FakeAnthropic(ScriptedServer):
                                        "has_more": False, "first_id": self.model, "last_id": self.model})
         if route != "/v1/messages" or method != "POST":
             return Response.json(404, _error_body("not_found_error", f"unknown path {method} {route}"))
-        if self.require_key is not None and raw_headers.get("x-api-key") != self.require_key:
-            return Response.json(401, _error_body("authentication_error", "invalid x-api-key"))
         item = self.next_scripted()
         if isinstance(item, Hang):
             return item

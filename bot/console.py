@@ -1,0 +1,71 @@
+"""The console channel: with no Telegram token, the same persona and commands on stdin/stdout."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+
+from bot.commands import CommandRouter
+from engine.control import Control
+from engine.models import Priority, Source
+from engine.store import Store
+
+log = logging.getLogger(__name__)
+CONSOLE_CHAT_ID = 0
+
+
+class ConsoleChannel:
+    def __init__(self, control: Control, commands: CommandRouter, *, read_stdin: bool = True) -> None:
+        self._control = control
+        self._commands = commands
+        self._read_stdin = read_stdin
+
+    async def run(self, stop: asyncio.Event) -> None:
+        tasks = [asyncio.create_task(deliver_to_console(self._control.store, stop))]
+        if self._read_stdin and sys.stdin is not None and not sys.stdin.closed:
+            tasks.append(asyncio.create_task(self._read(stop)))
+        await stop.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _read(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        lines: asyncio.Queue[str] = asyncio.Queue()
+
+        def pump() -> None:
+            # A daemon thread: a blocked readline must never hold up shutdown.
+            for raw in sys.stdin:
+                loop.call_soon_threadsafe(lines.put_nowait, raw)
+            loop.call_soon_threadsafe(lines.put_nowait, "")
+
+        threading.Thread(target=pump, name="console-stdin", daemon=True).start()
+        while not stop.is_set():
+            line = await lines.get()
+            if not line:  # EOF: keep running for notifications, stop reading
+                return
+            text = line.strip()
+            if not text:
+                continue
+            if text.startswith("/"):
+                print(await self._commands.handle(text), flush=True)
+                continue
+            await self._control.store.add_message(CONSOLE_CHAT_ID, "operator", text)
+            job, _ = await self._control.add_job(
+                text, type="chat", priority=Priority.OPERATOR, source=Source.CHAT, chat_id=CONSOLE_CHAT_ID
+            )
+            print(f"… (#{job.id})", flush=True)
+
+
+async def deliver_to_console(store: Store, stop: asyncio.Event, poll_s: float = 0.2) -> None:
+    """Print every due outbox message once and mark it sent."""
+    while not stop.is_set():
+        for message in await store.outbox_due(limit=50):
+            print(f"\n{message.text}\n", flush=True)
+            await store.outbox_mark_sent(message.id, None)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=poll_s)
+        except TimeoutError:
+            pass

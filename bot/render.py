@@ -1,0 +1,89 @@
+"""Plain-text views of jobs, status and stats, shared by the CLI, the console and Telegram."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from engine.models import Attempt, Event, Job, Review
+from engine.store import Stats
+
+
+def when(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) if ts else "-"
+
+
+def job_line(job: Job) -> str:
+    return f"#{job.id:<5} {job.state.value:<11} {job.type:<10} {job.title[:60]}"
+
+
+def job_detail(job: Job, attempts: list[Attempt], events: list[Event], reviews: list[Review]) -> str:
+    lines = [
+        f"Job #{job.id}: {job.title}",
+        f"type {job.type} · tier {job.tier} · priority {job.priority.name.lower()} · state {job.state.value}",
+        f"attempt {job.attempt}/{job.max_attempts} · revision {job.revision}/{job.max_revisions}"
+        + (f" · project {job.project}" if job.project else ""),
+        f"created {when(job.created_at)} · finished {when(job.finished_at)}",
+        f"tokens {job.tokens_in:,} in / {job.tokens_out:,} out · cost ${job.cost_usd:.4f}",
+    ]
+    if job.maker_backend:
+        lines.append(f"made by {job.maker_backend} ({job.maker_family})")
+    if job.last_failure_class:
+        lines.append(f"last failure: {job.last_failure_class}: {job.last_error or ''}"[:300])
+    if job.result_summary:
+        lines += ["", "Result:", job.result_summary]
+    if reviews:
+        lines += ["", "Reviews:"]
+        lines += [
+            f"  r{r.revision} {r.reviewer_backend} ({r.reviewer_family}): {r.score:g} {r.verdict}" for r in reviews
+        ]
+    if attempts:
+        lines += ["", "Attempts:"]
+        lines += [
+            f"  {when(a.started_at)} {a.purpose:<6} {a.backend:<16} {a.outcome or '?':<14} "
+            f"{(a.latency_ms or 0) / 1000:.1f}s ${a.cost_usd:.4f}"
+            for a in attempts
+        ]
+    if events:
+        lines += ["", "Events:"]
+        lines += [f"  {when(e.at)} {e.from_state or '':>9} -> {e.to_state or e.kind:<11} {e.reason}" for e in events]
+    return "\n".join(lines)
+
+
+def backend_line(b: dict[str, Any]) -> str:
+    status = "ok"
+    if b["disabled"]:
+        status = f"DISABLED ({b['pause_reason']})"
+    elif b["paused_until"]:
+        status = f"paused ({b['pause_reason']}) until {when(b['paused_until'])}"
+    label = " [simulated]" if b["simulated"] else ""
+    return f"{b['name']:<18} {b['kind']:<10} tier {b['tier']} {b['family']:<10} {status}{label}"
+
+
+def stats_text(stats: Stats) -> str:
+    return "\n".join(
+        [
+            f"Since {when(stats.since)}:",
+            f"  jobs {stats.total_jobs} · done {stats.done} · failed {stats.failed} · cancelled {stats.cancelled} "
+            f"· active {stats.active}",
+            f"  completion rate {stats.completion_rate:.1%}",
+            f"  throughput: peak {stats.peak_daily}/day · average {stats.average_daily:.1f}/day",
+            f"  cost ${stats.cost_usd:.2f} · ${stats.cost_per_job:.4f} per job",
+            f"  active projects {stats.active_projects}",
+        ]
+    )
+
+
+def status_text(status: dict[str, Any]) -> str:
+    lines = [
+        f"Slots: {status['slots']['running']} running of {status['slots']['max']} "
+        f"({status['slots']['reserved_operator']} reserved for you)",
+        "Queue: " + (", ".join(f"{k} {v}" for k, v in sorted(status["jobs"].items())) or "empty"),
+        f"Backpressure: {'ON' if status['backpressure'] else 'off'} · tokens in 5 min: {status['tokens_5min']:,}"
+        f" of {status['token_budget_5min']:,}",
+        "Backends:",
+    ]
+    lines += [f"  {backend_line(b)}" for b in status["backends"]]
+    if status.get("strangers"):
+        lines.append(f"Strangers turned away: {status['strangers']}")
+    return "\n".join(lines)

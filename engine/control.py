@@ -1,0 +1,168 @@
+"""The operator's verbs over the engine: what the CLI, the console and Telegram call.
+
+Works with or without a running engine in this process: without one (the CLI), writes land in the
+database and the running engine notices them through ``PRAGMA data_version``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.clock import Clock
+from engine.jobs import new_job
+from engine.models import Job, JobState, Priority, Source
+from engine.scheduler import Engine
+from engine.settings import Settings
+from engine.store import Store
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+class NotFound(LookupError):
+    pass
+
+
+def parse_duration(text: str) -> float:
+    """'7d' -> seconds. Clear error on anything else."""
+    value, unit = text[:-1], text[-1:].lower()
+    if unit not in DURATION_UNITS or not value.replace(".", "", 1).isdigit():
+        raise ValueError(f"not a duration: {text!r} (examples: 30m, 12h, 7d)")
+    return float(value) * DURATION_UNITS[unit]
+
+
+class Control:
+    def __init__(self, settings: Settings, store: Store, clock: Clock, engine: Engine | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.engine = engine
+        self.strangers = 0
+
+    async def add_job(
+        self,
+        text: str,
+        *,
+        type: str,
+        project: str | None = None,
+        priority: Priority = Priority.NORMAL,
+        source: Source = Source.OPERATOR,
+        chat_id: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[Job, bool]:
+        job = new_job(
+            self.settings,
+            type=type,
+            prompt=text,
+            project=project,
+            priority=priority,
+            source=source,
+            chat_id=chat_id,
+            idempotency_key=idempotency_key,
+        )
+        if self.engine is not None:
+            return await self.engine.submit(job)
+        return await self.store.enqueue(job)
+
+    async def job(self, job_id: int) -> Job:
+        job = await self.store.get_job(job_id)
+        if job is None:
+            raise NotFound(f"no job #{job_id}")
+        return job
+
+    async def cancel(self, job_id: int) -> Job:
+        job = await self.job(job_id)
+        if job.state in (JobState.DONE, JobState.FAILED, JobState.CANCELLED):
+            raise ValueError(f"job #{job_id} is already {job.state.value}")
+        return await self.store.cancel(job_id)
+
+    async def retry(self, job_id: int) -> Job:
+        job = await self.job(job_id)
+        if job.state not in (JobState.FAILED, JobState.CANCELLED, JobState.NEEDS_HUMAN):
+            raise ValueError(
+                f"job #{job_id} is {job.state.value}; only failed, cancelled or waiting jobs can be retried"
+            )
+        retried = await self.store.retry(job_id)
+        self._wake()
+        return retried
+
+    async def approve(self, job_id: int) -> Job:
+        """The operator's explicit approval: the only override of the quality gate."""
+        job = await self.job(job_id)
+        if job.state != JobState.NEEDS_HUMAN:
+            raise ValueError(f"job #{job_id} is {job.state.value}; only jobs waiting for your decision can be approved")
+        return await self.store.transition(
+            job_id, JobState.DONE, "approved by the operator", fields={"operator_approved": True}
+        )
+
+    async def revise_again(self, job_id: int) -> Job:
+        job = await self.job(job_id)
+        if job.state != JobState.NEEDS_HUMAN:
+            raise ValueError(f"job #{job_id} is {job.state.value}")
+        await self.store.transition(job_id, JobState.REVISING, "operator asked for another revision")
+        revised = await self.store.transition(
+            job_id,
+            JobState.QUEUED,
+            "revision queued",
+            fields={
+                "revision": job.revision + 1,
+                "max_revisions": job.max_revisions + 1,
+                "run_after": self.clock.now(),
+            },
+        )
+        self._wake()
+        return revised
+
+    async def status(self) -> dict[str, Any]:
+        counts = await self.store.counts_by_state()
+        states = await self.store.backend_states()
+        running = counts.get("running", 0)
+        tokens = await self.store.tokens_since(self.clock.now() - 300)
+        backpressure = (await self.store.kv_get("backpressure")) == "on"
+        now = self.clock.now()
+        backends = []
+        for config in self.settings.backends:
+            state = states.get(config.name)
+            paused = state is not None and (state.paused_until or 0) > now
+            backends.append(
+                {
+                    "name": config.name,
+                    "kind": config.kind,
+                    "family": config.family,
+                    "tier": config.tier,
+                    "model": config.model,
+                    "simulated": config.simulated,
+                    "disabled": bool(state and state.disabled),
+                    "paused_until": state.paused_until if paused else None,
+                    "pause_reason": state.pause_reason if state and (paused or state.disabled) else None,
+                    "consecutive_failures": state.consecutive_failures if state else 0,
+                    "last_error": state.last_error if state else None,
+                }
+            )
+        return {
+            "slots": {
+                "running": running,
+                "max": self.settings.engine.max_slots,
+                "reserved_operator": self.settings.engine.reserved_operator_slots,
+            },
+            "jobs": counts,
+            "backpressure": backpressure,
+            "tokens_5min": tokens,
+            "token_budget_5min": self.settings.engine.token_budget_5min,
+            "backends": backends,
+            "strangers": self.strangers,
+            "simulated": self.settings.simulated_only,
+            "now": now,
+        }
+
+    async def pause_backend(self, name: str, hours: float = 24 * 365) -> None:
+        self.settings.backend(name)  # KeyError for an unknown name
+        await self.store.pause_backend(name, self.clock.now() + hours * 3600, "operator")
+
+    async def resume_backend(self, name: str) -> None:
+        self.settings.backend(name)
+        await self.store.resume_backend(name)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.engine is not None:
+            self.engine.wake()

@@ -15,10 +15,11 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from engine.backends.registry import build_backend
+
 from bot.commands import CommandRouter
 from bot.console import ConsoleChannel
 from engine.backends.base import Backend
-from engine.backends.registry import build_backend
 from engine.clock import Clock, SystemClock
 from engine.control import Control
 from engine.runner import EngineHooks, NoHooks
@@ -37,7 +38,7 @@ class AlreadyRunning(Exception):
 def engine_lock(home: Path):  # type: ignore[no-untyped-def]
     """One engine per data folder: the orphan sweep at start relies on it."""
     home.mkdir(parents=True, exist_ok=True)
-    handle = open(home / "engine.lock", "w")  # noqa: SIM115
+    handle = open(home / "engine.lock", "w")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

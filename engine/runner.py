@@ -192,6 +192,9 @@ class JobRunner:
             result = call.result()
         finally:
             heartbeat.cancel()
+            if not call.done():  # this run was cancelled (shutdown, sweep): stop the backend call too
+                call.cancel()
+                await asyncio.gather(call, return_exceptions=True)
             self._router.running[config.name] -= 1
         result = self._validate_output(job, result)
         run.tried.append(config.name)

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine import schedule_times
 from engine.clock import Clock
-from engine.jobs import new_job
-from engine.models import Job, JobState, Priority, Source
+from engine.jobs import MAX_PROMPT_CHARS, new_job
+from engine.models import Job, JobState, Priority, Project, Schedule, Source
+from engine.runner import QUESTION_PREFIX
 from engine.scheduler import Engine
 from engine.settings import Settings
 from engine.store import Store
+from engine.workspace import Workspace
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
@@ -162,6 +165,66 @@ class Control:
         self.settings.backend(name)
         await self.store.resume_backend(name)
         self._wake()
+
+    async def answer(self, job_id: int, text: str) -> Job:
+        """The operator's answer to a worker's question: appended to the job's task, which goes back to the
+        queue; the next run resumes the same session (``session_id`` is kept)."""
+        job = await self.job(job_id)
+        if job.state != JobState.NEEDS_INPUT:
+            raise ValueError(f"job #{job_id} is {job.state.value}; only a job that asked a question takes an answer")
+        answer = text.strip()
+        if not answer:
+            raise ValueError("the answer is empty")
+        asked = (job.progress or "").removeprefix(QUESTION_PREFIX).strip()
+        prompt = f"{job.prompt}\n\n" + (f"You asked the operator:\n{asked}\n\n" if asked else "")
+        prompt += f"Operator's answer:\n{answer}"
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise ValueError(f"the answer is too long for this job (at most {MAX_PROMPT_CHARS} characters in all)")
+        answered = await self.store.transition(
+            job_id,
+            JobState.QUEUED,
+            "answered by the operator",
+            fields={"prompt": prompt, "progress": None, "run_after": self.clock.now()},
+            expected=[JobState.NEEDS_INPUT],
+        )
+        self._wake()
+        return answered
+
+    async def add_schedule(
+        self,
+        name: str,
+        text: str,
+        *,
+        type: str,
+        every: str | None = None,
+        daily: str | None = None,
+        project: str | None = None,
+        catch_up: bool = True,
+    ) -> Schedule:
+        """A recurring job: ``every`` ('30m') or ``daily`` ('07:00' in ``pulse.timezone``), exactly one."""
+        if (every is None) == (daily is None):
+            raise ValueError("give exactly one of: every 30m, daily 07:00")
+        name = name.strip()
+        if not name or len(name) > 64:
+            raise ValueError("a schedule needs a name of 1 to 64 characters")
+        new_job(self.settings, type=type, prompt=text, project=project)  # the same checks a run will face
+        interval_s = schedule_times.parse_every(every) if every is not None else None
+        daily_at = schedule_times.parse_hhmm(daily).strftime("%H:%M") if daily is not None else None
+        tz = schedule_times.zone(self.settings.pulse.timezone)
+        next_run_at = schedule_times.next_run_after(self.clock.now(), interval_s=interval_s, daily_at=daily_at, tz=tz)
+        return await self.store.add_schedule(
+            name, type, text.strip(), next_run_at=next_run_at, interval_s=interval_s, daily_at=daily_at,
+            project=project, catch_up=catch_up,
+        )
+
+    async def add_project(self, name: str, goal: str = "") -> Project:
+        """A project with its own folder under ``$SWITCHBOARD_HOME/projects/``."""
+        name = name.strip()
+        if not name or len(name) > 64:
+            raise ValueError("a project needs a name of 1 to 64 characters")
+        folder = Workspace(self.settings.home).project_dir(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        return await self.store.add_project(name, goal.strip(), workspace=str(folder))
 
     def _wake(self) -> None:
         if self.engine is not None:

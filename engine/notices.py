@@ -5,6 +5,8 @@ Each has a dedupe key, so a notification written twice (a retried transaction, a
 
 from __future__ import annotations
 
+import hashlib
+
 from engine.models import Job
 from engine.store import NewOutbox
 
@@ -70,6 +72,23 @@ def needs_human(job: Job, critique: str, score: float | None) -> NewOutbox:
             ]
         },
     )
+
+
+def question(job: Job, text: str) -> NewOutbox:
+    """A worker's question: urgent, because the job waits for the answer."""
+    return NewOutbox(
+        dedupe_key=f"job:{job.id}:question:{len(job.prompt)}:{_digest(text)}",
+        kind="question",
+        text=f"❓ Job #{job.id} asks: {job.title}\n\n{text[:3000]}\n\nAnswer with /answer {job.id} YOUR ANSWER",
+        chat_id=job.chat_id,
+        job_id=job.id,
+        urgent=True,
+        payload={"job_id": job.id, "kind": "question"},
+    )
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:10]
 
 
 def alert(key: str, text: str, *, urgent: bool = True) -> NewOutbox:

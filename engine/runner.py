@@ -43,6 +43,8 @@ _PAUSING = {FailureClass.RATE_LIMITED, FailureClass.QUOTA}
 _BREAKER = {FailureClass.OVERLOADED, FailureClass.SERVER_ERROR, FailureClass.TIMEOUT}
 RETRY_BASE_S = 30.0
 SNOOZE_BUSY_S = 5.0
+# A job waiting in needs_input keeps its worker's question in ``progress`` behind this prefix.
+QUESTION_PREFIX = "Question for the operator: "
 Submit = Callable[[Completion], Awaitable[Job | None]]
 
 
@@ -327,8 +329,29 @@ class JobRunner:
             return await gates.complete_review(self._settings, self._store, run.job, run.attempts, result, self._owner)
         if run.job.type == "chat":
             return gates.complete_chat(self._settings, run.job, run.attempts, result, self._owner)
+        question = self._workspace.take_question(run.job.id)
+        if question is not None:  # the worker asked the operator: wait in needs_input, same session on resume
+            return self._ask_operator(run, config, result, question)
         return await gates.complete_maker(
             self._settings, self._workspace, run.job, run.attempts, config, result, self._owner, self._clock.now()
+        )
+
+    def _ask_operator(self, run: _Run, config: BackendConfig, result: BackendResult, question: str) -> Completion:
+        job = run.job
+        fields = {
+            "session_id": result.session_id or job.session_id,
+            "maker_backend": config.name,
+            "maker_family": config.family,
+            "progress": f"{QUESTION_PREFIX}{question[:2000]}",
+        }
+        return Completion(
+            job_id=job.id,
+            owner=self._owner,
+            to_state=JobState.NEEDS_INPUT,
+            reason=f"{config.name}: the worker asked the operator a question",
+            attempts=run.attempts,
+            fields=fields,
+            outbox=[notices.question(job, question)],
         )
 
     async def _on_exhausted(self, run: _Run, plan: object) -> Completion:

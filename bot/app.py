@@ -15,11 +15,11 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from engine.backends.registry import build_backend
-
 from bot.commands import CommandRouter
 from bot.console import ConsoleChannel
+from bot.memory_commands import memory_commands
 from engine.backends.base import Backend
+from engine.backends.registry import build_backend
 from engine.clock import Clock, SystemClock
 from engine.control import Control
 from engine.runner import EngineHooks, NoHooks
@@ -84,6 +84,13 @@ def build_backends(settings: Settings, clock: Clock) -> dict[str, Backend]:
 async def run_switchboard(settings: Settings, *, console: bool = True, clock: Clock | None = None) -> int:
     clock = clock or SystemClock()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines carry the bot token in URLs
+    if os.environ.get("TELEGRAM_BOT_TOKEN"):
+        from bot.telegram_channel import refusal
+
+        problem = refusal(settings)
+        if problem:  # fail closed, before anything is opened
+            print(f"switchboard: {problem}", file=sys.stderr)
+            return 1
     try:
         with engine_lock(settings.home):
             return await _serve(settings, clock, console)
@@ -106,7 +113,7 @@ async def _serve(settings: Settings, clock: Clock, console: bool) -> int:
             control = Control(settings, store, clock, engine)
             _announce(settings)
             try:
-                await _run_channel(settings, control, stop, console)
+                await _run_channel(settings, control, stop, console, hooks, clock)
             finally:
                 await engine.stop()
     finally:
@@ -118,13 +125,15 @@ async def _serve(settings: Settings, clock: Clock, console: bool) -> int:
     return 0
 
 
-async def _run_channel(settings: Settings, control: Control, stop: asyncio.Event, console: bool) -> None:
-    commands = CommandRouter(control)
+async def _run_channel(
+    settings: Settings, control: Control, stop: asyncio.Event, console: bool, hooks: EngineHooks, clock: Clock
+) -> None:
+    commands = CommandRouter(control, extra=memory_commands(hooks))
     token = os.environ.get("TELEGRAM_BOT_TOKEN")
     if token:
         from bot.telegram_channel import TelegramChannel
 
-        channel = TelegramChannel(settings, control, commands, token)
+        channel = TelegramChannel(settings, control, commands, token, clock=clock)
         await channel.run(stop)
         return
     await ConsoleChannel(control, commands, read_stdin=console).run(stop)

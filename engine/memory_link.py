@@ -19,6 +19,14 @@ class MemoryHooks:
         self._semantic = semantic
         self._budget = budget_bytes
 
+    @property
+    def core(self) -> CoreMemory:
+        return self._core
+
+    @property
+    def semantic(self) -> SemanticMemory:
+        return self._semantic
+
     async def context_for(self, job: Job) -> JobContext:
         if job.type == "review":  # authorship hidden, judgement fresh: the reviewer gets no memories
             return JobContext()

@@ -511,6 +511,32 @@ class Store:
             )
         )
 
+    async def outbox_claim(self, message_id: int) -> bool:
+        """Mark a due message 'sending' (its own transaction) just before the API call. False when another
+        sender took it or it is no longer pending. A crash leaves it 'sending': see ``outbox_recover_sending``."""
+        return await self._tx(
+            lambda conn, now: (
+                conn.execute("UPDATE outbox SET state = 'sending' WHERE id = ? AND state = 'pending'", (message_id,))
+                .rowcount
+                == 1
+            )
+        )
+
+    async def outbox_recover_sending(self) -> list[int]:
+        """At a sender's start: messages a previous process left 'sending' (it died mid-request, or while
+        waiting out a flood wait) go back to 'pending'. Returns their ids."""
+
+        def run(conn: sqlite3.Connection, now: float) -> list[int]:
+            rows = conn.execute(
+                "UPDATE outbox SET state = 'pending', next_attempt_at = ?, "
+                "last_error = 'interrupted while sending; resent after a restart' "
+                "WHERE state = 'sending' RETURNING id",
+                (now,),
+            ).fetchall()
+            return sorted(r[0] for r in rows)
+
+        return await self._tx(run)
+
     async def outbox_mark_retry(self, message_id: int, delay_s: float, error: str, *, give_up_after: int = 8) -> None:
         def run(conn: sqlite3.Connection, now: float) -> None:
             conn.execute(

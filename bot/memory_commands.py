@@ -1,0 +1,61 @@
+"""/memory, /remember and /forget for the command router, over the memory the composition root opened.
+
+With memory disabled (or unavailable) each still answers, saying so.
+"""
+
+from __future__ import annotations
+
+from bot.commands import Extra
+from engine.runner import EngineHooks, NoHooks
+
+_OFF = "Memory is off. Enable [memory] in switchboard.toml (it needs the embedder) and restart."
+MAX_MEMORY_CHARS = 2_000
+
+
+def memory_commands(hooks: EngineHooks) -> dict[str, Extra]:
+    if isinstance(hooks, NoHooks):
+
+        async def off(args: str) -> str:
+            return _OFF
+
+        return {"memory": off, "remember": off, "forget": off}
+    from engine.memory_link import MemoryHooks  # imports the vector store: only when memory is on
+    from memory import MemoryStoreError
+
+    if not isinstance(hooks, MemoryHooks):
+        return {}
+    semantic = hooks.semantic
+
+    async def search(args: str) -> str:
+        if not args:
+            count = await semantic.count()
+            return f"{count} memories stored. Search them: /memory QUERY · store one: /remember TEXT"
+        found = await semantic.search(args[:500], k=8)
+        if not found:
+            return f"Nothing relevant remembered about {args[:80]!r}."
+        return "\n".join(f"{m.record.id} · {m.record.text[:300]}" for m in found)
+
+    async def remember(args: str) -> str:
+        if not args:
+            return "What should I remember? /remember TEXT (for example: /remember deploys happen on Fridays)"
+        if len(args) > MAX_MEMORY_CHARS:
+            return f"That is {len(args)} characters; a memory holds at most {MAX_MEMORY_CHARS}. Shorten it."
+        try:
+            outcome = await semantic.add(args)
+        except MemoryStoreError as exc:
+            return f"Cannot do that: {exc}"
+        if outcome.action == "added":
+            return f"Remembered ({outcome.id}). /forget {outcome.id} to undo."
+        return f"I already knew that; merged into {outcome.id}."
+
+    async def forget(args: str) -> str:
+        memory_id = args.split()[0] if args.split() else ""
+        if not memory_id:
+            return "Which memory? /forget ID (find ids with /memory QUERY)"
+        if not memory_id.isalnum() or len(memory_id) > 64:
+            return f"{memory_id[:64]!r} is not a memory id (ids look like 3f9a0c1d2b4e5f60)."
+        if await semantic.forget(memory_id):
+            return f"Forgot {memory_id}."
+        return f"No memory with id {memory_id}."
+
+    return {"memory": search, "remember": remember, "forget": forget}

@@ -1,0 +1,155 @@
+"""The Telegram channel: a python-telegram-bot Application run by hand inside the composition root's loop.
+
+Lifecycle (``run``): refuse a configuration that is not fail-closed; ``async with app`` (initialize), register
+the command list, ``app.start()``, long polling without dropping the backlog (or a webhook with a secret
+token), then the outbox sender and the live activity loop; on ``stop`` everything is stopped in reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dtm
+import logging
+import os
+from collections.abc import Mapping
+
+from telegram import BotCommand, Update
+from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
+from telegram.request import BaseRequest
+
+from bot.commands import COMMANDS, CommandRouter
+from bot.telegram.handlers import Handlers, Services
+from bot.telegram.live import LiveActivity
+from bot.telegram.sender import OutboxSender
+from engine.clock import Clock, SystemClock
+from engine.control import Control
+from engine.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
+
+
+class ChannelRefused(Exception):
+    """The Telegram channel will not start with this configuration (the message says why)."""
+
+
+def refusal(settings: Settings, environ: Mapping[str, str] | None = None) -> str | None:
+    """Why the Telegram channel must not start, or None. Fail closed: no operator, no bot."""
+    env = os.environ if environ is None else environ
+    telegram = settings.telegram
+    if not telegram.operator_ids:
+        return (
+            "TELEGRAM_BOT_TOKEN is set but [telegram] operator_ids is empty: refusing to serve anyone. "
+            "Add your numeric Telegram user id to switchboard.toml."
+        )
+    if telegram.webhook_url and not env.get(telegram.webhook_secret_env):
+        return (
+            f"[telegram] webhook_url is set but ${telegram.webhook_secret_env} is empty: a webhook without a "
+            "secret token would accept forged updates. Set it, or remove webhook_url to use long polling."
+        )
+    return None
+
+
+class TelegramChannel:
+    def __init__(
+        self,
+        settings: Settings,
+        control: Control,
+        commands: CommandRouter,
+        token: str,
+        *,
+        clock: Clock | None = None,
+        request: BaseRequest | None = None,
+        get_updates_request: BaseRequest | None = None,
+        limiter_retries: int = 3,
+        poll_timeout_s: float = 10.0,
+        sender_poll_s: float = 0.25,
+        live_tick_s: float = 1.0,
+    ) -> None:
+        problem = refusal(settings)
+        if problem:
+            raise ChannelRefused(problem)
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines carry the token in URLs
+        self._settings = settings
+        self._control = control
+        self._clock = clock or SystemClock()
+        self._poll_timeout_s = poll_timeout_s
+        self.app = _build_app(settings, token, request, get_updates_request, limiter_retries)
+        self.sender = OutboxSender(settings, control.store, self.app.bot, self._clock, poll_s=sender_poll_s)
+        self.live = LiveActivity(settings, control.store, self.app.bot, self._clock, tick_s=live_tick_s)
+        Handlers(Services(settings, control, commands, self.sender.wake)).install(self.app)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with self.app:  # initialize ... shutdown
+            await self._register_commands()
+            await self.app.start()
+            await self._start_updates()
+            log.info("telegram channel up (%s)", "webhook" if self._settings.telegram.webhook_url else "polling")
+            tasks = [
+                asyncio.create_task(self.sender.run(stop), name="telegram-outbox"),
+                asyncio.create_task(self.live.run(stop), name="telegram-live"),
+            ]
+            try:
+                await stop.wait()
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                if self.app.updater is not None and self.app.updater.running:
+                    await self.app.updater.stop()
+                await self.app.stop()
+
+    async def _register_commands(self) -> None:
+        try:
+            await self.app.bot.set_my_commands([BotCommand(name, what) for name, what in COMMANDS.items()])
+        except Exception as exc:  # the menu is a convenience; the commands work without it
+            log.warning("setMyCommands failed: %s", exc)
+
+    async def _start_updates(self) -> None:
+        updater = self.app.updater
+        assert updater is not None
+        telegram = self._settings.telegram
+        if telegram.webhook_url:
+            secret = os.environ.get(telegram.webhook_secret_env, "")
+            await updater.start_webhook(
+                listen=telegram.webhook_listen,
+                port=telegram.webhook_port,
+                webhook_url=telegram.webhook_url,
+                secret_token=secret,
+                allowed_updates=ALLOWED_UPDATES,
+                drop_pending_updates=False,
+            )
+            return
+        with contextlib.suppress(Exception):  # a webhook left by an earlier deployment blocks getUpdates
+            await self.app.bot.delete_webhook(drop_pending_updates=False)
+        await updater.start_polling(
+            poll_interval=0.0,
+            timeout=dtm.timedelta(seconds=self._poll_timeout_s),
+            allowed_updates=ALLOWED_UPDATES,
+            drop_pending_updates=False,  # a backlog from while we were down is handled, not dropped
+        )
+
+
+def _build_app(
+    settings: Settings,
+    token: str,
+    request: BaseRequest | None,
+    get_updates_request: BaseRequest | None,
+    limiter_retries: int,
+) -> Application:  # type: ignore[type-arg]
+    root = settings.telegram.api_base_url.rstrip("/")
+    builder = (
+        ApplicationBuilder()
+        .token(token)
+        .base_url(f"{root}/bot")
+        .base_file_url(f"{root}/file/bot")
+        .rate_limiter(AIORateLimiter(max_retries=limiter_retries))
+        .concurrent_updates(False)  # one update at a time, in order: the conversation keeps its order
+    )
+    if request is not None:
+        builder = builder.request(request)
+    if get_updates_request is not None:
+        builder = builder.get_updates_request(get_updates_request)
+    return builder.build()

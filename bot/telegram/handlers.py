@@ -1,0 +1,188 @@
+"""Updates in: the guard, free text, slash commands and buttons. Each handler turns an Update into one call on
+the engine; every answer leaves through the outbox (durable, ordered, flood-wait aware, sent once).
+
+Order of work for every update: the guard (group -1) turns strangers away and records the update id in the
+inbox (a redelivered update stops there), then exactly one handler in group 0 runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from telegram import Update
+from telegram.constants import ChatAction
+from telegram.error import TelegramError
+from telegram.ext import (
+    Application,
+    ApplicationHandlerStop,
+    CallbackQueryHandler,
+    ContextTypes,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
+
+from bot.commands import CommandRouter
+from engine.control import Control, NotFound, parse_duration
+from engine.models import Priority, Source
+from engine.settings import Settings
+from engine.states import IllegalTransition
+from engine.store import GateRefused, NewOutbox
+
+log = logging.getLogger(__name__)
+
+MAX_INPUT_CHARS = 20_000  # Telegram caps a message at 4096; anything longer is not from Telegram
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the handlers reach: typed, passed in, never looked up by string key."""
+
+    settings: Settings
+    control: Control
+    commands: CommandRouter
+    wake_sender: Callable[[], None]
+
+
+class Handlers:
+    def __init__(self, services: Services) -> None:
+        self._s = services
+        self._operators = frozenset(services.settings.telegram.operator_ids)
+
+    def install(self, app: Application) -> None:  # type: ignore[type-arg]
+        app.add_handler(TypeHandler(Update, self.guard), group=-1)
+        app.add_handler(MessageHandler(filters.COMMAND, self.on_command))
+        app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, self.on_text))
+        app.add_handler(CallbackQueryHandler(self.on_button))
+        app.add_handler(MessageHandler(filters.ALL, self.on_other))
+        app.add_error_handler(self.on_error)
+
+    # ---- group -1 ---------------------------------------------------------------------------------------
+
+    async def guard(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Fail closed: only the operators get through, and each update only once."""
+        user = update.effective_user
+        if user is None or user.id not in self._operators:
+            self._s.control.strangers += 1
+            kind = "callback_query" if update.callback_query else "message" if update.message else "other"
+            log.warning(
+                "turned away a stranger: user %s, %s (update %d)", user.id if user else "?", kind, update.update_id
+            )
+            raise ApplicationHandlerStop
+        if not await self._s.control.store.inbox_claim(update.update_id):
+            log.info("update %d was already handled; ignoring the redelivery", update.update_id)
+            raise ApplicationHandlerStop
+
+    # ---- group 0 ----------------------------------------------------------------------------------------
+
+    async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        chat = update.effective_chat
+        if message is None or chat is None or not message.text:
+            return
+        text = message.text[:MAX_INPUT_CHARS]
+        store = self._s.control.store
+        await store.add_message(chat.id, "operator", text)
+        await self._s.control.add_job(
+            text, type="chat", priority=Priority.OPERATOR, source=Source.CHAT, chat_id=chat.id
+        )
+        await _typing(context, chat.id)
+
+    async def on_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        chat = update.effective_chat
+        if message is None or chat is None or not message.text:
+            return
+        text = message.text[:MAX_INPUT_CHARS]
+        answer = await self._s.commands.handle(text)
+        payload: dict[str, object] = {}
+        name, _, args = text.lstrip("/").partition(" ")
+        if name.split("@", 1)[0].lower() == "stats" and not answer.startswith("Cannot"):
+            payload = {"chart": "stats", "since": self._s.control.clock.now() - parse_duration(args.strip() or "7d")}
+        await self._answer(f"cmd:{update.update_id}", chat.id, answer, payload)
+
+    async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        if query is None:
+            return
+        verb, _, raw_id = (query.data or "").partition(":")
+        action = _BUTTONS.get(verb)
+        if action is None or not raw_id.isdigit():
+            await _answer_query(query, "That button is no longer valid.")
+            return
+        job_id = int(raw_id)
+        try:
+            text, toast = await action(self, job_id)
+        except (NotFound, ValueError, IllegalTransition, GateRefused) as exc:
+            text, toast = f"Cannot do that: {exc}", "Cannot do that"
+        await _answer_query(query, toast)
+        chat_id = query.message.chat.id if query.message is not None else None
+        await self._answer(f"button:{update.update_id}", chat_id, text)
+
+    async def on_other(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        chat = update.effective_chat
+        if chat is not None and update.effective_message is not None:
+            await self._answer(f"cmd:{update.update_id}", chat.id, "I read text messages only, for now.")
+
+    async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        update_id = update.update_id if isinstance(update, Update) else "?"
+        log.error("handling update %s failed: %r", update_id, context.error)  # no message text: it may be private
+
+    # ---- buttons ----------------------------------------------------------------------------------------
+
+    async def _retry(self, job_id: int) -> tuple[str, str]:
+        job = await self._s.control.retry(job_id)
+        return f"Job #{job.id} queued again.", "Queued again"
+
+    async def _reroute(self, job_id: int) -> tuple[str, str]:
+        # The router already skips a backend that failed the job (paused, circuit open); a retry walks the chain.
+        job = await self._s.control.retry(job_id)
+        return f"Job #{job.id} queued again; the router picks the next backend that is up.", "Queued again"
+
+    async def _approve(self, job_id: int) -> tuple[str, str]:
+        job = await self._s.control.approve(job_id)
+        return f"Job #{job.id} approved by you and marked done.", "Approved"
+
+    async def _revise(self, job_id: int) -> tuple[str, str]:
+        job = await self._s.control.revise_again(job_id)
+        return f"Job #{job.id}: another revision queued.", "Revision queued"
+
+    async def _cancel(self, job_id: int) -> tuple[str, str]:
+        job = await self._s.control.cancel(job_id)
+        return f"Job #{job.id} cancelled.", "Cancelled"
+
+    async def _show(self, job_id: int) -> tuple[str, str]:
+        return await self._s.commands.handle(f"/job {job_id}"), f"Job #{job_id}"
+
+    # ---- answers ----------------------------------------------------------------------------------------
+
+    async def _answer(self, key: str, chat_id: int | None, text: str, payload: dict[str, object] | None = None) -> None:
+        message = NewOutbox(dedupe_key=key, kind="command", text=text, chat_id=chat_id, payload=payload or {})
+        await self._s.control.store.add_outbox(message)
+        self._s.wake_sender()
+
+
+_BUTTONS: dict[str, Callable[[Handlers, int], Awaitable[tuple[str, str]]]] = {
+    "retry": Handlers._retry,
+    "reroute": Handlers._reroute,
+    "approve": Handlers._approve,
+    "revise": Handlers._revise,
+    "cancel": Handlers._cancel,
+    "job": Handlers._show,
+}
+
+
+async def _answer_query(query: object, text: str) -> None:
+    try:
+        await query.answer(text[:200])  # type: ignore[attr-defined]
+    except TelegramError as exc:  # an old query cannot be answered; the action itself was done
+        log.info("callback query not answered: %s", exc)
+
+
+async def _typing(context: ContextTypes.DEFAULT_TYPE, chat_id: int) -> None:
+    try:
+        await context.bot.send_chat_action(chat_id, ChatAction.TYPING)
+    except TelegramError as exc:
+        log.debug("typing indicator not sent: %s", exc)

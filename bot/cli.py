@@ -14,7 +14,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bot import cli_memory, render
+from bot import cli_memory, cli_pulse, render
 from engine.clock import SystemClock
 from engine.control import Control, NotFound, parse_duration
 from engine.jobs import InvalidJob
@@ -99,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
         func=_doctor
     )
     cli_memory.register(sub)
+    cli_pulse.register(sub)
     return parser
 
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from bot import render
+from bot.cli_pulse import project_line, schedule_line
 from engine.control import Control, NotFound, parse_duration
 from engine.models import JobState
+from engine.runner import QUESTION_PREFIX
 from engine.states import IllegalTransition
 from engine.store import GateRefused
+from engine.workspace import sanitize_name
 
 COMMANDS: dict[str, str] = {
     "start": "introduce yourself",
@@ -30,7 +33,15 @@ COMMANDS: dict[str, str] = {
     "forget": "forget a memory: /forget ID",
     "projects": "projects and their state",
     "schedule": "recurring jobs: /schedule list",
+    "answer": "answer a job's question: /answer 12 TEXT",
 }
+
+SCHEDULE_USAGE = (
+    "Schedules: /schedule list · /schedule remove NAME · /schedule add [NAME] every 30m TYPE: TEXT · "
+    "/schedule add [NAME] daily 07:00 TYPE: TEXT (add --no-catch-up to skip missed runs after downtime). "
+    "Example: /schedule add every 30m triage: check email"
+)
+PROJECTS_USAGE = "Projects: /projects · /projects NAME (with its jobs) · /projects add NAME GOAL"
 
 Extra = Callable[[str], Awaitable[str]]
 
@@ -123,6 +134,86 @@ class CommandRouter:
             return "Which backend? /resume NAME."
         await self._control.resume_backend(args.split()[0])
         return f"Backend {args.split()[0]} resumed."
+
+    async def _cmd_answer(self, args: str) -> str:
+        job_id = _job_id(args, "answer")
+        text = args.split(None, 1)[1].strip() if len(args.split(None, 1)) > 1 else ""
+        if not text:
+            job = await self._control.job(job_id)
+            asked = f" It asks: {job.progress.removeprefix(QUESTION_PREFIX)}" if job.progress else ""
+            return f"What is your answer? /answer {job_id} YOUR ANSWER.{asked}"
+        job = await self._control.answer(job_id, text)
+        return f"Thanks. Job #{job.id} continues with your answer (same session)."
+
+    async def _cmd_projects(self, args: str) -> str:
+        store = self._control.store
+        verb, _, rest = args.partition(" ")
+        if verb.lower() == "add":
+            name, _, goal = rest.strip().partition(" ")
+            if not name:
+                return f"Which project? {PROJECTS_USAGE}"
+            project = await self._control.add_project(name, goal)
+            return f"Project {project.name} added. Its folder: {project.workspace}"
+        if args:
+            project = await store.get_project(args.strip())
+            if project is None:
+                return f"No project named {args.strip()!r}. {PROJECTS_USAGE}"
+            jobs = await store.list_jobs(project=project.name, limit=15)
+            lines = [project_line(project)] + [render.job_line(j) for j in jobs]
+            return "\n".join(lines if jobs else [*lines, "No jobs yet."])
+        projects = await store.list_projects()
+        if not projects:
+            return f"No projects yet. {PROJECTS_USAGE}"
+        return "\n".join(project_line(p) for p in projects)
+
+    async def _cmd_schedule(self, args: str) -> str:
+        store = self._control.store
+        verb, _, rest = args.strip().partition(" ")
+        verb = verb.lower()
+        if verb in ("", "list"):
+            schedules = await store.list_schedules()
+            if not schedules:
+                return f"No schedules yet. {SCHEDULE_USAGE}"
+            return "\n".join(schedule_line(s) for s in schedules)
+        if verb == "remove":
+            name = rest.strip()
+            if not name:
+                return f"Which schedule? {SCHEDULE_USAGE}"
+            removed = await store.remove_schedule(name)
+            return f"Schedule {name} removed." if removed else f"No schedule named {name!r}."
+        if verb != "add":
+            return SCHEDULE_USAGE
+        spec = await self._parse_schedule(rest)
+        if isinstance(spec, str):
+            return spec
+        schedule = await self._control.add_schedule(**spec)
+        return f"Schedule added: {schedule_line(schedule)}"
+
+    async def _parse_schedule(self, rest: str) -> dict[str, object] | str:
+        tokens = rest.split()
+        catch_up = "--no-catch-up" not in tokens
+        tokens = [t for t in tokens if t != "--no-catch-up"]
+        name = tokens.pop(0) if tokens and tokens[0].lower() not in ("every", "daily") else None
+        if len(tokens) < 3 or tokens[0].lower() not in ("every", "daily"):
+            return f"I could not read that. {SCHEDULE_USAGE}"
+        kind, value = tokens[0].lower(), tokens[1]
+        words = tokens[2:]
+        if kind == "daily" and value.lower() == "at" and words:
+            value = words.pop(0)
+        head, colon, tail = " ".join(words).partition(":")
+        job_types = self._control.settings.job_types
+        job_type, text = (head.strip().lower(), tail.strip()) if colon and head.strip().lower() in job_types else (
+            "analysis", " ".join(words))
+        if not text:
+            return f"What should it do each time? {SCHEDULE_USAGE}"
+        if name is None:
+            taken = {s.name for s in await self._control.store.list_schedules()}
+            base = sanitize_name(f"{job_type}-{'-'.join(text.split()[:3])}".lower())[:40]
+            name = next(n for n in (base, *(f"{base}-{i}" for i in range(2, 1000))) if n not in taken)
+        return {
+            "name": name, "text": text, "type": job_type, "every": value if kind == "every" else None,
+            "daily": value if kind == "daily" else None, "catch_up": catch_up,
+        }
 
 
 def _job_id(args: str, command: str) -> int:

@@ -22,6 +22,7 @@ from engine.backends.base import Backend
 from engine.backends.registry import build_backend
 from engine.clock import Clock, SystemClock
 from engine.control import Control
+from engine.pulse import Pulse, PulseTrigger
 from engine.runner import EngineHooks, NoHooks
 from engine.scheduler import Engine
 from engine.settings import Settings
@@ -110,11 +111,16 @@ async def _serve(settings: Settings, clock: Clock, console: bool) -> int:
         async with open_memory(settings, clock) as hooks:
             engine = Engine(settings, store, backends, clock, hooks=hooks)
             await engine.start()
+            # The pulse and schedules: APScheduler triggers ticks; what is due is decided from the database.
+            maintain = getattr(hooks, "maintain", None)  # memory upkeep, when memory is open
+            pulse = PulseTrigger(Pulse(settings, store, clock, backends, maintain_memory=maintain, wake=engine.wake))
+            pulse.start()
             control = Control(settings, store, clock, engine)
             _announce(settings)
             try:
                 await _run_channel(settings, control, stop, console, hooks, clock)
             finally:
+                await pulse.shutdown()
                 await engine.stop()
     finally:
         for backend in backends.values():

@@ -8,7 +8,7 @@ from engine.models import Job
 from engine.runner import JobContext
 from memory import CoreMemory, SemanticMemory
 from memory.context import build_context
-from memory.episodes import Episode, record_episode
+from memory.episodes import EPISODIC, Episode, record_episode
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,18 @@ class MemoryHooks:
             log.exception("job %s: memory context unavailable", job.id)
             return JobContext(core=self._core.read())
         return JobContext(core=context.core, memories=context.relevant)
+
+    async def maintain(self) -> str:
+        """The pulse's memory upkeep, with no model call: prune old, never-read, unimportant episodes and
+        optimize the table. (Folding episodes into lessons, ``memory.episodes.consolidate``, needs a model
+        and is not run from here: the scheduler only enqueues.)"""
+        settings = self._semantic.settings
+        cutoff = self._semantic.now() - settings.episode_keep_days * 86_400
+        pruned = await self._semantic.prune(
+            kind=EPISODIC, created_before=cutoff, max_importance=settings.prune_max_importance
+        )
+        await self._semantic.optimize()
+        return f"pruned {pruned} old episode(s); memory table optimized"
 
     async def job_finished(self, job: Job) -> None:
         if job.type in ("review", "chat"):

@@ -200,7 +200,7 @@ async def test_checkpoint_written_by_the_cli_write_tool(claude_bin, fake, worksp
 async def test_cancel_kills_the_process_group(claude_bin, fake, workspace, tmp_path):
     fake.script(Hang(max_s=60))
     task = asyncio.create_task(backend(claude_bin, cli_env(tmp_path, fake)).run(request(workspace)))
-    for _ in range(300):  # wait until the CLI is blocked on the model call
+    for _ in range(1000):  # wait (up to 20 s under load) until the CLI is blocked on the model call
         if fake.count("/v1/messages"):
             break
         await asyncio.sleep(0.02)

@@ -108,7 +108,6 @@ class OutboxSender:
             return due
         active = await self._store.list_jobs(states=_ACTIVE_STATES, limit=10_000)
         active_chats = [(j.id, j.chat_id) for j in active if j.type == "chat"]
-        others = [m for m in due if m.id not in turns]
         ordered = sorted((m for m in due if m.id in turns), key=lambda m: (turns[m.id], m.id))
         ready: list[OutboxMessage] = []
         blocked_chats: set[int | None] = set()
@@ -119,7 +118,15 @@ class OutboxSender:
                 blocked_chats.add(message.chat_id)  # later turns of this chat wait too
                 continue
             ready.append(message)
-        return others + ready
+        # Other rows keep their places; the turns fill the places turns had, in job order.
+        turns_in_order = iter(ready)
+        result: list[OutboxMessage] = []
+        for message in due:
+            if message.id not in turns:
+                result.append(message)
+            elif (turn_row := next(turns_in_order, None)) is not None:
+                result.append(turn_row)
+        return result
 
     async def _turn_of(self, message: OutboxMessage) -> int | None:
         if message.kind not in TURN_KINDS or message.job_id is None:

@@ -36,6 +36,8 @@ class Router:
         self._backends = backends
         self._clock = clock
         self.running: Counter[str] = Counter()
+        # The rate-limit cache as last read from backend_state; the engine refreshes it on every dispatch.
+        self.states: dict[str, BackendState] = {}
 
     def backend(self, name: str) -> Backend:
         return self._backends[name]

@@ -119,7 +119,7 @@ class JobRunner:
 
     async def _route_and_call(self, run: _Run) -> Completion | None:
         job = run.job
-        states = await self._store.backend_states()
+        states = self._router.states  # refreshed once per dispatch, and after every backend failure
         exclude = job.maker_family if job.type == "review" else None
         request = await self._build_request(job)
         plan = self._router.plan(
@@ -279,16 +279,20 @@ class JobRunner:
             failures = await self._store.record_backend_result(name, ok=False, error=failure.message[:300])
             if failures >= self._settings.engine.circuit_breaker_failures:
                 until = self._clock.now() + self._settings.engine.circuit_breaker_cooldown_s
-                state = await self._store.pause_backend(name, until, "circuit_open", failure.message[:300])
-                if state.pause_reason == "circuit_open":
-                    await self._store.add_outbox(
+                await self._store.pause_backend(name, until, "circuit_open", failure.message[:300])
+                # One alert per outage: the circuit's open/closed fact changes once, however often it re-opens.
+                await self._store.kv_set_if_changed(
+                    f"circuit:{name}",
+                    "open",
+                    outbox=[
                         notices.alert(
-                            f"circuit:{name}:{int(state.paused_until or until) // 3600}",
-                            f"Backend {name} keeps failing ({cls.value}); circuit open until {_hm(until)}. "
-                            "Jobs continue on the fallback chain.",
+                            f"circuit:{name}:{int(self._clock.now())}",
+                            f"Backend {name} keeps failing ({cls.value}); circuit open. Jobs continue on the "
+                            "fallback chain; I will tell you when it recovers.",
                             urgent=False,
                         )
-                    )
+                    ],
+                )
         elif cls is FailureClass.AUTH:
             if await self._store.disable_backend(name, "auth", failure.message[:300]):
                 await self._store.add_outbox(
@@ -311,6 +315,7 @@ class JobRunner:
                     )
                 ],
             )
+        self._router.states = await self._store.backend_states()
         if cls in (FailureClass.BAD_REQUEST, FailureClass.BUDGET_EXCEEDED):
             return "stop"
         return "next" if cls in _FALL_THROUGH else "stop"
@@ -324,7 +329,7 @@ class JobRunner:
         return remaining
 
     async def _on_success(self, run: _Run, config: BackendConfig, result: BackendResult) -> Completion:
-        await self._store.record_backend_result(config.name, ok=True)
+        await self._note_success(config.name)
         if run.job.type == "review":
             return await gates.complete_review(self._settings, self._store, run.job, run.attempts, result, self._owner)
         if run.job.type == "chat":
@@ -335,6 +340,19 @@ class JobRunner:
         return await gates.complete_maker(
             self._settings, self._workspace, run.job, run.attempts, config, result, self._owner, self._clock.now()
         )
+
+    async def _note_success(self, name: str) -> None:
+        """Reset failure counts only when there were some: a healthy backend costs no write per job."""
+        state = self._router.states.get(name)
+        if state is None or (state.consecutive_failures == 0 and state.pause_reason != "circuit_open"):
+            return
+        await self._store.record_backend_result(name, ok=True)
+        await self._store.kv_set_if_changed(
+            f"circuit:{name}",
+            "closed",
+            outbox=[notices.info(f"circuit:{name}:closed:{int(self._clock.now())}", f"Backend {name} recovered.")],
+        )
+        self._router.states = await self._store.backend_states()
 
     def _ask_operator(self, run: _Run, config: BackendConfig, result: BackendResult, question: str) -> Completion:
         job = run.job
@@ -362,7 +380,7 @@ class JobRunner:
         states = await self._store.backend_states()
         chain = self._settings.chain_for(job.type)
         paused = [states[n].paused_until for n in chain if n in states and (states[n].paused_until or 0) > now]
-        usable = [n for n in chain if n in states and not states[n].disabled]
+        usable = [n for n in chain if not (n in states and states[n].disabled)]
         all_paused = bool(paused) and len(paused) >= len([n for n in chain if not (n in states and states[n].disabled)])
         fields = {
             "last_failure_class": failure.failure_class.value if failure else None,
@@ -433,9 +451,11 @@ class JobRunner:
         )
 
     async def _spent_today(self) -> float:
+        paying = [b.name for b in self._settings.backends if b.pay_per_token]
+        if not paying:
+            return 0.0
         now = self._clock.now()
         midnight = now - (now % 86_400)
-        paying = [b.name for b in self._settings.backends if b.pay_per_token]
         return await self._store.spend_since(midnight, paying)
 
 

@@ -132,6 +132,7 @@ class Engine:
         if limits.free_slots <= 0:
             return 0
         await self._update_backpressure()
+        self.router.states = await self.store.backend_states()
         max_priority = Priority.HIGH if self.backpressure else Priority.LOW
         jobs = await self.store.claim(
             self.owner,

@@ -399,7 +399,7 @@ async def test_replies_go_out_in_the_order_the_operator_wrote(make_rig: Any) -> 
     second = await _job(rig.store, rig.settings, "chat", chat_id=OPERATOR)
     jobs = {j.id: j for j in await _claim(rig.store)}
 
-    async def answer(job: Job, text: str) -> None:
+    async def answer(job: Job, text: str, *also: NewOutbox) -> None:
         reply = notices.info(f"job:{job.id}:reply", text, chat_id=OPERATOR, job_id=job.id)
         await rig.store.complete(
             Completion(
@@ -407,16 +407,17 @@ async def test_replies_go_out_in_the_order_the_operator_wrote(make_rig: Any) -> 
                 owner="worker",
                 to_state=JobState.DONE,
                 reason="answered",
-                outbox=[reply.model_copy(update={"kind": "chat_reply"})],
+                outbox=[reply.model_copy(update={"kind": "chat_reply"}), *also],
             )
         )
 
     await answer(jobs[second.id], "answer to the second message")  # the second finishes first
     await asyncio.sleep(0.1)
     assert rig.fake.sent == [], "the second answer waits for the first"
-    await answer(jobs[first.id], "answer to the first message")
-    messages = await rig.fake.wait_for_messages(OPERATOR, 2)
-    assert [m.text for m in messages] == ["answer to the first message", "answer to the second message"]
+    # In the same batch: a routine notice written after the first answer keeps its place after it.
+    await answer(jobs[first.id], "answer to the first message", notices.info("other", "routine", chat_id=OPERATOR))
+    messages = await rig.fake.wait_for_messages(OPERATOR, 3)
+    assert [m.text for m in messages] == ["answer to the first message", "answer to the second message", "routine"]
 
 
 async def test_quiet_hours_hold_routine_notices_but_not_urgent_ones_or_the_conversation(make_rig: Any) -> None:

@@ -134,17 +134,35 @@ class Engine:
         await self._update_backpressure()
         self.router.states = await self.store.backend_states()
         max_priority = Priority.HIGH if self.backpressure else Priority.LOW
+        lease_s = self.settings.engine.lease_s
         jobs = await self.store.claim(
             self.owner,
             free_slots=limits.free_slots,
             background_limit=limits.background_limit,
-            lease_s=self.settings.engine.lease_s,
+            lease_s=lease_s,
             background_max_priority=max_priority,
         )
+        if self.backpressure:
+            # Operator and high-priority work go first; the rest drains at a trickle rather than stalling.
+            trickle = self._trickle() - running_bg - sum(1 for j in jobs if j.priority != Priority.OPERATOR)
+            room = min(trickle, limits.background_limit - len(jobs), limits.free_slots - len(jobs))
+            if room > 0:
+                jobs += await self.store.claim(
+                    self.owner,
+                    free_slots=room,
+                    background_limit=room,
+                    lease_s=lease_s,
+                    background_max_priority=Priority.LOW,
+                )
         for job in jobs:
             task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
             self._tasks[job.id] = (task, job.priority == Priority.OPERATOR)
         return len(jobs)
+
+    def _trickle(self) -> int:
+        """Background slots under backpressure: a quarter of the non-reserved ones, at least one."""
+        engine = self.settings.engine
+        return max(1, (engine.max_slots - engine.reserved_operator_slots) // 4)
 
     async def _run(self, job: Job) -> None:
         try:

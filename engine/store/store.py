@@ -32,7 +32,7 @@ from engine.models import (
     Schedule,
 )
 from engine.states import check_transition
-from engine.store.db import Database, StoreError
+from engine.store.db import Busy, Database, StoreError
 
 T = TypeVar("T")
 
@@ -168,9 +168,19 @@ class Store:
 
         return await self._db.call(run)
 
-    async def _read(self, fn: Callable[[sqlite3.Connection, float], T]) -> T:
+    async def _read(self, fn: Callable[[sqlite3.Connection, float], T], *, heavy: bool = False) -> T:
+        """A read. ``heavy`` ones (scans for stats and listings) always run in the store's thread."""
         now = self._clock.now()
-        return await self._db.call(lambda conn: fn(conn, now))
+
+        def run(conn: sqlite3.Connection) -> T:
+            try:
+                return fn(conn, now)
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise Busy(str(exc)) from exc
+                raise
+
+        return await self._db.call(run, inline=not heavy)
 
     # ---- jobs: enqueue and read -------------------------------------------------------------------
 
@@ -207,7 +217,7 @@ class Store:
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         sql = f"SELECT * FROM jobs {where} ORDER BY id DESC LIMIT ?"
         params.append(limit)
-        return await self._read(lambda conn, _: [_job(r) for r in conn.execute(sql, params)])
+        return await self._read(lambda conn, _: [_job(r) for r in conn.execute(sql, params)], heavy=limit > 200)
 
     async def job_attempts(self, job_id: int) -> list[Attempt]:
         sql = "SELECT * FROM attempts WHERE job_id = ? ORDER BY id"
@@ -721,7 +731,7 @@ class Store:
     # ---- statistics -------------------------------------------------------------------------------
 
     async def stats(self, since: float) -> Stats:
-        return await self._read(lambda conn, now: _stats(conn, since, now))
+        return await self._read(lambda conn, now: _stats(conn, since, now), heavy=True)
 
     async def digest_numbers(self, since: float, *, list_limit: int = 20) -> dict[str, Any]:
         """The daily digest's facts for jobs created since ``since`` (the same window as ``stats``): done and
@@ -750,7 +760,9 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
-        raise StoreError(f"database is busy or unwritable: {exc}") from exc
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise Busy(str(exc)) from exc
+        raise StoreError(f"database is unwritable: {exc}") from exc
     try:
         yield
     except BaseException:

@@ -132,21 +132,39 @@ async def test_backpressure_on_then_off_told_once_each(
 
     engine = await make_engine(settings, store, clock)  # depth 8 > 3: backpressure
     await eventually(lambda: all_in(store, [high.id, operator.id], S.DONE))
-    await asyncio.sleep(0.05)
-    assert engine.backpressure
-    assert await all_in(store, [*normal, low.id], S.QUEUED)  # background work waits
-    outbox = await store.outbox_all()
-    assert [m.text.split(":")[0] for m in outbox if m.dedupe_key.startswith("backpressure")] == ["Backpressure on"]
 
-    for job_id in normal[:3]:  # the queue drains below the threshold
-        await store.cancel(job_id)
-    engine.wake()
-    await eventually(lambda: all_in(store, [*normal[3:], low.id], S.DONE))
+    # Background work still drains (at a trickle of max(1, 19 // 4) = 4 slots while backpressure lasts), and
+    # only after the operator's and the high-priority job were claimed.
+    await eventually(lambda: all_in(store, [*normal, low.id], S.DONE))
     assert not engine.backpressure
+    first_claims = await _claim_times(store, [high.id, operator.id])
+    later_claims = await _claim_times(store, [*normal, low.id])
+    assert max(first_claims) <= min(later_claims)
     notices = [m.text.split(":")[0] for m in await store.outbox_all() if m.dedupe_key.startswith("backpressure")]
     assert notices == ["Backpressure on", "Backpressure off"]
     assert await store.kv_get("backpressure") == "off"
 
+
+
+async def test_backpressure_lets_background_work_trickle(
+    make_settings: Callable[..., Settings], store: Store, clock: FakeClock, make_engine: MakeEngine,
+    eventually: Eventually,
+) -> None:
+    """Under backpressure background work is not stalled forever: it runs on a quarter of the slots."""
+    settings = make_settings(
+        backends=instant(default_sim_backends(), latency_ms=LONG_MS), engine={"backpressure_queue_depth": 3}
+    )
+    ids = [(await store.enqueue(analysis(settings, f"normal {i}")))[0].id for i in range(12)]
+    engine = await make_engine(settings, store, clock)
+    await eventually(lambda: _count_in(store, ids, S.RUNNING, 4))
+    await asyncio.sleep(0.05)  # the loop had its chance: still only the trickle runs
+    assert engine.backpressure
+    assert engine.running_counts() == (0, 4)
+
+
+async def _count_in(store: Store, ids: list[int], state: S, count: int) -> bool:
+    jobs = [await store.get_job(i) for i in ids]
+    return sum(1 for j in jobs if j is not None and j.state == state) == count
 
 # ---- cross-process pickup ---------------------------------------------------------------------------------
 
@@ -367,3 +385,9 @@ async def test_repeated_server_errors_open_the_circuit(
     assert len(flaky.calls) == 3  # the open circuit keeps calls away
     alerts = [m for m in await store.outbox_all() if m.kind == "alert"]
     assert len(alerts) == 1 and "circuit open" in alerts[0].text
+
+
+async def _claim_times(store: Store, ids: list[int]) -> list[int]:
+    """The event ids of each job's first claim (events are ordered)."""
+    return [next(e.id for e in await store.job_events(i) if e.to_state == S.RUNNING) for i in ids]
+

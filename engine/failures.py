@@ -177,7 +177,8 @@ def classify_http(
     haystack = f"{kind} {detail}".lower()
     head = f"HTTP {status} {kind}".strip()
     message = _short(f"{head}: {detail}" if detail else head, secrets)
-    signature = f"http_{status}:{normalise_signature(kind or detail) or 'no_body'}"
+    # From the redacted text: a signature lands in kv keys and dedupe keys, so an echoed key must not.
+    signature = f"http_{status}:{normalise_signature(redact(kind or detail, secrets)) or 'no_body'}"
     hinted_resume = resume_at_from_headers(headers, now)
 
     def make(cls: FailureClass, resume_at: float | None = None) -> Failure:
@@ -209,6 +210,7 @@ def classify_http(
 
 def classify_exception(exc: BaseException, *, secrets: Iterable[str | SecretStr | None] = ()) -> Failure:
     """Classify a transport exception (httpx, asyncio) raised while talking to a backend."""
+    secrets = list(secrets)
     name = type(exc).__name__
     message = _short(f"{name}: {exc}" if str(exc) else name, secrets)
     if isinstance(exc, httpx.TimeoutException | asyncio.TimeoutError | TimeoutError):
@@ -219,4 +221,4 @@ def classify_exception(exc: BaseException, *, secrets: Iterable[str | SecretStr 
     if isinstance(exc, asyncio.CancelledError):
         return Failure(failure_class=FailureClass.CANCELLED, message=message, signature=f"exc:{name}")
     return Failure(failure_class=FailureClass.UNKNOWN, message=message,
-                   signature=f"exc:{name}:{normalise_signature(str(exc))}")
+                   signature=f"exc:{name}:{normalise_signature(redact(str(exc), secrets))}")

@@ -20,7 +20,7 @@ from engine.capacity import Capacity
 from engine.clock import Clock
 from engine.failures import Failure, FailureClass, redact
 from engine.models import Job, JobState
-from engine.routing import Router
+from engine.routing import RoutePlan, Router
 from engine.settings import BackendConfig, Settings
 from engine.store import Completion, LeaseLost, NewAttempt, NewOutbox, Store
 from engine.workspace import Workspace
@@ -129,6 +129,12 @@ class JobRunner:
             exclude_family=exclude,
             spent_today_usd=await self._spent_today(),
         )
+        # The routing history: a backend passed over for its state (paused, disabled, budget) is an event of the
+        # job. Routine reasons (a busy backend, one off in the config) are not: no extra write per healthy job.
+        skipped = {n: r for n, r in plan.skipped.items() if r.startswith(("paused", "disabled:", "daily budget"))}
+        if skipped:
+            reason = "skipped " + "; ".join(f"{n}: {r}" for n, r in skipped.items())
+            await self._store.add_event(job.id, "routing", reason, {"skipped": skipped})
         remaining = list(plan.candidates)
         while remaining:
             config = remaining.pop(0)
@@ -295,6 +301,8 @@ class JobRunner:
                 )
         elif cls is FailureClass.AUTH:
             if await self._store.disable_backend(name, "auth", failure.message[:300]):
+                # The pulse's credential check keeps this fact: it must not alert the same dead key again.
+                await self._store.kv_set_if_changed(f"credential:{name}", "failed")
                 await self._store.add_outbox(
                     notices.alert(
                         f"auth:{name}:{int(self._clock.now())}",
@@ -372,7 +380,7 @@ class JobRunner:
             outbox=[notices.question(job, question)],
         )
 
-    async def _on_exhausted(self, run: _Run, plan: object) -> Completion:
+    async def _on_exhausted(self, run: _Run, plan: RoutePlan) -> Completion:
         """No backend produced a result in this run: snooze, retry later, or fail."""
         job = run.job
         now = self._clock.now()
@@ -388,6 +396,8 @@ class JobRunner:
             "progress": None,
         }
         base = Completion(job_id=job.id, owner=self._owner, to_state=JobState.SNOOZED, reason="", attempts=run.attempts)
+        if failure is None and plan.blocked_by_budget:
+            return await self._park_for_budget(run, base, fields, paused)
         if failure is None or all_paused or (failure.failure_class in _PAUSING and paused):
             return await self._snooze(run, base, fields, min(paused) if paused else None)
         if failure.failure_class in (FailureClass.BAD_REQUEST, FailureClass.BUDGET_EXCEEDED) or not usable:
@@ -434,6 +444,29 @@ class JobRunner:
                 "fields": fields,
                 "outbox": outbox,
                 "reason": f"no backend available; snoozed until {_hm(wake)} (no attempt used)",
+            }
+        )
+
+    async def _park_for_budget(
+        self, run: _Run, base: Completion, fields: dict[str, object], paused: list[float | None]
+    ) -> Completion:
+        """The daily USD cap left no backend: wait (no attempt used) until the budget resets at UTC midnight,
+        or a paused backend of the chain comes back; tell the operator once a day."""
+        now = self._clock.now()
+        midnight = now - now % 86_400 + 86_400  # _spent_today counts from UTC midnight
+        parked = await self._snooze(run, base, fields, min([p for p in paused if p is not None] + [midnight]))
+        cap, spent = self._settings.engine.daily_budget_usd, await self._spent_today()
+        alert = notices.alert(
+            f"budget:{int(now // 86_400)}",
+            f"Daily budget reached: ${spent:.2f} of ${cap:.2f} spent on pay-per-token backends today. Jobs that "
+            f"need them wait until {_hm(midnight)}; raise engine.daily_budget_usd to go on sooner.",
+            urgent=False,
+        )
+        wake = parked.fields.get("run_after")
+        return parked.model_copy(
+            update={
+                "outbox": [*parked.outbox, alert],
+                "reason": f"daily budget reached; parked until {_hm(float(wake or midnight))} (no attempt used)",
             }
         )
 

@@ -79,6 +79,8 @@ class _Run:
     tried: list[str] = field(default_factory=list)
     last_failure: Failure | None = None
     progress: str | None = None
+    has_workspace: bool = False  # a worker with files ran: look for its question.md
+    lease_lost: bool = False
 
 
 class JobRunner:
@@ -186,23 +188,22 @@ class JobRunner:
             request = request.model_copy(
                 update={"workspace": path, "timeout_s": min(request.timeout_s, config.timeout_s)}
             )
+            run.has_workspace = True
         backend = self._router.backend(config.name)
         self._router.running[config.name] += 1
         started = self._clock.now()
-        heartbeat = asyncio.create_task(self._heartbeat(run))
-        call = asyncio.create_task(backend.run(request, self._progress_sink(run)))
+        # The call runs in this task; the heartbeat cancels this task if the lease is lost (swept, cancelled).
+        # Cancelling this task (shutdown, sweep) cancels the backend call with it, killing a CLI worker.
+        heartbeat = asyncio.create_task(self._heartbeat(run, asyncio.current_task()))
         try:
-            done, _ = await asyncio.wait({call, heartbeat}, return_when=asyncio.FIRST_COMPLETED)
-            if call not in done:  # the heartbeat ended first: the lease is gone (swept or cancelled)
-                call.cancel()
-                await asyncio.gather(call, return_exceptions=True)
-                raise LeaseLost(f"job {job.id}")
-            result = call.result()
+            result = await backend.run(request, self._progress_sink(run))
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if run.lease_lost and task is not None and task.uncancel() == 0:
+                raise LeaseLost(f"job {job.id}") from None
+            raise
         finally:
             heartbeat.cancel()
-            if not call.done():  # this run was cancelled (shutdown, sweep): stop the backend call too
-                call.cancel()
-                await asyncio.gather(call, return_exceptions=True)
             self._router.running[config.name] -= 1
         result = self._validate_output(job, result)
         run.tried.append(config.name)
@@ -260,11 +261,14 @@ class JobRunner:
 
         return sink
 
-    async def _heartbeat(self, run: _Run) -> None:
+    async def _heartbeat(self, run: _Run, worker: asyncio.Task[None] | None) -> None:
         engine = self._settings.engine
         while True:
             await self._clock.sleep(engine.heartbeat_s)
             if not await self._store.heartbeat(run.job.id, self._owner, engine.lease_s, run.progress):
+                run.lease_lost = True
+                if worker is not None:
+                    worker.cancel()
                 return
 
     async def _act_on_failure(self, run: _Run, config: BackendConfig, failure: Failure) -> str:
@@ -342,7 +346,7 @@ class JobRunner:
             return await gates.complete_review(self._settings, self._store, run.job, run.attempts, result, self._owner)
         if run.job.type == "chat":
             return gates.complete_chat(self._settings, run.job, run.attempts, result, self._owner)
-        question = self._workspace.take_question(run.job.id)
+        question = self._workspace.take_question(run.job.id) if run.has_workspace else None
         if question is not None:  # the worker asked the operator: wait in needs_input, same session on resume
             return self._ask_operator(run, config, result, question)
         return await gates.complete_maker(

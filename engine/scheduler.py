@@ -188,15 +188,17 @@ class Engine:
             self._wake.set()
 
     async def _update_backpressure(self) -> None:
-        depth = await self.store.queue_depth()
+        threshold = self.settings.engine.backpressure_queue_depth
+        depth = await self.store.queue_depth(cap=threshold + 1)
         on = self.capacity.backpressure(depth)
         if on == self.backpressure:
             return
         self.backpressure = on
         now = int(self.clock.now())
+        queued = f"more than {threshold}" if depth > threshold else str(depth)
         text = (
-            f"Backpressure on: {depth} jobs queued, {self.capacity.tokens_in_window():,} tokens in 5 min. "
-            "Only your own and high-priority jobs start until it eases."
+            f"Backpressure on: {queued} jobs queued, {self.capacity.tokens_in_window():,} tokens in 5 min. "
+            "Your own and high-priority jobs go first; other work drains slowly until it eases."
             if on
             else "Backpressure off: background work starts again."
         )

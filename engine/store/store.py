@@ -30,6 +30,7 @@ from engine.models import (
     Project,
     Review,
     Schedule,
+    Source,
 )
 from engine.states import check_transition
 from engine.store.db import Busy, Database, StoreError
@@ -414,9 +415,10 @@ class Store:
             params += names
         return await self._read(lambda conn, _: float(conn.execute(sql, params).fetchone()[0]))
 
-    async def queue_depth(self) -> int:
-        sql = "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND run_after <= ?"
-        return await self._read(lambda conn, now: conn.execute(sql, (now,)).fetchone()[0])
+    async def queue_depth(self, cap: int = 1_000_000) -> int:
+        """Jobs ready to run now, counted up to ``cap`` (counting stops there: the loop asks this often)."""
+        sql = "SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE state = 'queued' AND run_after <= ? LIMIT ?)"
+        return await self._read(lambda conn, now: conn.execute(sql, (now, cap)).fetchone()[0])
 
     # ---- backend state (the rate-limit cache) -----------------------------------------------------
 
@@ -892,7 +894,7 @@ def _complete(conn: sqlite3.Connection, c: Completion, now: float) -> Job:
     if c.owner is not None:
         fields.update(_CLEAR_LEASE)
     try:
-        _set_state(conn, job, c.to_state, c.reason, now, fields)
+        finished = _set_state(conn, job, c.to_state, c.reason, now, fields)
         for update in c.parent_updates:
             parent = _job_or_none(conn, update.job_id)
             if parent is not None:
@@ -910,12 +912,13 @@ def _complete(conn: sqlite3.Connection, c: Completion, now: float) -> Job:
         queued, created = _enqueue(conn, new, now)
         if created and c.announce_new_jobs:
             _add_outbox(conn, _queued_notice(queued), now)
-    return _job_or_none(conn, c.job_id)  # type: ignore[return-value]
+    return finished
 
 
 def _set_state(
     conn: sqlite3.Connection, job: Job, to_state: JobState, reason: str, now: float, fields: dict[str, Any]
-) -> None:
+) -> Job:
+    """Check the transition, write it with its event, and return the job as it now is (no re-read)."""
     check_transition(job.id, job.state, to_state)
     unknown = set(fields) - JOB_COLUMNS
     if unknown:
@@ -929,6 +932,7 @@ def _set_state(
     if cur.rowcount != 1:
         raise LeaseLost(f"job {job.id} changed state concurrently")
     _add_event(conn, job.id, now, "transition", job.state.value, to_state.value, reason, None)
+    return job.model_copy(update={**values, "state": to_state})
 
 
 def _to_sql(value: Any) -> Any:
@@ -951,7 +955,7 @@ def _add_event(
 ) -> None:
     conn.execute(
         "INSERT INTO events(job_id, at, kind, from_state, to_state, reason, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (job_id, now, kind, from_state, to_state, reason, json.dumps(data or {})),
+        (job_id, now, kind, from_state, to_state, reason, json.dumps(data) if data else "{}"),
     )
 
 
@@ -1127,7 +1131,15 @@ def _digest_numbers(conn: sqlite3.Connection, since: float, limit: int) -> dict[
 
 
 def _job(row: sqlite3.Row) -> Job:
-    return Job(**dict(row))
+    """Rows come from our own schema, so the model is built without re-validation (hot path: every claim and
+    finish); only the columns SQLite cannot type are converted."""
+    values = dict(row)
+    values["state"] = JobState(values["state"])
+    values["priority"] = Priority(values["priority"])
+    values["source"] = Source(values["source"])
+    values["review_required"] = bool(values["review_required"])
+    values["operator_approved"] = bool(values["operator_approved"])
+    return Job.model_construct(**values)
 
 
 def _job_or_none(conn: sqlite3.Connection, job_id: int) -> Job | None:

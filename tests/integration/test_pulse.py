@@ -355,7 +355,7 @@ async def test_question_needs_input_answer_requeues_with_the_same_session(
     make_settings: Callable[..., Settings], clock: FakeClock, make_engine: Any, eventually: Any
 ) -> None:
     settings = make_settings(backends=instant(
-        [BackendConfig(name="asker", kind="sim", family="anthropic", tier=2, model="asker")]))
+        [BackendConfig(name="asker", kind="claude_cli", family="anthropic", tier=2, model="asker")]))
     store = await Store.open(settings.db_path, clock)
     try:
         backend = AskingBackend(settings.backends[0], clock, settings.home)

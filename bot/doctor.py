@@ -9,7 +9,6 @@ import tempfile
 from typing import Any
 
 from engine.backends.registry import build_backend
-
 from engine.clock import SystemClock
 from engine.settings import Settings
 

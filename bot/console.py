@@ -9,7 +9,6 @@ import threading
 
 from bot.commands import CommandRouter
 from engine.control import Control
-from engine.models import Priority, Source
 from engine.store import Store
 
 log = logging.getLogger(__name__)
@@ -52,11 +51,8 @@ class ConsoleChannel:
             if text.startswith("/"):
                 print(await self._commands.handle(text), flush=True)
                 continue
-            await self._control.store.add_message(CONSOLE_CHAT_ID, "operator", text)
-            job, _ = await self._control.add_job(
-                text, type="chat", priority=Priority.OPERATOR, source=Source.CHAT, chat_id=CONSOLE_CHAT_ID
-            )
-            print(f"… (#{job.id})", flush=True)
+            job = await self._control.chat(CONSOLE_CHAT_ID, text)
+            print(f"… (#{job.id if job else '?'})", flush=True)
 
 
 async def deliver_to_console(store: Store, stop: asyncio.Event, poll_s: float = 0.2) -> None:

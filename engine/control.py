@@ -66,6 +66,16 @@ class Control:
             return await self.engine.submit(job)
         return await self.store.enqueue(job)
 
+    async def chat(self, chat_id: int, text: str, *, update_id: int | None = None) -> Job | None:
+        """The operator said something: record it and queue the persona's turn (operator lane), atomically.
+        None when this update was already handled (a redelivery)."""
+        job = new_job(
+            self.settings, type="chat", prompt=text, priority=Priority.OPERATOR, source=Source.CHAT, chat_id=chat_id
+        )
+        created = await self.store.accept_operator_message(update_id, chat_id, text, job)
+        self._wake()
+        return created
+
     async def job(self, job_id: int) -> Job:
         job = await self.store.get_job(job_id)
         if job is None:
@@ -213,8 +223,14 @@ class Control:
         tz = schedule_times.zone(self.settings.pulse.timezone)
         next_run_at = schedule_times.next_run_after(self.clock.now(), interval_s=interval_s, daily_at=daily_at, tz=tz)
         return await self.store.add_schedule(
-            name, type, text.strip(), next_run_at=next_run_at, interval_s=interval_s, daily_at=daily_at,
-            project=project, catch_up=catch_up,
+            name,
+            type,
+            text.strip(),
+            next_run_at=next_run_at,
+            interval_s=interval_s,
+            daily_at=daily_at,
+            project=project,
+            catch_up=catch_up,
         )
 
     async def add_project(self, name: str, goal: str = "") -> Project:

@@ -26,7 +26,6 @@ from telegram.ext import (
 
 from bot.commands import CommandRouter
 from engine.control import Control, NotFound, parse_duration
-from engine.models import Priority, Source
 from engine.settings import Settings
 from engine.states import IllegalTransition
 from engine.store import GateRefused, NewOutbox
@@ -71,6 +70,9 @@ class Handlers:
                 "turned away a stranger: user %s, %s (update %d)", user.id if user else "?", kind, update.update_id
             )
             raise ApplicationHandlerStop
+        message = update.message
+        if message is not None and message.text and not filters.COMMAND.check_update(update):
+            return  # free text: on_text records the update, the message and its job in one transaction
         if not await self._s.control.store.inbox_claim(update.update_id):
             log.info("update %d was already handled; ignoring the redelivery", update.update_id)
             raise ApplicationHandlerStop
@@ -83,11 +85,9 @@ class Handlers:
         if message is None or chat is None or not message.text:
             return
         text = message.text[:MAX_INPUT_CHARS]
-        store = self._s.control.store
-        await store.add_message(chat.id, "operator", text)
-        await self._s.control.add_job(
-            text, type="chat", priority=Priority.OPERATOR, source=Source.CHAT, chat_id=chat.id
-        )
+        if await self._s.control.chat(chat.id, text, update_id=update.update_id) is None:
+            log.info("update %d was already handled; ignoring the redelivery", update.update_id)
+            return
         await _typing(context, chat.id)
 
     async def on_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -467,10 +467,12 @@ class Store:
 
         def run(conn: sqlite3.Connection, now: float) -> int:
             _ensure_backend(conn, name, now)
-            if ok:
+            if ok:  # a success closes an open circuit whose pause has run out
                 conn.execute(
-                    "UPDATE backend_state SET consecutive_failures = 0, last_ok_at = ?, updated_at = ? WHERE name = ?",
-                    (now, now, name),
+                    "UPDATE backend_state SET consecutive_failures = 0, last_ok_at = ?, updated_at = ?, "
+                    "pause_reason = CASE WHEN pause_reason = 'circuit_open' AND COALESCE(paused_until, 0) <= ? "
+                    "THEN NULL ELSE pause_reason END WHERE name = ?",
+                    (now, now, now, name),
                 )
                 return 0
             conn.execute(
@@ -576,6 +578,25 @@ class Store:
                 == 1
             )
         )
+
+    async def accept_operator_message(self, update_id: int | None, chat_id: int, text: str, job: NewJob) -> Job | None:
+        """The operator's message, the conversation row and its chat job in one transaction, so a crash can
+        neither lose the message nor let a redelivered update create a second job. None when the update
+        was already handled."""
+
+        def run(conn: sqlite3.Connection, now: float) -> Job | None:
+            if update_id is not None and conn.execute(
+                "INSERT OR IGNORE INTO inbox(update_id, received_at) VALUES (?, ?)", (update_id, now)
+            ).rowcount != 1:
+                return None
+            created, _ = _enqueue(conn, job, now)
+            conn.execute(
+                "INSERT INTO messages(chat_id, role, text, job_id, created_at) VALUES (?, 'operator', ?, ?, ?)",
+                (chat_id, text, created.id, now),
+            )
+            return created
+
+        return await self._tx(run)
 
     async def add_message(self, chat_id: int, role: str, text: str, job_id: int | None = None) -> None:
         await self._tx(

@@ -393,3 +393,24 @@ async def test_later_shorter_pause_never_shortens(store: Store, clock: FakeClock
     assert longer.paused_until == now + 900 and longer.pause_reason == "quota"
 
 
+
+
+async def test_operator_message_update_and_job_are_one_transaction(settings: Settings, store: Store) -> None:
+    """A redelivered update creates no second job and no second conversation row; the job and the message are
+    written together (a crash between them cannot lose the operator's words)."""
+    from engine.models import Source
+
+    chat = new_job(settings, type="chat", prompt="hello", priority=Priority.OPERATOR, source=Source.CHAT, chat_id=7)
+    first = await store.accept_operator_message(41, 7, "hello", chat)
+    again = await store.accept_operator_message(41, 7, "hello", chat)
+    assert first is not None and first.type == "chat" and first.priority == Priority.OPERATOR
+    assert again is None
+    assert [j.id for j in await store.list_jobs()] == [first.id]
+    assert [(m.role, m.text, m.job_id) for m in await store.recent_messages(7)] == [("operator", "hello", first.id)]
+    assert not await store.inbox_claim(41)
+
+    broken = chat.model_copy(update={"tier": None})  # the job cannot be written: neither is the update
+    with pytest.raises(ValueError):
+        await store.accept_operator_message(42, 7, "lost?", broken)
+    assert await store.inbox_claim(42)  # not recorded: a redelivery would be handled
+    assert len(await store.recent_messages(7)) == 1

@@ -98,6 +98,19 @@ class Control:
         self._wake()
         return retried
 
+    async def reroute(self, job_id: int) -> Job:
+        """Retry on another backend: the next run skips the backend that made (or last tried) the job."""
+        job = await self.job(job_id)
+        if job.state not in (JobState.FAILED, JobState.CANCELLED, JobState.NEEDS_HUMAN):
+            raise ValueError(
+                f"job #{job_id} is {job.state.value}; only failed, cancelled or waiting jobs can be retried"
+            )
+        attempts = [a for a in await self.store.job_attempts(job_id) if a.purpose == "make"]
+        avoid = job.maker_backend or (attempts[-1].backend if attempts else None)
+        rerouted = await self.store.retry(job_id, "retried by operator on another backend", avoid_backend=avoid)
+        self._wake()
+        return rerouted
+
     async def approve(self, job_id: int) -> Job:
         """The operator's explicit approval: the only override of the quality gate."""
         job = await self.job(job_id)

@@ -117,6 +117,7 @@ class Job(BaseModel):
     cache_write: int = 0
     cost_usd: float = 0.0
     operator_approved: bool = False
+    avoid_backend: str | None = None
     created_at: float
     updated_at: float
     started_at: float | None = None

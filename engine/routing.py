@@ -50,6 +50,7 @@ class Router:
         prompt_chars: int,
         exclude_family: str | None = None,
         spent_today_usd: float = 0.0,
+        avoid_backend: str | None = None,
     ) -> RoutePlan:
         now = self._clock.now()
         plan = RoutePlan(candidates=[])
@@ -58,6 +59,9 @@ class Router:
         for name in self._settings.chain_for(job_type):
             if name not in self._backends:
                 plan.skipped[name] = "not configured"
+                continue
+            if name == avoid_backend:
+                plan.skipped[name] = "the operator asked for another backend"
                 continue
             config = self._backends[name].config
             state = states.get(name)

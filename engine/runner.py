@@ -130,6 +130,7 @@ class JobRunner:
             prompt_chars=len(request.system) + len(request.prompt),
             exclude_family=exclude,
             spent_today_usd=await self._spent_today(),
+            avoid_backend=job.avoid_backend,
         )
         # The routing history: a backend passed over for its state (paused, disabled, budget) is an event of the
         # job. Routine reasons (a busy backend, one off in the config) are not: no extra write per healthy job.

@@ -137,9 +137,9 @@ class Handlers:
         return f"Job #{job.id} queued again.", "Queued again"
 
     async def _reroute(self, job_id: int) -> tuple[str, str]:
-        # The router already skips a backend that failed the job (paused, circuit open); a retry walks the chain.
-        job = await self._s.control.retry(job_id)
-        return f"Job #{job.id} queued again; the router picks the next backend that is up.", "Queued again"
+        job = await self._s.control.reroute(job_id)
+        where = f"avoiding {job.avoid_backend}" if job.avoid_backend else "on the next backend that is up"
+        return f"Job #{job.id} queued again, {where}.", "Queued again"
 
     async def _approve(self, job_id: int) -> tuple[str, str]:
         job = await self._s.control.approve(job_id)

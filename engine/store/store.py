@@ -348,8 +348,8 @@ class Store:
     async def cancel(self, job_id: int, reason: str = "cancelled by operator") -> Job:
         return await self.transition(job_id, JobState.CANCELLED, reason, fields=_CLEAR_LEASE)
 
-    async def retry(self, job_id: int, reason: str = "retried by operator") -> Job:
-        fields = {**_CLEAR_LEASE, "attempt": 0, "run_after": self._clock.now()}
+    async def retry(self, job_id: int, reason: str = "retried by operator", *, avoid_backend: str | None = None) -> Job:
+        fields = {**_CLEAR_LEASE, "attempt": 0, "run_after": self._clock.now(), "avoid_backend": avoid_backend}
         return await self.transition(
             job_id,
             JobState.QUEUED,

@@ -99,7 +99,10 @@ async def all_in(store: Store, ids: list[int], state: JobState) -> bool:
 
 
 async def test_reserved_operator_slot(
-    make_settings: Callable[..., Settings], store: Store, clock: FakeClock, make_engine: MakeEngine,
+    make_settings: Callable[..., Settings],
+    store: Store,
+    clock: FakeClock,
+    make_engine: MakeEngine,
     eventually: Eventually,
 ) -> None:
     settings = make_settings(backends=instant(default_sim_backends(), latency_ms=LONG_MS), engine={"max_slots": 20})
@@ -121,7 +124,10 @@ async def test_reserved_operator_slot(
 
 
 async def test_backpressure_on_then_off_told_once_each(
-    make_settings: Callable[..., Settings], store: Store, clock: FakeClock, make_engine: MakeEngine,
+    make_settings: Callable[..., Settings],
+    store: Store,
+    clock: FakeClock,
+    make_engine: MakeEngine,
     eventually: Eventually,
 ) -> None:
     settings = make_settings(engine={"backpressure_queue_depth": 3})
@@ -145,9 +151,11 @@ async def test_backpressure_on_then_off_told_once_each(
     assert await store.kv_get("backpressure") == "off"
 
 
-
 async def test_backpressure_lets_background_work_trickle(
-    make_settings: Callable[..., Settings], store: Store, clock: FakeClock, make_engine: MakeEngine,
+    make_settings: Callable[..., Settings],
+    store: Store,
+    clock: FakeClock,
+    make_engine: MakeEngine,
     eventually: Eventually,
 ) -> None:
     """Under backpressure background work is not stalled forever: it runs on a quarter of the slots."""
@@ -165,6 +173,7 @@ async def test_backpressure_lets_background_work_trickle(
 async def _count_in(store: Store, ids: list[int], state: S, count: int) -> bool:
     jobs = [await store.get_job(i) for i in ids]
     return sum(1 for j in jobs if j is not None and j.state == state) == count
+
 
 # ---- cross-process pickup ---------------------------------------------------------------------------------
 
@@ -195,8 +204,13 @@ async def test_cross_process_pickup_within_a_second(
     engine = await make_engine(settings, store, clock)
     try:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _CLI_ENQUEUE, str(settings.db_path),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO,
+            sys.executable,
+            "-c",
+            _CLI_ENQUEUE,
+            str(settings.db_path),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=REPO,
             env={**os.environ, "PYTHONPATH": str(REPO)},
         )
         out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
@@ -219,7 +233,10 @@ async def test_cross_process_pickup_within_a_second(
 
 
 async def test_stop_returns_running_jobs_to_the_queue(
-    make_settings: Callable[..., Settings], store: Store, clock: FakeClock, make_engine: MakeEngine,
+    make_settings: Callable[..., Settings],
+    store: Store,
+    clock: FakeClock,
+    make_engine: MakeEngine,
     eventually: Eventually,
 ) -> None:
     slow = ScriptedBackend("slow", "openai", clock)
@@ -241,7 +258,10 @@ async def test_stop_returns_running_jobs_to_the_queue(
 
 
 async def test_stop_lets_quick_jobs_finish_within_grace(
-    make_settings: Callable[..., Settings], store: Store, clock: FakeClock, make_engine: MakeEngine,
+    make_settings: Callable[..., Settings],
+    store: Store,
+    clock: FakeClock,
+    make_engine: MakeEngine,
     eventually: Eventually,
 ) -> None:
     quick = ScriptedBackend("quick", "openai", clock)
@@ -278,7 +298,10 @@ async def test_jobs_run_to_done_on_sim(
 
 
 async def test_429_pauses_backend_until_resume_at(
-    make_settings: Callable[..., Settings], store: Store, clock: FakeClock, make_engine: MakeEngine,
+    make_settings: Callable[..., Settings],
+    store: Store,
+    clock: FakeClock,
+    make_engine: MakeEngine,
     eventually: Eventually,
 ) -> None:
     primary = ScriptedBackend("primary", "anthropic", clock)
@@ -315,7 +338,10 @@ async def test_429_pauses_backend_until_resume_at(
 
 
 async def test_all_backends_paused_snoozes_until_earliest_reset(
-    make_settings: Callable[..., Settings], store: Store, clock: FakeClock, make_engine: MakeEngine,
+    make_settings: Callable[..., Settings],
+    store: Store,
+    clock: FakeClock,
+    make_engine: MakeEngine,
     eventually: Eventually,
 ) -> None:
     a = ScriptedBackend("a", "anthropic", clock)
@@ -346,7 +372,10 @@ async def test_all_backends_paused_snoozes_until_earliest_reset(
 
 
 async def test_auth_failure_disables_backend_with_one_alert(
-    make_settings: Callable[..., Settings], store: Store, clock: FakeClock, make_engine: MakeEngine,
+    make_settings: Callable[..., Settings],
+    store: Store,
+    clock: FakeClock,
+    make_engine: MakeEngine,
     eventually: Eventually,
 ) -> None:
     broken = ScriptedBackend("broken", "anthropic", clock, default=AUTH)
@@ -366,7 +395,10 @@ async def test_auth_failure_disables_backend_with_one_alert(
 
 
 async def test_repeated_server_errors_open_the_circuit(
-    make_settings: Callable[..., Settings], store: Store, clock: FakeClock, make_engine: MakeEngine,
+    make_settings: Callable[..., Settings],
+    store: Store,
+    clock: FakeClock,
+    make_engine: MakeEngine,
     eventually: Eventually,
 ) -> None:
     flaky = ScriptedBackend("flaky", "anthropic", clock, default=SERVER)
@@ -391,3 +423,35 @@ async def _claim_times(store: Store, ids: list[int]) -> list[int]:
     """The event ids of each job's first claim (events are ordered)."""
     return [next(e.id for e in await store.job_events(i) if e.to_state == S.RUNNING) for i in ids]
 
+
+async def test_retry_on_another_backend_skips_the_one_that_made_it(
+    settings: Settings, store: Store, clock: FakeClock, make_engine: MakeEngine, eventually: Eventually
+) -> None:
+    from engine.control import Control
+    from engine.store import Completion, NewAttempt
+
+    job, _ = await store.enqueue(analysis(settings, "try elsewhere"))
+    [claimed] = await store.claim("old", free_slots=1, background_limit=1, lease_s=60)
+    now = clock.now()
+    await store.complete(
+        Completion(
+            job_id=claimed.id,
+            owner="old",
+            to_state=JobState.FAILED,
+            reason="test",
+            attempts=[
+                NewAttempt(
+                    backend="sim-sonnet", family="anthropic", started_at=now, finished_at=now, outcome="server_error"
+                )
+            ],
+        )
+    )
+    control = Control(settings, store, clock)
+    rerouted = await control.reroute(job.id)
+    assert rerouted.state == JobState.QUEUED and rerouted.avoid_backend == "sim-sonnet"
+
+    await make_engine(settings, store, clock)
+    await eventually(lambda: all_in(store, [job.id], S.DONE))
+    done = await store.get_job(job.id)
+    assert done is not None and done.maker_backend not in (None, "sim-sonnet")
+    assert [a.backend for a in await store.job_attempts(job.id)] == ["sim-sonnet", done.maker_backend]

@@ -31,7 +31,8 @@ test: $(VENV)/.installed $(CLAUDE_BIN) lint
 	SWITCHBOARD_CLAUDE_BIN=$(abspath $(CLAUDE_BIN)) $(VENV)/bin/pytest -q
 
 bench: $(VENV)/.installed
-	$(PY) bench/run.py
+	$(PY) bench/engine_bench.py
+	$(PY) bench/memory_bench.py
 
 clean:
 	rm -rf $(VENV) .tools

@@ -70,8 +70,23 @@ def stats_text(stats: Stats) -> str:
             f"  throughput: peak {stats.peak_daily}/day · average {stats.average_daily:.1f}/day",
             f"  cost ${stats.cost_usd:.2f} · ${stats.cost_per_job:.4f} per job",
             f"  active projects {stats.active_projects}",
+            *_review_lines(stats),
         ]
     )
+
+
+def _review_lines(stats: Stats) -> list[str]:
+    r = stats.reviews
+    if not r.reviews and not r.check_rejections:
+        return ["  reviews: none yet"]
+    by_maker = ", ".join(f"{family} {rate:.0%}" for family, rate in r.pass_rate_by_maker_family.items())
+    scores = ", ".join(f"{family} {score:.1f}" for family, score in r.mean_score_by_reviewer_family.items())
+    return [
+        f"  reviews {r.reviews} · catch rate {r.catch_rate:.0%} of {r.first_drafts} first drafts · "
+        f"{r.revisions_per_job:.2f} revisions per reviewed job · {r.check_rejections} stopped by checks",
+        f"  pass rate by maker family: {by_maker or '-'}",
+        f"  mean reviewer score by family: {scores or '-'}",
+    ]
 
 
 def status_text(status: dict[str, Any]) -> str:

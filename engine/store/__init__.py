@@ -9,11 +9,13 @@ from engine.store.store import (
     NewOutbox,
     NewReview,
     ParentUpdate,
+    ReviewStats,
     Stats,
     Store,
 )
 
 __all__ = [
     "Completion", "GateRefused", "LeaseLost", "NewAttempt", "NewOutbox", "NewReview", "ParentUpdate",
+    "ReviewStats",
     "Stats", "Store", "StoreError",
 ]

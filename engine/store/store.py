@@ -118,6 +118,18 @@ class ParentUpdate(BaseModel):
     fields: dict[str, Any] = Field(default_factory=dict)
 
 
+class ReviewStats(BaseModel):
+    """The quality gate's numbers. Deterministic-check rejections are counted apart from model reviews."""
+
+    reviews: int = 0
+    first_drafts: int = 0
+    catch_rate: float = 0.0  # share of first drafts the reviewer rejected
+    pass_rate_by_maker_family: dict[str, float] = Field(default_factory=dict)
+    mean_score_by_reviewer_family: dict[str, float] = Field(default_factory=dict)
+    revisions_per_job: float = 0.0
+    check_rejections: int = 0
+
+
 class Stats(BaseModel):
     since: float
     total_jobs: int
@@ -134,6 +146,7 @@ class Stats(BaseModel):
     tokens_in: int
     tokens_out: int
     by_day: list[dict[str, Any]]
+    reviews: ReviewStats = Field(default_factory=ReviewStats)
 
 
 Completion.model_rebuild()
@@ -1100,6 +1113,37 @@ def _stats(conn: sqlite3.Connection, since: float, now: float) -> Stats:
         tokens_in=tin,
         tokens_out=tout,
         by_day=by_day,
+        reviews=_review_stats(conn, since),
+    )
+
+
+def _review_stats(conn: sqlite3.Connection, since: float) -> ReviewStats:
+    checks = "deterministic-checks"
+    rows = conn.execute(
+        "SELECT revision, passed, maker_family, reviewer_family, score FROM reviews "
+        "WHERE created_at >= ? AND reviewer_family <> ?",
+        (since, checks),
+    ).fetchall()
+    first = [r for r in rows if r[0] == 0]
+    by_maker: dict[str, list[int]] = {}
+    by_reviewer: dict[str, list[float]] = {}
+    for _, passed, maker, reviewer, score in rows:
+        by_maker.setdefault(maker, []).append(passed)
+        by_reviewer.setdefault(reviewer, []).append(score)
+    revisions = conn.execute(
+        "SELECT AVG(revision) FROM jobs WHERE review_required = 1 AND finished_at >= ?", (since,)
+    ).fetchone()[0]
+    rejected_by_checks = conn.execute(
+        "SELECT COUNT(*) FROM reviews WHERE created_at >= ? AND reviewer_family = ?", (since, checks)
+    ).fetchone()[0]
+    return ReviewStats(
+        reviews=len(rows),
+        first_drafts=len(first),
+        catch_rate=sum(1 for r in first if not r[1]) / len(first) if first else 0.0,
+        pass_rate_by_maker_family={k: sum(v) / len(v) for k, v in sorted(by_maker.items())},
+        mean_score_by_reviewer_family={k: sum(v) / len(v) for k, v in sorted(by_reviewer.items())},
+        revisions_per_job=float(revisions or 0.0),
+        check_rejections=rejected_by_checks,
     )
 
 

@@ -253,6 +253,13 @@ async def test_fail_revise_then_pass(
     states = [e.to_state for e in await store.job_events(job.id) if e.kind == "transition"]
     assert states == [S.RUNNING, S.REVIEWING, S.REVISING, S.QUEUED, S.RUNNING, S.REVIEWING, S.DONE]
 
+    # The gate's numbers in `switchboard stats`: the first draft was caught, one revision, scores by family.
+    review_stats = (await store.stats(0)).reviews
+    assert review_stats.reviews == 2 and review_stats.first_drafts == 1 and review_stats.catch_rate == 1.0
+    assert review_stats.pass_rate_by_maker_family == {"anthropic": 0.5}
+    assert review_stats.mean_score_by_reviewer_family == {"openai": 6.0}
+    assert review_stats.revisions_per_job == 1.0 and review_stats.check_rejections == 0
+
 
 async def test_rejected_until_needs_human_then_operator_approves(
     make_settings: Callable[..., Settings], store: Store, clock: FakeClock, make_engine: MakeEngine,

@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     show = jobs.add_parser("show", help="a job with its attempts, reviews and events")
     show.add_argument("id", type=int)
     _json(show).set_defaults(func=_jobs_show)
-    for verb in ("cancel", "retry", "approve"):
+    for verb in ("cancel", "retry", "approve", "reroute"):
         action = jobs.add_parser(verb, help=f"{verb} a job")
         action.add_argument("id", type=int)
         _json(action).set_defaults(func=_jobs_verb, verb=verb)

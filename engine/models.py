@@ -203,6 +203,18 @@ class OutboxMessage(BaseModel):
     sent_at: float | None = None
 
 
+class NewOutbox(BaseModel):
+    """A message to the operator, queued in the same transaction as the change it reports."""
+
+    dedupe_key: str
+    kind: str
+    text: str
+    chat_id: int | None = None
+    urgent: bool = False
+    payload: dict[str, Any] = Field(default_factory=dict)
+    job_id: int | None = None
+
+
 class ChatMessage(BaseModel):
     id: int
     chat_id: int

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import hashlib
 
-from engine.models import Job
-from engine.store import NewOutbox
+from engine.models import Job, NewOutbox
 
 
 def _duration(job: Job, now: float) -> str:
@@ -35,6 +34,17 @@ def job_done(job: Job, now: float, *, backend: str | None, score: float | None, 
     )
 
 
+def job_queued(job: Job) -> NewOutbox:
+    return NewOutbox(
+        dedupe_key=f"job:{job.id}:queued",
+        kind="job_queued",
+        chat_id=job.chat_id,
+        job_id=job.id,
+        text=f"🆕 Queued #{job.id} · {job.type} (tier {job.tier}): {job.title}",
+        payload={"buttons": [["Status", f"job:{job.id}"], ["Cancel", f"cancel:{job.id}"]]},
+    )
+
+
 def job_failed(job: Job, failure_class: str, error: str, tried: list[str]) -> NewOutbox:
     tried_text = ", ".join(tried) if tried else "nothing (no backend available)"
     text = (
@@ -51,12 +61,10 @@ def job_failed(job: Job, failure_class: str, error: str, tried: list[str]) -> Ne
     )
 
 
-def needs_human(job: Job, critique: str, score: float | None) -> NewOutbox:
+def needs_human(job: Job, critique: str, score: float | None, *, why: str | None = None) -> NewOutbox:
     score_text = f" (last score {score:.1f}/10)" if score is not None else ""
-    text = (
-        f"🧑‍⚖️ Job #{job.id} needs your decision: {job.title}\n\nThe reviewer rejected it after "
-        f"{job.revision} revision(s){score_text}.\n\nCritique: {critique[:1500]}"
-    )
+    why = why or f"The reviewer rejected it after {job.revision} revision(s){score_text}."
+    text = f"🧑‍⚖️ Job #{job.id} needs your decision: {job.title}\n\n{why}\n\nCritique: {critique[:1500]}"
     return NewOutbox(
         dedupe_key=f"job:{job.id}:needs_human:{job.revision}",
         kind="needs_human",

@@ -477,13 +477,18 @@ class JobRunner:
 
     def _fail(self, run: _Run, base: Completion, fields: dict[str, object], failure: Failure) -> Completion:
         job = run.job
-        message = notices.job_failed(job, failure.failure_class.value, failure.message, run.tried)
+        # A failed review is reported through its job, which the store hands to the operator (needs_human).
+        outbox = (
+            []
+            if job.type == "review"
+            else [notices.job_failed(job, failure.failure_class.value, failure.message, run.tried)]
+        )
         fields |= {"attempt": job.attempt + 1}
         return base.model_copy(
             update={
                 "to_state": JobState.FAILED,
                 "fields": fields,
-                "outbox": [message],
+                "outbox": outbox,
                 "reason": f"failed: {failure.failure_class.value}",
             }
         )

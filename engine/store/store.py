@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
+from engine import notices
 from engine.clock import Clock
 from engine.models import (
     Attempt,
@@ -25,6 +26,7 @@ from engine.models import (
     Job,
     JobState,
     NewJob,
+    NewOutbox,
     OutboxMessage,
     Priority,
     Project,
@@ -66,16 +68,6 @@ class NewAttempt(BaseModel):
     cost_usd: float = 0.0
     latency_ms: float | None = None
     error: str | None = None
-
-
-class NewOutbox(BaseModel):
-    dedupe_key: str
-    kind: str
-    text: str
-    chat_id: int | None = None
-    urgent: bool = False
-    payload: dict[str, Any] = Field(default_factory=dict)
-    job_id: int | None = None
 
 
 class NewReview(BaseModel):
@@ -396,6 +388,9 @@ class Store:
                 if exhausted:
                     fields["finished_at"] = now
                 _set_state(conn, job, target, "orphan sweep: lease expired", now, fields)
+                if exhausted and job.type != "review":  # told like any failure (a review's through its job)
+                    error = "the worker was lost (crash or restart) on every attempt"
+                    _add_outbox(conn, notices.job_failed(job, "worker_lost", error, []), now)
                 swept.append(_job_or_none(conn, job.id))
             return swept
 
@@ -543,8 +538,9 @@ class Store:
         sender took it or it is no longer pending. A crash leaves it 'sending': see ``outbox_recover_sending``."""
         return await self._tx(
             lambda conn, now: (
-                conn.execute("UPDATE outbox SET state = 'sending' WHERE id = ? AND state = 'pending'", (message_id,))
-                .rowcount
+                conn.execute(
+                    "UPDATE outbox SET state = 'sending' WHERE id = ? AND state = 'pending'", (message_id,)
+                ).rowcount
                 == 1
             )
         )
@@ -598,9 +594,13 @@ class Store:
         was already handled."""
 
         def run(conn: sqlite3.Connection, now: float) -> Job | None:
-            if update_id is not None and conn.execute(
-                "INSERT OR IGNORE INTO inbox(update_id, received_at) VALUES (?, ?)", (update_id, now)
-            ).rowcount != 1:
+            if (
+                update_id is not None
+                and conn.execute(
+                    "INSERT OR IGNORE INTO inbox(update_id, received_at) VALUES (?, ?)", (update_id, now)
+                ).rowcount
+                != 1
+            ):
                 return None
             created, _ = _enqueue(conn, job, now)
             conn.execute(
@@ -862,17 +862,6 @@ def _enqueue(conn: sqlite3.Connection, new: NewJob, now: float) -> tuple[Job, bo
     return _job_or_none(conn, job_id), True  # type: ignore[return-value]
 
 
-def _queued_notice(job: Job) -> NewOutbox:
-    return NewOutbox(
-        dedupe_key=f"job:{job.id}:queued",
-        kind="job_queued",
-        chat_id=job.chat_id,
-        job_id=job.id,
-        text=f"🆕 Queued #{job.id} · {job.type} (tier {job.tier}): {job.title}",
-        payload={"buttons": [["Status", f"job:{job.id}"], ["Cancel", f"cancel:{job.id}"]]},
-    )
-
-
 def _title_from(prompt: str) -> str:
     line = " ".join(prompt.split())
     return line if len(line) <= 60 else line[:57] + "..."
@@ -945,7 +934,7 @@ def _complete(conn: sqlite3.Connection, c: Completion, now: float) -> Job:
     for new in c.new_jobs:
         queued, created = _enqueue(conn, new, now)
         if created and c.announce_new_jobs:
-            _add_outbox(conn, _queued_notice(queued), now)
+            _add_outbox(conn, notices.job_queued(queued), now)
     return finished
 
 
@@ -966,7 +955,25 @@ def _set_state(
     if cur.rowcount != 1:
         raise LeaseLost(f"job {job.id} changed state concurrently")
     _add_event(conn, job.id, now, "transition", job.state.value, to_state.value, reason, None)
+    if job.type == "review" and job.parent_id is not None and to_state in _REVIEW_GAVE_UP:
+        _review_gave_up(conn, job.parent_id, f"its review ended {to_state.value}: {reason}", now)
     return job.model_copy(update={**values, "state": to_state})
+
+
+_REVIEW_GAVE_UP = frozenset({JobState.FAILED, JobState.CANCELLED, JobState.NEEDS_HUMAN})
+
+
+def _review_gave_up(conn: sqlite3.Connection, parent_id: int, why: str, now: float) -> None:
+    """A review that cannot finish must not leave its job waiting in ``reviewing`` forever: the operator
+    decides (approve, revise again, discard), and is told in the same transaction."""
+    parent = _job_or_none(conn, parent_id)
+    if parent is None or parent.state != JobState.REVIEWING:
+        return
+    _set_state(conn, parent, JobState.NEEDS_HUMAN, why, now, {})
+    message = notices.needs_human(
+        parent, "(none: no review was completed)", None, why=f"No reviewer could finish: {why}."
+    )
+    _add_outbox(conn, message, now)
 
 
 def _to_sql(value: Any) -> Any:
@@ -1169,9 +1176,9 @@ def _digest_numbers(conn: sqlite3.Connection, since: float, limit: int) -> dict[
         "ORDER BY id LIMIT ?",
         (limit,),
     )
-    waiting_total = conn.execute(
-        "SELECT COUNT(*) FROM jobs WHERE state IN ('needs_input', 'needs_human')"
-    ).fetchone()[0]
+    waiting_total = conn.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('needs_input', 'needs_human')").fetchone()[
+        0
+    ]
     backends = rows(
         "SELECT backend, COUNT(*) AS calls, SUM(outcome = 'success') AS ok, COALESCE(SUM(cost_usd), 0) AS cost_usd "
         "FROM attempts WHERE started_at >= ? GROUP BY backend ORDER BY calls DESC",

@@ -15,10 +15,10 @@ import pytest
 from engine.backends.base import BackendRequest, BackendResult, CredentialStatus, ProgressCallback
 from engine.clock import Clock, FakeClock
 from engine.jobs import new_job
-from engine.models import Job, JobState
+from engine.models import Job, JobState, Source
 from engine.scheduler import Engine
 from engine.settings import BackendConfig, Settings, default_sim_backends
-from engine.store import GateRefused, Store
+from engine.store import Completion, GateRefused, Store
 from tests.conftest import instant, sim_backends
 
 S = JobState
@@ -34,7 +34,12 @@ def raw(path: Path) -> sqlite3.Connection:
 
 
 def insert_review(
-    conn: sqlite3.Connection, job_id: int, *, reviewer: str, maker: str = "anthropic", passed: bool = True,
+    conn: sqlite3.Connection,
+    job_id: int,
+    *,
+    reviewer: str,
+    maker: str = "anthropic",
+    passed: bool = True,
     revision: int = 0,
 ) -> None:
     conn.execute(
@@ -188,8 +193,13 @@ class FakeModel:
 
 
 async def start(
-    make_settings: Callable[..., Settings], store: Store, clock: Clock, make_engine: MakeEngine,
-    configs: list[BackendConfig] | None = None, fakes: tuple[FakeModel, ...] = (), **kw: Any,
+    make_settings: Callable[..., Settings],
+    store: Store,
+    clock: Clock,
+    make_engine: MakeEngine,
+    configs: list[BackendConfig] | None = None,
+    fakes: tuple[FakeModel, ...] = (),
+    **kw: Any,
 ) -> tuple[Settings, Engine]:
     configs = configs if configs is not None else instant(default_sim_backends())
     settings = make_settings(backends=[*configs, *(f.config for f in fakes)], **kw)
@@ -207,7 +217,10 @@ async def reviews_of(store: Store, parent_id: int) -> list[Job]:
 
 
 async def test_reviewed_by_another_family_then_done(
-    make_settings: Callable[..., Settings], store: Store, clock: FakeClock, make_engine: MakeEngine,
+    make_settings: Callable[..., Settings],
+    store: Store,
+    clock: FakeClock,
+    make_engine: MakeEngine,
     eventually: Eventually,
 ) -> None:
     settings, engine = await start(make_settings, store, clock, make_engine)
@@ -231,13 +244,20 @@ async def test_reviewed_by_another_family_then_done(
 
 
 async def test_fail_revise_then_pass(
-    make_settings: Callable[..., Settings], store: Store, clock: FakeClock, make_engine: MakeEngine,
+    make_settings: Callable[..., Settings],
+    store: Store,
+    clock: FakeClock,
+    make_engine: MakeEngine,
     eventually: Eventually,
 ) -> None:
     maker = FakeModel("writer", "anthropic", ["Draft one.", "Draft two, consistent now."], tier=2)
     reviewer = FakeModel("strict-gpt", "openai", [verdict(4), verdict(8)])
     settings, engine = await start(
-        make_settings, store, clock, make_engine, fakes=(maker, reviewer),
+        make_settings,
+        store,
+        clock,
+        make_engine,
+        fakes=(maker, reviewer),
         routing={"writing": ["writer"], "review": ["strict-gpt"]},
     )
     job, _ = await engine.submit(new_job(settings, type="writing", prompt="write the launch note"))
@@ -262,7 +282,10 @@ async def test_fail_revise_then_pass(
 
 
 async def test_rejected_until_needs_human_then_operator_approves(
-    make_settings: Callable[..., Settings], store: Store, clock: FakeClock, make_engine: MakeEngine,
+    make_settings: Callable[..., Settings],
+    store: Store,
+    clock: FakeClock,
+    make_engine: MakeEngine,
     eventually: Eventually,
 ) -> None:
     settings, engine = await start(
@@ -282,14 +305,15 @@ async def test_rejected_until_needs_human_then_operator_approves(
 
     with pytest.raises(GateRefused):
         await store.transition(job.id, S.DONE, "no approval recorded")
-    approved = await store.transition(
-        job.id, S.DONE, "approved by the operator", fields={"operator_approved": True}
-    )
+    approved = await store.transition(job.id, S.DONE, "approved by the operator", fields={"operator_approved": True})
     assert approved.state == S.DONE and approved.operator_approved
 
 
 async def test_only_same_family_available_waits_in_reviewing(
-    make_settings: Callable[..., Settings], store: Store, clock: FakeClock, make_engine: MakeEngine,
+    make_settings: Callable[..., Settings],
+    store: Store,
+    clock: FakeClock,
+    make_engine: MakeEngine,
     eventually: Eventually,
 ) -> None:
     anthropic_only = instant(c for c in default_sim_backends() if c.family == "anthropic")
@@ -318,12 +342,19 @@ async def test_only_same_family_available_waits_in_reviewing(
 
 
 async def test_garbage_reviewer_falls_through_to_another_family(
-    make_settings: Callable[..., Settings], store: Store, clock: FakeClock, make_engine: MakeEngine,
+    make_settings: Callable[..., Settings],
+    store: Store,
+    clock: FakeClock,
+    make_engine: MakeEngine,
     eventually: Eventually,
 ) -> None:
     garbage = FakeModel("babbler", "openai", ["Looks great to me!! 10/10 would read again"])
     settings, engine = await start(
-        make_settings, store, clock, make_engine, fakes=(garbage,),
+        make_settings,
+        store,
+        clock,
+        make_engine,
+        fakes=(garbage,),
         routing={"writing": ["sim-sonnet"], "review": ["babbler", "sim-gemini-flash"]},
     )
     job, _ = await engine.submit(new_job(settings, type="writing", prompt="write the launch note"))
@@ -338,7 +369,10 @@ async def test_garbage_reviewer_falls_through_to_another_family(
 
 
 async def test_coding_without_test_evidence_never_reaches_review(
-    make_settings: Callable[..., Settings], store: Store, clock: FakeClock, make_engine: MakeEngine,
+    make_settings: Callable[..., Settings],
+    store: Store,
+    clock: FakeClock,
+    make_engine: MakeEngine,
     eventually: Eventually,
 ) -> None:
     lazy = FakeModel("lazy-coder", "anthropic", ["Fixed it. Trust me."])
@@ -358,7 +392,10 @@ async def test_coding_without_test_evidence_never_reaches_review(
 
 
 async def test_coding_with_test_evidence_is_reviewed_with_it(
-    make_settings: Callable[..., Settings], store: Store, clock: FakeClock, make_engine: MakeEngine,
+    make_settings: Callable[..., Settings],
+    store: Store,
+    clock: FakeClock,
+    make_engine: MakeEngine,
     eventually: Eventually,
 ) -> None:
     settings, engine = await start(make_settings, store, clock, make_engine)
@@ -368,3 +405,43 @@ async def test_coding_with_test_evidence_is_reviewed_with_it(
     assert "1 passed (simulated test run)" in review_job.prompt  # the reviewer sees the evidence
     [review] = await store.job_reviews(job.id)
     assert review.passed and review.reviewer_family != review.maker_family
+
+
+async def test_a_review_that_cannot_finish_hands_the_job_to_the_operator(
+    make_settings: Callable[..., Settings], store: Store
+) -> None:
+    """Found by the crash test: a review job failed by the orphan sweep (attempts used up by crashes) left its
+    maker in `reviewing` forever, unannounced. Now the maker goes to needs_human, with one message."""
+    settings = make_settings(engine={"max_attempts": 2})
+    maker, _ = await store.enqueue(new_job(settings, type="writing", prompt="write a note"))
+    await store.claim("w1", free_slots=1, background_limit=1, lease_s=60)
+    review = new_job(
+        settings,
+        type="review",
+        prompt="review it",
+        source=Source.SYSTEM,
+        parent_id=maker.id,
+        idempotency_key=f"review:{maker.id}:0",
+        maker_family="anthropic",
+    )
+    await store.complete(
+        Completion(
+            job_id=maker.id,
+            owner="w1",
+            to_state=S.REVIEWING,
+            reason="made",
+            fields={"maker_family": "anthropic"},
+            new_jobs=[review],
+        )
+    )
+    for crash in range(2):  # running at two crashes: each start-up sweep uses an attempt
+        [got] = await store.claim(f"w{crash + 2}", free_slots=1, background_limit=1, lease_s=60)
+        assert got.type == "review"
+        await store.sweep_orphans(everything_running=True)
+
+    states = {j.type: j.state for j in await store.list_jobs()}
+    assert states == {"review": S.FAILED, "writing": S.NEEDS_HUMAN}
+    messages = [(m.kind, m.job_id) for m in await store.outbox_all()]
+    assert messages == [("needs_human", maker.id)]
+    events = [e.reason for e in await store.job_events(maker.id) if e.to_state == S.NEEDS_HUMAN]
+    assert events and "its review ended failed" in events[0]

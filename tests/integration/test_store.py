@@ -393,8 +393,6 @@ async def test_later_shorter_pause_never_shortens(store: Store, clock: FakeClock
     assert longer.paused_until == now + 900 and longer.pause_reason == "quota"
 
 
-
-
 async def test_operator_message_update_and_job_are_one_transaction(settings: Settings, store: Store) -> None:
     """A redelivered update creates no second job and no second conversation row; the job and the message are
     written together (a crash between them cannot lose the operator's words)."""
@@ -414,3 +412,14 @@ async def test_operator_message_update_and_job_are_one_transaction(settings: Set
         await store.accept_operator_message(42, 7, "lost?", broken)
     assert await store.inbox_claim(42)  # not recorded: a redelivery would be handled
     assert len(await store.recent_messages(7)) == 1
+
+
+async def test_a_job_failed_by_the_sweep_is_announced(settings: Settings, store: Store) -> None:
+    job, _ = await store.enqueue(
+        new_job(settings, type="analysis", prompt="fragile").model_copy(update={"max_attempts": 1})
+    )
+    await store.claim("gone", free_slots=1, background_limit=1, lease_s=60)
+    [swept] = await store.sweep_orphans(everything_running=True)
+    assert swept.state == JobState.FAILED and swept.last_failure_class == "worker_lost"
+    [message] = await store.outbox_all()
+    assert message.kind == "job_failed" and message.job_id == job.id and "worker_lost" in message.text

@@ -12,9 +12,9 @@ import time
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError
 
-from engine.backends.base import BackendRequest, BackendResult, CredentialStatus, ProgressCallback, Usage, price_usage
+from engine.backends.base import BackendRequest, BackendResult, CredentialStatus, ProgressCallback, price_usage
 from engine.backends.http_common import (
     Progress,
     elapsed_ms,
@@ -25,6 +25,7 @@ from engine.backends.http_common import (
     request_timeout,
 )
 from engine.backends.sse import iter_sse
+from engine.backends.wire import AnthropicUsage, Loose
 from engine.clock import Clock
 from engine.failures import Failure, FailureClass, classify_http, redact
 from engine.settings import BackendConfig
@@ -36,34 +37,13 @@ _STREAM_ERROR_STATUS = {"overloaded_error": 529, "rate_limit_error": 429, "api_e
                         "authentication_error": 401, "permission_error": 403, "invalid_request_error": 400}
 
 
-class _Loose(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class AnthropicUsage(_Loose):
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_creation_input_tokens: int = 0
-    cache_read_input_tokens: int = 0
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _none_is_zero(cls, value: Any) -> Any:
-        return 0 if value is None else value
-
-    def to_usage(self) -> Usage:
-        return Usage(input_tokens=self.input_tokens, output_tokens=self.output_tokens,
-                     cache_read_tokens=self.cache_read_input_tokens,
-                     cache_write_tokens=self.cache_creation_input_tokens)
-
-
-class AnthropicBlock(_Loose):
+class AnthropicBlock(Loose):
     type: str = ""
     text: str | None = None
     name: str | None = None
 
 
-class AnthropicMessage(_Loose):
+class AnthropicMessage(Loose):
     id: str = ""
     model: str = ""
     content: list[AnthropicBlock] = Field(default_factory=list)
@@ -71,7 +51,7 @@ class AnthropicMessage(_Loose):
     usage: AnthropicUsage = Field(default_factory=AnthropicUsage)
 
 
-class _StreamEvent(_Loose):
+class _StreamEvent(Loose):
     type: str = ""
     index: int = 0
     message: AnthropicMessage | None = None

@@ -24,10 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from engine.backends.base import BackendRequest, BackendResult, CredentialStatus, ProgressCallback, Usage
 from engine.backends.subprocess_jsonl import ProcessOutcome, run_jsonl_process
+from engine.backends.wire import AnthropicUsage, Loose
 from engine.clock import Clock, iso
 from engine.failures import (
     DEFAULT_RATE_LIMIT_PAUSE_S,
@@ -51,28 +52,7 @@ _SUMMARY_CHARS = 160
 
 # --- The stream, as pydantic models tolerant of everything the CLI may add ----------------------------------
 
-class _Loose(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class CliUsage(_Loose):
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_creation_input_tokens: int = 0
-    cache_read_input_tokens: int = 0
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _none_is_zero(cls, value: Any) -> Any:
-        return 0 if value is None else value
-
-    def to_usage(self) -> Usage:
-        return Usage(input_tokens=self.input_tokens, output_tokens=self.output_tokens,
-                     cache_read_tokens=self.cache_read_input_tokens,
-                     cache_write_tokens=self.cache_creation_input_tokens)
-
-
-class CliContentBlock(_Loose):
+class CliContentBlock(Loose):
     type: str = ""
     text: str | None = None
     name: str | None = None
@@ -81,18 +61,18 @@ class CliContentBlock(_Loose):
     is_error: bool | None = None
 
 
-class CliMessage(_Loose):
+class CliMessage(Loose):
     model: str | None = None
     content: list[CliContentBlock] | str = Field(default_factory=list)
 
 
-class RateLimitInfo(_Loose):
+class RateLimitInfo(Loose):
     status: str | None = None
     resetsAt: float | None = None
     rateLimitType: str | None = None
 
 
-class CliEvent(_Loose):
+class CliEvent(Loose):
     """One stream-json line. Every field is optional: unknown event types still parse."""
 
     type: str = ""
@@ -118,7 +98,7 @@ class CliEvent(_Loose):
     is_error: bool | None = None
     result: str | None = None
     total_cost_usd: float | None = None
-    usage: CliUsage | None = None
+    usage: AnthropicUsage | None = None
     terminal_reason: str | None = None
     stop_reason: str | None = None
     safety_stops: int | None = None
@@ -472,11 +452,11 @@ async def _version(binary: str, env: dict[str, str]) -> str | None:
     return match.group(0) if proc.returncode == 0 and match else None
 
 
-class _OAuth(_Loose):
+class _OAuth(Loose):
     expiresAt: float | None = None
 
 
-class _CredentialsFile(_Loose):
+class _CredentialsFile(Loose):
     claudeAiOauth: _OAuth | None = None
 
 

@@ -20,11 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from engine.backends.base import BackendRequest, BackendResult, CredentialStatus, ProgressCallback, Usage, price_usage
 from engine.backends.http_common import Progress
 from engine.backends.subprocess_jsonl import run_jsonl_process
+from engine.backends.wire import Loose
 from engine.clock import Clock
 from engine.failures import (
     DEFAULT_RATE_LIMIT_PAUSE_S,
@@ -51,21 +52,17 @@ _RETRY_AT = re.compile(r"try again at\s+([0-9]{1,2}(?::[0-9]{2})?\s*[ap]\.?m\.?)
 _UNIT_S = {"day": 86400, "hour": 3600, "minute": 60, "min": 60, "second": 1, "sec": 1}
 
 
-class _Loose(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class CodexUsage(_Loose):
+class CodexUsage(Loose):
     input_tokens: int = 0
     cached_input_tokens: int = 0
     output_tokens: int = 0
 
 
-class CodexError(_Loose):
+class CodexError(Loose):
     message: str = ""
 
 
-class CodexItem(_Loose):
+class CodexItem(Loose):
     id: str = ""
     type: str = ""
     text: str | None = None
@@ -79,7 +76,7 @@ class CodexItem(_Loose):
     message: str | None = None
 
 
-class CodexEvent(_Loose):
+class CodexEvent(Loose):
     type: str = ""
     thread_id: str | None = None
     usage: CodexUsage | None = None

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from engine.backends.base import BackendRequest, BackendResult, CredentialStatus, ProgressCallback, Usage, price_usage
 from engine.backends.http_common import (
@@ -26,6 +26,7 @@ from engine.backends.http_common import (
     request_timeout,
 )
 from engine.backends.sse import iter_sse
+from engine.backends.wire import Loose
 from engine.clock import Clock
 from engine.failures import Failure, FailureClass, classify_http, redact
 from engine.settings import BackendConfig
@@ -33,15 +34,11 @@ from engine.settings import BackendConfig
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
-class _Loose(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class _PromptDetails(_Loose):
+class _PromptDetails(Loose):
     cached_tokens: int | None = None
 
 
-class OpenAIUsage(_Loose):
+class OpenAIUsage(Loose):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     prompt_tokens_details: _PromptDetails | None = None
@@ -56,24 +53,24 @@ class OpenAIUsage(_Loose):
                      cache_read_tokens=cached)
 
 
-class _Message(_Loose):
+class _Message(Loose):
     content: str | None = None
     refusal: str | None = None
 
 
-class _Choice(_Loose):
+class _Choice(Loose):
     message: _Message | None = None
     delta: _Message | None = None
     finish_reason: str | None = None
 
 
-class _ErrorInBody(_Loose):
+class _ErrorInBody(Loose):
     message: str | None = None
     code: int | str | None = None
     type: str | None = None
 
 
-class ChatCompletion(_Loose):
+class ChatCompletion(Loose):
     """A whole completion, or one streamed chunk of it."""
 
     model: str | None = None

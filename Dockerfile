@@ -3,13 +3,14 @@
 #   docker build -t switchboard .
 #   docker run -d --name switchboard -v switchboard-data:/data -e TELEGRAM_BOT_TOKEN=... switchboard
 #
-# Configuration: /data/switchboard.toml is not read by itself; mount one and point SWITCHBOARD_CONFIG at it
-# (or use SWITCHBOARD_* variables). Log the Claude Code CLI in once, inside the container, as this user:
+# Configuration: /data/switchboard.toml (the working directory) is read when present; or point
+# SWITCHBOARD_CONFIG at a mounted file, or use SWITCHBOARD_* variables. Log the Claude Code CLI in once, inside the container, as this user:
 #   docker exec -it switchboard claude login
 # Its credentials live under /data/.claude (CLAUDE_CONFIG_DIR), so they survive a rebuild of the image.
 FROM python:3.11-slim
 
 ARG CLAUDE_CODE_VERSION=2.1.332
+ARG CODEX_VERSION=0.169.0
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -22,6 +23,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN apt-get update \
     && apt-get install -y --no-install-recommends nodejs npm tini tzdata ca-certificates git \
     && npm install -g --no-audit --no-fund "@anthropic-ai/claude-code@${CLAUDE_CODE_VERSION}" \
+        "@openai/codex@${CODEX_VERSION}" \
     && npm cache clean --force \
     && rm -rf /var/lib/apt/lists/* \
     && claude --version

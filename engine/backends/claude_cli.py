@@ -14,22 +14,20 @@ No ``result`` line means we killed it (timeout) or it crashed (unknown, or auth 
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 import os
 import re
-import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, ValidationError, field_validator
 
 from engine.backends.base import BackendRequest, BackendResult, CredentialStatus, ProgressCallback, Usage
-from engine.backends.subprocess_jsonl import ProcessOutcome, run_jsonl_process
+from engine.backends.cli_common import CliBackend, clip, event_handler, parse_line, version_output
+from engine.backends.http_common import Progress
+from engine.backends.subprocess_jsonl import ProcessOutcome
 from engine.backends.wire import AnthropicUsage, Loose
-from engine.clock import Clock, iso
+from engine.clock import iso
 from engine.failures import (
     DEFAULT_RATE_LIMIT_PAUSE_S,
     Failure,
@@ -39,15 +37,11 @@ from engine.failures import (
     redact,
 )
 from engine.ratelimit import parse_resets_at, parse_resets_text
-from engine.settings import BackendConfig
-
-log = logging.getLogger(__name__)
 
 BINARY_ENV = "SWITCHBOARD_CLAUDE_BIN"
 _AUTH_HINTS = ("not logged in", "/login", "invalid api key", "oauth token has expired", "oauth token revoked",
                "authentication_error", "failed to authenticate", "invalid bearer token")
 _QUOTA_HINTS = ("credit balance is too low", "spend limit", "billing")
-_SUMMARY_CHARS = 160
 
 
 # --- The stream, as pydantic models tolerant of everything the CLI may add ----------------------------------
@@ -125,13 +119,7 @@ class CliEvent(Loose):
 
 def parse_event(line: str) -> CliEvent | None:
     """One line of stream-json (or the single object of ``--output-format json``); None if it is not one."""
-    line = line.strip()
-    if not line.startswith("{"):
-        return None
-    try:
-        return CliEvent.model_validate_json(line)
-    except ValidationError:
-        return None
+    return parse_line(CliEvent, line)
 
 
 def describe_event(event: CliEvent) -> str:
@@ -159,7 +147,7 @@ def describe_event(event: CliEvent) -> str:
                 parts.append(f"tool {block.name or '?'}{_tool_hint(block.input)}")
             elif block.type == "thinking":
                 parts.append("thinking")
-        return _clip(" | ".join(parts) or "assistant message")
+        return clip(" | ".join(parts) or "assistant message")
     if kind == "user":
         return "tool result"
     if kind == "result":
@@ -173,13 +161,8 @@ def _tool_hint(tool_input: Any) -> str:
     for key in ("file_path", "path", "command", "pattern", "url", "description"):
         value = tool_input.get(key)
         if isinstance(value, str) and value:
-            return f" {_clip(value, 80)}"
+            return f" {clip(value, 80)}"
     return ""
-
-
-def _clip(text: str, limit: int = _SUMMARY_CHARS) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class StreamState:
@@ -252,7 +235,7 @@ def classify_cli_result(
     if result is None:
         return _no_result(timed_out=timed_out, exit_code=exit_code, stderr=stderr, secrets=secrets)
     message_text = result.result or "; ".join(result.errors) or ""
-    message = redact(_clip(message_text or f"{result.subtype or 'error'}", 500), secrets)
+    message = redact(clip(message_text or f"{result.subtype or 'error'}", 500), secrets)
     lowered = message_text.lower()
 
     def make(cls: FailureClass, signature: str, *, status: int | None = None,
@@ -310,7 +293,7 @@ def classify_cli_result(
 
 
 def _no_result(*, timed_out: bool, exit_code: int | None, stderr: str, secrets: list[str]) -> Failure:
-    detail = redact(_clip(stderr, 300), secrets)
+    detail = redact(clip(stderr, 300), secrets)
     if timed_out:
         return Failure(failure_class=FailureClass.TIMEOUT, message="killed: no result before the timeout",
                        signature="cli:killed_timeout")
@@ -324,24 +307,12 @@ def _no_result(*, timed_out: bool, exit_code: int | None, stderr: str, secrets: 
 
 # --- The backend ---------------------------------------------------------------------------------------------
 
-class ClaudeCliBackend:
+class ClaudeCliBackend(CliBackend):
     """``claude -p`` per job. ``env`` is the child's whole environment (default: this process's)."""
 
-    def __init__(self, config: BackendConfig, *, clock: Clock, env: dict[str, str] | None = None) -> None:
-        self.config = config
-        self._clock = clock
-        self._env = env
-
-    def _base_env(self) -> dict[str, str]:
-        return dict(os.environ if self._env is None else self._env)
-
-    def binary(self) -> str | None:
-        """config.binary, else $SWITCHBOARD_CLAUDE_BIN, else ``claude`` on PATH; None when none exists."""
-        env = self._base_env()
-        candidate = self.config.binary or env.get(BINARY_ENV) or os.environ.get(BINARY_ENV) or "claude"
-        if os.sep in candidate:
-            return candidate if os.access(candidate, os.X_OK) else None
-        return shutil.which(candidate, path=env.get("PATH"))
+    tool = "claude"
+    binary_env = BINARY_ENV
+    signature = "cli"
 
     def _api_key(self, env: dict[str, str]) -> str | None:
         if not self.config.api_key_env:
@@ -380,38 +351,13 @@ class ClaudeCliBackend:
         return [*argv, "--", request.prompt]
 
     async def run(self, request: BackendRequest, progress: ProgressCallback | None = None) -> BackendResult:
-        started = time.monotonic()
         env = self.child_env()
         secrets = [k for k in (env.get("ANTHROPIC_API_KEY"), env.get("CLAUDE_CODE_OAUTH_TOKEN")) if k]
-        binary = self.binary()
-        if binary is None:
-            return BackendResult(failure=Failure(
-                failure_class=FailureClass.AUTH, message="claude binary not found",
-                signature="cli:binary_missing"))
         state = StreamState()
-
-        async def on_line(line: str) -> bool:
-            event = parse_event(line)
-            if event is None:
-                return False
-            state.feed(event)
-            if progress is not None:
-                try:
-                    await progress(redact(describe_event(event), secrets))
-                except Exception:  # a broken progress card must not kill the job
-                    log.warning("progress callback failed", exc_info=True)
-            return event.type == "result"
-
-        timeout_s = min(request.timeout_s, self.config.timeout_s)
-        try:
-            outcome = await run_jsonl_process(self.build_command(binary, request), cwd=request.workspace,
-                                              env=env, timeout_s=timeout_s, on_line=on_line)
-        except OSError as exc:
-            return BackendResult(failure=Failure(
-                failure_class=FailureClass.UNKNOWN, message=redact(f"cannot start claude: {exc}", secrets),
-                signature=f"cli:spawn:{type(exc).__name__}"))
-        result = self._finish(state, outcome, secrets)
-        return result.model_copy(update={"latency_ms": (time.monotonic() - started) * 1000.0})
+        on_line = event_handler(parse_event, state.feed, describe_event, lambda event: event.type == "result",
+                                Progress(progress, secrets))
+        return await self._run_process(request, env=env, secrets=secrets, on_line=on_line,
+                                       finish=lambda outcome: self._finish(state, outcome, secrets))
 
     def _finish(self, state: StreamState, outcome: ProcessOutcome, secrets: list[str]) -> BackendResult:
         return result_from_stream(state, now=self._clock.now(), timed_out=outcome.timed_out,
@@ -436,20 +382,14 @@ class ClaudeCliBackend:
             return CredentialStatus(ok=True, message=f"claude {version}, credentials from the environment")
         return _oauth_status(version, env)
 
-    async def aclose(self) -> None:
-        """Nothing to close: every run owns its process and reaps it."""
-
 
 async def _version(binary: str, env: dict[str, str]) -> str | None:
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            binary, "--version", stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True)
-        out, _ = await asyncio.wait_for(proc.communicate(), 30.0)
-    except (OSError, TimeoutError):
+    output = await version_output(binary, env)
+    if output is None:
         return None
-    match = re.search(r"\d+\.\d+\.\d+", out.decode("utf-8", "replace"))
-    return match.group(0) if proc.returncode == 0 and match else None
+    exit_code, out = output
+    match = re.search(r"\d+\.\d+\.\d+", out)
+    return match.group(0) if exit_code == 0 and match else None
 
 
 class _OAuth(Loose):

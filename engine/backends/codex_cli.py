@@ -11,22 +11,19 @@ Not yet checked against a real ``codex`` binary: see tests/unit/test_codex_parse
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
-import shutil
-import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from engine.backends.base import BackendRequest, BackendResult, CredentialStatus, ProgressCallback, Usage, price_usage
+from engine.backends.cli_common import CliBackend, clip, event_handler, parse_line, version_output
 from engine.backends.http_common import Progress
-from engine.backends.subprocess_jsonl import run_jsonl_process
+from engine.backends.subprocess_jsonl import ProcessOutcome
 from engine.backends.wire import Loose
-from engine.clock import Clock
 from engine.failures import (
     DEFAULT_RATE_LIMIT_PAUSE_S,
     Failure,
@@ -87,13 +84,7 @@ class CodexEvent(Loose):
 
 
 def parse_codex_event(line: str) -> CodexEvent | None:
-    line = line.strip()
-    if not line.startswith("{"):
-        return None
-    try:
-        return CodexEvent.model_validate_json(line)
-    except ValidationError:
-        return None
+    return parse_line(CodexEvent, line)
 
 
 def describe_codex_event(event: CodexEvent) -> str:
@@ -102,26 +93,21 @@ def describe_codex_event(event: CodexEvent) -> str:
     if event.type.startswith("item.") and event.item is not None:
         item = event.item
         if item.type == "agent_message":
-            return _clip(item.text or "message")
+            return clip(item.text or "message")
         if item.type == "command_execution":
-            return _clip(f"$ {item.command or '?'}" + (f" ({item.status})" if item.status else ""))
+            return clip(f"$ {item.command or '?'}" + (f" ({item.status})" if item.status else ""))
         if item.type == "file_change":
-            return _clip("files: " + ", ".join(str(c.get("path", "?")) for c in item.changes))
+            return clip("files: " + ", ".join(str(c.get("path", "?")) for c in item.changes))
         if item.type == "mcp_tool_call":
             return f"tool {item.server or '?'}.{item.tool or '?'}"
         if item.type == "web_search":
-            return _clip(f"search {item.query or ''}")
+            return clip(f"search {item.query or ''}")
         return item.type or event.type
     if event.type == "turn.completed":
         return "turn completed"
     if event.type in ("turn.failed", "error"):
-        return _clip(f"error: {_error_text(event)}")
+        return clip(f"error: {_error_text(event)}")
     return event.type or "event"
-
-
-def _clip(text: str, limit: int = 160) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _error_text(event: CodexEvent) -> str:
@@ -215,7 +201,7 @@ def codex_result(state: CodexState, *, now: float, timed_out: bool, exit_code: i
             failure = Failure(failure_class=FailureClass.TIMEOUT, message="killed: no result before the timeout",
                               signature="codex:killed_timeout")
         else:
-            detail = _clip(stderr, 300)
+            detail = clip(stderr, 300)
             failure = classify_codex_error(detail, now) if detail else Failure(
                 failure_class=FailureClass.UNKNOWN, message=f"exited with code {exit_code} without finishing",
                 signature=f"codex:no_result:exit_{exit_code}")
@@ -228,23 +214,12 @@ def codex_result(state: CodexState, *, now: float, timed_out: bool, exit_code: i
         update={"message": redact(failure.message, secrets)})})
 
 
-class CodexCliBackend:
+class CodexCliBackend(CliBackend):
     """``codex exec --json`` per job. ``env`` is the child's whole environment (default: this process's)."""
 
-    def __init__(self, config: BackendConfig, *, clock: Clock, env: dict[str, str] | None = None) -> None:
-        self.config = config
-        self._clock = clock
-        self._env = env
-
-    def _base_env(self) -> dict[str, str]:
-        return dict(os.environ if self._env is None else self._env)
-
-    def binary(self) -> str | None:
-        env = self._base_env()
-        candidate = self.config.binary or env.get(BINARY_ENV) or os.environ.get(BINARY_ENV) or "codex"
-        if os.sep in candidate:
-            return candidate if os.access(candidate, os.X_OK) else None
-        return shutil.which(candidate, path=env.get("PATH"))
+    tool = "codex"
+    binary_env = BINARY_ENV
+    signature = "codex"
 
     def child_env(self) -> dict[str, str]:
         env = self._base_env()
@@ -272,50 +247,29 @@ class CodexCliBackend:
         return [*argv, "--", request.prompt]
 
     async def run(self, request: BackendRequest, progress: ProgressCallback | None = None) -> BackendResult:
-        started = time.monotonic()
         env = self.child_env()
         secrets = [v for v in (env.get("OPENAI_API_KEY"), env.get("CODEX_API_KEY")) if v]
-        binary = self.binary()
-        if binary is None:
-            return BackendResult(failure=Failure(failure_class=FailureClass.AUTH, message="codex binary not found",
-                                                 signature="codex:binary_missing"))
         state = CodexState()
-        report = Progress(progress, secrets)
+        on_line = event_handler(parse_codex_event, state.feed, describe_codex_event,
+                                lambda event: event.type in ("turn.completed", "turn.failed"),
+                                Progress(progress, secrets))
 
-        async def on_line(line: str) -> bool:
-            event = parse_codex_event(line)
-            if event is None:
-                return False
-            state.feed(event)
-            await report(describe_codex_event(event), force=True)
-            return event.type in ("turn.completed", "turn.failed")
+        def finish(outcome: ProcessOutcome) -> BackendResult:
+            return codex_result(state, now=self._clock.now(), timed_out=outcome.timed_out,
+                                exit_code=outcome.exit_code, stderr=outcome.stderr_tail, config=self.config,
+                                secrets=secrets)
 
-        try:
-            outcome = await run_jsonl_process(
-                self.build_command(binary, request), cwd=request.workspace, env=env,
-                timeout_s=min(request.timeout_s, self.config.timeout_s), on_line=on_line)
-        except OSError as exc:
-            return BackendResult(failure=Failure(failure_class=FailureClass.UNKNOWN,
-                                                 message=redact(f"cannot start codex: {exc}", secrets),
-                                                 signature=f"codex:spawn:{type(exc).__name__}"))
-        result = codex_result(state, now=self._clock.now(), timed_out=outcome.timed_out,
-                              exit_code=outcome.exit_code, stderr=outcome.stderr_tail, config=self.config,
-                              secrets=secrets)
-        return result.model_copy(update={"latency_ms": (time.monotonic() - started) * 1000.0})
+        return await self._run_process(request, env=env, secrets=secrets, on_line=on_line, finish=finish)
 
     async def check_credentials(self) -> CredentialStatus:
         binary = self.binary()
         if binary is None:
             return CredentialStatus(ok=False, message=f"codex binary not found (config.binary, ${BINARY_ENV} or PATH)")
         env = self.child_env()
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                binary, "--version", stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True)
-            out, _ = await asyncio.wait_for(proc.communicate(), 30.0)
-        except (OSError, TimeoutError):
+        output = await version_output(binary, env)
+        if output is None:
             return CredentialStatus(ok=False, message=f"{binary} --version failed")
-        version = out.decode("utf-8", "replace").strip() or "unknown version"
+        version = output[1].strip() or "unknown version"
         if self.config.api_key_env and not env.get("OPENAI_API_KEY"):
             return CredentialStatus(ok=False, message=f"{version}: ${self.config.api_key_env} is not set")
         if env.get("OPENAI_API_KEY") or env.get("CODEX_API_KEY"):
@@ -324,6 +278,3 @@ class CodexCliBackend:
         if (codex_home / "auth.json").is_file():
             return CredentialStatus(ok=True, message=f"{version}, logged in ({codex_home / 'auth.json'})")
         return CredentialStatus(ok=False, message=f"{version}: not logged in (no auth.json in {codex_home})")
-
-    async def aclose(self) -> None:
-        """Nothing to close: every run owns its process and reaps it."""

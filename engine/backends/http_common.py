@@ -1,4 +1,7 @@
-"""Plumbing shared by the HTTP backends (``anthropic``, ``openai``): client, progress, error results."""
+"""Plumbing shared by the HTTP backends (``anthropic``, ``openai``): client, progress, error results.
+
+``Progress`` and ``elapsed_ms`` serve the CLI backends too (through ``engine.backends.cli_common``).
+"""
 
 from __future__ import annotations
 

@@ -7,8 +7,6 @@ part is the user message. Streams (SSE) when asked to or when a progress callbac
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import httpx
@@ -17,12 +15,12 @@ from pydantic import Field, ValidationError
 from engine.backends.base import BackendRequest, BackendResult, CredentialStatus, ProgressCallback, price_usage
 from engine.backends.http_common import (
     Progress,
-    elapsed_ms,
     error_result,
-    exception_result,
     make_client,
     missing_key_result,
+    probe_credentials,
     request_timeout,
+    run_with_deadline,
 )
 from engine.backends.sse import iter_sse
 from engine.backends.wire import AnthropicUsage, Loose
@@ -88,19 +86,15 @@ class AnthropicApiBackend:
         return body
 
     async def run(self, request: BackendRequest, progress: ProgressCallback | None = None) -> BackendResult:
-        started = time.monotonic()
         key = self.config.api_key()
         if key is None:
             return missing_key_result(self.config.api_key_env, self.config.model)
         secret = key.get_secret_value()
         stream = self._stream if self._stream is not None else progress is not None
         timeout_s = min(request.timeout_s, self.config.timeout_s)
-        try:
-            async with asyncio.timeout(timeout_s):
-                result = await self._call(request, secret, stream, Progress(progress, [secret]), timeout_s)
-        except (httpx.HTTPError, TimeoutError) as exc:
-            result = exception_result(exc, [secret], self.config.model)
-        return result.model_copy(update={"latency_ms": elapsed_ms(started)})
+        return await run_with_deadline(
+            lambda: self._call(request, secret, stream, Progress(progress, [secret]), timeout_s),
+            timeout_s=timeout_s, secrets=[secret], model=self.config.model)
 
     async def _call(self, request: BackendRequest, key: str, stream: bool, progress: Progress,
                     timeout_s: float) -> BackendResult:
@@ -183,16 +177,8 @@ class AnthropicApiBackend:
         if key is None:
             return CredentialStatus(ok=False, message=f"${self.config.api_key_env} is not set")
         secret = key.get_secret_value()
-        try:
-            response = await self._client.get(f"{self._base}/v1/models", params={"limit": 1},
-                                               headers=self._headers(secret), timeout=request_timeout(15.0))
-        except httpx.HTTPError as exc:
-            return CredentialStatus(ok=False, message=redact(f"unreachable: {type(exc).__name__}: {exc}", [secret]))
-        if response.status_code == 200:
-            return CredentialStatus(ok=True, message="API key accepted")
-        failure = classify_http(response.status_code, response.text, response.headers, self._clock.now(),
-                                secrets=[secret])
-        return CredentialStatus(ok=False, message=failure.message)
+        return await probe_credentials(self._client, f"{self._base}/v1/models", params={"limit": 1},
+                                       headers=self._headers(secret), secrets=[secret], clock=self._clock)
 
     async def aclose(self) -> None:
         await self._client.aclose()

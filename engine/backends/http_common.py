@@ -5,12 +5,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 
-from engine.backends.base import BackendResult, ProgressCallback
+from engine.backends.base import BackendResult, CredentialStatus, ProgressCallback
+from engine.clock import Clock
 from engine.failures import Failure, FailureClass, classify_exception, classify_http, redact
 
 log = logging.getLogger(__name__)
@@ -19,6 +23,7 @@ log = logging.getLogger(__name__)
 # enough not to flood the progress card.
 PROGRESS_INTERVAL_S = 1.0
 _CONNECT_TIMEOUT_S = 10.0
+_PROBE_TIMEOUT_S = 15.0
 
 
 def make_client(transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
@@ -70,3 +75,31 @@ def missing_key_result(env_name: str | None, model: str) -> BackendResult:
 
 def elapsed_ms(started: float) -> float:
     return (time.monotonic() - started) * 1000.0
+
+
+async def run_with_deadline(call: Callable[[], Awaitable[BackendResult]], *, timeout_s: float, secrets: list[str],
+                            model: str) -> BackendResult:
+    """One API call under the job's overall deadline; a transport error or the deadline becomes a classified
+    failure. The result carries its latency."""
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(timeout_s):
+            result = await call()
+    except (httpx.HTTPError, TimeoutError) as exc:
+        result = exception_result(exc, secrets, model)
+    return result.model_copy(update={"latency_ms": elapsed_ms(started)})
+
+
+async def probe_credentials(client: httpx.AsyncClient, url: str, *, headers: dict[str, str], secrets: list[str],
+                            clock: Clock, params: dict[str, Any] | None = None,
+                            accepted: str = "API key accepted") -> CredentialStatus:
+    """``GET url`` with the key: 200 is ok (``accepted``); anything else says why, as the failure classifier
+    words it."""
+    try:
+        response = await client.get(url, params=params, headers=headers, timeout=request_timeout(_PROBE_TIMEOUT_S))
+    except httpx.HTTPError as exc:
+        return CredentialStatus(ok=False, message=redact(f"unreachable: {type(exc).__name__}: {exc}", secrets))
+    if response.status_code == 200:
+        return CredentialStatus(ok=True, message=accepted)
+    failure = classify_http(response.status_code, response.text, response.headers, clock.now(), secrets=secrets)
+    return CredentialStatus(ok=False, message=failure.message)

@@ -8,8 +8,6 @@ Cached prompt tokens are read from ``usage.prompt_tokens_details.cached_tokens``
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import httpx
@@ -18,12 +16,12 @@ from pydantic import Field, ValidationError
 from engine.backends.base import BackendRequest, BackendResult, CredentialStatus, ProgressCallback, Usage, price_usage
 from engine.backends.http_common import (
     Progress,
-    elapsed_ms,
     error_result,
-    exception_result,
     make_client,
     missing_key_result,
+    probe_credentials,
     request_timeout,
+    run_with_deadline,
 )
 from engine.backends.sse import iter_sse
 from engine.backends.wire import Loose
@@ -113,19 +111,15 @@ class OpenAICompatBackend:
         return body
 
     async def run(self, request: BackendRequest, progress: ProgressCallback | None = None) -> BackendResult:
-        started = time.monotonic()
         key = self._key()
         if key is None and self.config.api_key_env:
             return missing_key_result(self.config.api_key_env, self.config.model)
         secrets = [key] if key else []
         stream = self._stream if self._stream is not None else progress is not None
         timeout_s = min(request.timeout_s, self.config.timeout_s)
-        try:
-            async with asyncio.timeout(timeout_s):
-                result = await self._call(request, key, stream, Progress(progress, secrets), timeout_s)
-        except (httpx.HTTPError, TimeoutError) as exc:
-            result = exception_result(exc, secrets, self.config.model)
-        return result.model_copy(update={"latency_ms": elapsed_ms(started)})
+        return await run_with_deadline(
+            lambda: self._call(request, key, stream, Progress(progress, secrets), timeout_s),
+            timeout_s=timeout_s, secrets=secrets, model=self.config.model)
 
     async def _call(self, request: BackendRequest, key: str | None, stream: bool, progress: Progress,
                     timeout_s: float) -> BackendResult:
@@ -214,17 +208,9 @@ class OpenAICompatBackend:
         key = self._key()
         if key is None and self.config.api_key_env:
             return CredentialStatus(ok=False, message=f"${self.config.api_key_env} is not set")
-        secrets = [key] if key else []
-        try:
-            response = await self._client.get(f"{self._base}/models", headers=self._headers(key),
-                                               timeout=request_timeout(15.0))
-        except httpx.HTTPError as exc:
-            return CredentialStatus(ok=False, message=redact(f"unreachable: {type(exc).__name__}: {exc}", secrets))
-        if response.status_code == 200:
-            return CredentialStatus(ok=True, message="API key accepted" if key else "reachable (no key needed)")
-        failure = classify_http(response.status_code, response.text, response.headers, self._clock.now(),
-                                secrets=secrets)
-        return CredentialStatus(ok=False, message=failure.message)
+        return await probe_credentials(self._client, f"{self._base}/models", headers=self._headers(key),
+                                       secrets=[key] if key else [], clock=self._clock,
+                                       accepted="API key accepted" if key else "reachable (no key needed)")
 
     async def aclose(self) -> None:
         await self._client.aclose()

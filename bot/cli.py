@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from bot import cli_memory, cli_pulse, render
-from engine.clock import SystemClock
+from bot.cli_common import emit, json_flag, with_control
 from engine.control import Control, NotFound, parse_duration
 from engine.jobs import InvalidJob
 from engine.models import JobState, Priority
 from engine.settings import ConfigError, Settings, load_settings
 from engine.states import IllegalTransition
-from engine.store import GateRefused, Store, StoreError
+from engine.store import GateRefused, StoreError
 
 Handler = Callable[[argparse.Namespace, Settings], Awaitable[int]]
 
@@ -69,59 +67,37 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--project")
     add.add_argument("--priority", default="normal", choices=[p.name.lower() for p in Priority])
     add.add_argument("--key", help="idempotency key: the same key never creates a second job")
-    _json(add).set_defaults(func=_jobs_add)
+    json_flag(add).set_defaults(func=_jobs_add)
     listing = jobs.add_parser("list", help="list recent jobs")
     listing.add_argument("--state", choices=[s.value for s in JobState])
     listing.add_argument("--limit", type=int, default=30)
-    _json(listing).set_defaults(func=_jobs_list)
+    json_flag(listing).set_defaults(func=_jobs_list)
     show = jobs.add_parser("show", help="a job with its attempts, reviews and events")
     show.add_argument("id", type=int)
-    _json(show).set_defaults(func=_jobs_show)
+    json_flag(show).set_defaults(func=_jobs_show)
     for verb in ("cancel", "retry", "approve", "reroute"):
         action = jobs.add_parser(verb, help=f"{verb} a job")
         action.add_argument("id", type=int)
-        _json(action).set_defaults(func=_jobs_verb, verb=verb)
+        json_flag(action).set_defaults(func=_jobs_verb, verb=verb)
 
-    _json(sub.add_parser("status", help="slots, queue, backpressure, backends")).set_defaults(func=_status)
+    json_flag(sub.add_parser("status", help="slots, queue, backpressure, backends")).set_defaults(func=_status)
     stats = sub.add_parser("stats", help="totals, completion rate, throughput and cost")
     stats.add_argument("--since", default="7d")
-    _json(stats).set_defaults(func=_stats)
+    json_flag(stats).set_defaults(func=_stats)
 
     backends = sub.add_parser("backends", help="backends and their state; pause or resume one")
-    _json(backends).set_defaults(func=_backends)
+    json_flag(backends).set_defaults(func=_backends)
     backend_actions = backends.add_subparsers(metavar="ACTION")
     for verb in ("pause", "resume"):
         action = backend_actions.add_parser(verb, help=f"{verb} a backend")
         action.add_argument("name")
         action.set_defaults(func=_backend_verb, verb=verb)
 
-    _json(sub.add_parser("doctor", help="check config, credentials, binaries, reachability, data folder")).set_defaults(
-        func=_doctor
-    )
+    doctor = sub.add_parser("doctor", help="check config, credentials, binaries, reachability, data folder")
+    json_flag(doctor).set_defaults(func=_doctor)
     cli_memory.register(sub)
     cli_pulse.register(sub)
     return parser
-
-
-def _json(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
-    return parser
-
-
-def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
-    if getattr(args, "json", False):
-        print(json.dumps(data, indent=2, default=str))
-    else:
-        print(text)
-
-
-async def _with_control(settings: Settings, fn: Callable[[Control], Awaitable[int]]) -> int:
-    clock = SystemClock()
-    store = await Store.open(settings.db_path, clock)
-    try:
-        return await fn(Control(settings, store, clock))
-    finally:
-        await store.close()
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
@@ -140,28 +116,28 @@ async def _jobs_add(args: argparse.Namespace, settings: Settings) -> int:
             idempotency_key=args.key,
         )
         verb = "queued" if created else "already exists"
-        _emit(
+        emit(
             args,
             {**job.model_dump(mode="json"), "created": created},
             f"#{job.id} {verb}: {job.type} (tier {job.tier}) {job.title}",
         )
         return 0
 
-    return await _with_control(settings, go)
+    return await with_control(settings, go)
 
 
 async def _jobs_list(args: argparse.Namespace, settings: Settings) -> int:
     async def go(control: Control) -> int:
         states = [JobState(args.state)] if args.state else None
         jobs = await control.store.list_jobs(states=states, limit=args.limit)
-        _emit(
+        emit(
             args,
             [j.model_dump(mode="json", exclude={"result_text"}) for j in jobs],
             "\n".join(render.job_line(j) for j in jobs) or "no jobs",
         )
         return 0
 
-    return await _with_control(settings, go)
+    return await with_control(settings, go)
 
 
 async def _jobs_show(args: argparse.Namespace, settings: Settings) -> int:
@@ -176,47 +152,47 @@ async def _jobs_show(args: argparse.Namespace, settings: Settings) -> int:
             "events": [e.model_dump() for e in events],
             "reviews": [r.model_dump() for r in reviews],
         }
-        _emit(args, data, render.job_detail(job, attempts, events, reviews))
+        emit(args, data, render.job_detail(job, attempts, events, reviews))
         return 0
 
-    return await _with_control(settings, go)
+    return await with_control(settings, go)
 
 
 async def _jobs_verb(args: argparse.Namespace, settings: Settings) -> int:
     async def go(control: Control) -> int:
         job = await getattr(control, args.verb)(args.id)
-        _emit(args, job.model_dump(mode="json"), f"#{job.id} is now {job.state.value}")
+        emit(args, job.model_dump(mode="json"), f"#{job.id} is now {job.state.value}")
         return 0
 
-    return await _with_control(settings, go)
+    return await with_control(settings, go)
 
 
 async def _status(args: argparse.Namespace, settings: Settings) -> int:
     async def go(control: Control) -> int:
         status = await control.status()
-        _emit(args, status, render.status_text(status))
+        emit(args, status, render.status_text(status))
         return 0
 
-    return await _with_control(settings, go)
+    return await with_control(settings, go)
 
 
 async def _stats(args: argparse.Namespace, settings: Settings) -> int:
     async def go(control: Control) -> int:
         since = control.clock.now() - parse_duration(args.since)
         stats = await control.store.stats(since)
-        _emit(args, stats.model_dump(), render.stats_text(stats))
+        emit(args, stats.model_dump(), render.stats_text(stats))
         return 0
 
-    return await _with_control(settings, go)
+    return await with_control(settings, go)
 
 
 async def _backends(args: argparse.Namespace, settings: Settings) -> int:
     async def go(control: Control) -> int:
         backends = (await control.status())["backends"]
-        _emit(args, backends, "\n".join(render.backend_line(b) for b in backends))
+        emit(args, backends, "\n".join(render.backend_line(b) for b in backends))
         return 0
 
-    return await _with_control(settings, go)
+    return await with_control(settings, go)
 
 
 async def _backend_verb(args: argparse.Namespace, settings: Settings) -> int:
@@ -234,7 +210,7 @@ async def _backend_verb(args: argparse.Namespace, settings: Settings) -> int:
         raise ValueError(
             f"unknown backend {args.name!r} (known: {', '.join(b.name for b in settings.backends)})"
         ) from None
-    return await _with_control(settings, go)
+    return await with_control(settings, go)
 
 
 async def _doctor(args: argparse.Namespace, settings: Settings) -> int:
@@ -243,7 +219,7 @@ async def _doctor(args: argparse.Namespace, settings: Settings) -> int:
     checks = await run_checks(settings)
     ok = all(c["ok"] for c in checks)
     text = "\n".join(f"{'ok ' if c['ok'] else 'FAIL'} {c['check']}: {c['detail']}" for c in checks)
-    _emit(args, {"ok": ok, "checks": checks}, text)
+    emit(args, {"ok": ok, "checks": checks}, text)
     return 0 if ok else 1
 
 

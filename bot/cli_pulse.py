@@ -9,17 +9,14 @@ on stderr and exit code 1 by ``bot.cli.main``.
 from __future__ import annotations
 
 import argparse
-import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot import render
-from engine.clock import SystemClock
+from bot.cli_common import emit, json_flag, with_control
 from engine.control import Control, NotFound
 from engine.models import Project, Schedule
 from engine.pulse import Pulse
 from engine.settings import Settings
-from engine.store import Store
 
 
 def register(subparsers: Any) -> None:
@@ -34,24 +31,24 @@ def register(subparsers: Any) -> None:
     when.add_argument("--daily", metavar="HH:MM", help="daily at this time (pulse.timezone)")
     add.add_argument("--project")
     add.add_argument("--no-catch-up", action="store_true", help="after downtime, record missed runs, do not run")
-    _json(add).set_defaults(func=_schedule_add)
-    _json(actions.add_parser("list", help="list schedules")).set_defaults(func=_schedule_list)
+    json_flag(add).set_defaults(func=_schedule_add)
+    json_flag(actions.add_parser("list", help="list schedules")).set_defaults(func=_schedule_list)
     remove = actions.add_parser("remove", help="remove a schedule by name or id")
     remove.add_argument("name")
-    _json(remove).set_defaults(func=_schedule_remove)
+    json_flag(remove).set_defaults(func=_schedule_remove)
 
     projects = subparsers.add_parser("projects", help="projects: add, list, show")
     verbs = projects.add_subparsers(dest="projects_command", required=True, metavar="{add,list,show}")
     padd = verbs.add_parser("add", help="add a project (with its own folder)")
     padd.add_argument("name")
     padd.add_argument("--goal", default="")
-    _json(padd).set_defaults(func=_projects_add)
-    _json(verbs.add_parser("list", help="list projects")).set_defaults(func=_projects_list)
+    json_flag(padd).set_defaults(func=_projects_add)
+    json_flag(verbs.add_parser("list", help="list projects")).set_defaults(func=_projects_list)
     show = verbs.add_parser("show", help="a project with its jobs")
     show.add_argument("name")
-    _json(show).set_defaults(func=_projects_show)
+    json_flag(show).set_defaults(func=_projects_show)
 
-    _json(subparsers.add_parser("digest", help="print the digest of the last 24 hours")).set_defaults(func=_digest)
+    json_flag(subparsers.add_parser("digest", help="print the digest of the last 24 hours")).set_defaults(func=_digest)
 
     jobs = _subcommands(subparsers.choices.get("jobs"))
     answer_parser = jobs.add_parser("answer", help="answer a job's question") if jobs else subparsers.add_parser(
@@ -59,7 +56,7 @@ def register(subparsers: Any) -> None:
     )
     answer_parser.add_argument("id", type=int)
     answer_parser.add_argument("text")
-    _json(answer_parser).set_defaults(func=_answer)
+    json_flag(answer_parser).set_defaults(func=_answer)
 
 
 def _subcommands(parser: argparse.ArgumentParser | None) -> Any:
@@ -70,24 +67,6 @@ def _subcommands(parser: argparse.ArgumentParser | None) -> Any:
         if isinstance(action, argparse._SubParsersAction):
             return action
     return None
-
-
-def _json(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
-    return parser
-
-
-def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
-    print(json.dumps(data, indent=2, default=str) if getattr(args, "json", False) else text)
-
-
-async def _with_control(settings: Settings, fn: Callable[[Control], Awaitable[int]]) -> int:
-    clock = SystemClock()
-    store = await Store.open(settings.db_path, clock)
-    try:
-        return await fn(Control(settings, store, clock))
-    finally:
-        await store.close()
 
 
 def schedule_line(schedule: Schedule) -> str:
@@ -119,47 +98,47 @@ async def _schedule_add(args: argparse.Namespace, settings: Settings) -> int:
             args.name, args.text, type=args.type, every=args.every, daily=args.daily, project=args.project,
             catch_up=not args.no_catch_up,
         )
-        _emit(args, schedule.model_dump(), f"schedule added: {schedule_line(schedule)}")
+        emit(args, schedule.model_dump(), f"schedule added: {schedule_line(schedule)}")
         return 0
 
-    return await _with_control(settings, go)
+    return await with_control(settings, go)
 
 
 async def _schedule_list(args: argparse.Namespace, settings: Settings) -> int:
     async def go(control: Control) -> int:
         schedules = await control.store.list_schedules()
-        _emit(args, [s.model_dump() for s in schedules], "\n".join(map(schedule_line, schedules)) or "no schedules")
+        emit(args, [s.model_dump() for s in schedules], "\n".join(map(schedule_line, schedules)) or "no schedules")
         return 0
 
-    return await _with_control(settings, go)
+    return await with_control(settings, go)
 
 
 async def _schedule_remove(args: argparse.Namespace, settings: Settings) -> int:
     async def go(control: Control) -> int:
         if not await control.store.remove_schedule(args.name):
             raise NotFound(f"no schedule named {args.name!r}")
-        _emit(args, {"removed": args.name}, f"schedule {args.name} removed")
+        emit(args, {"removed": args.name}, f"schedule {args.name} removed")
         return 0
 
-    return await _with_control(settings, go)
+    return await with_control(settings, go)
 
 
 async def _projects_add(args: argparse.Namespace, settings: Settings) -> int:
     async def go(control: Control) -> int:
         project = await control.add_project(args.name, args.goal)
-        _emit(args, project.model_dump(), f"project added: {project_line(project)} ({project.workspace})")
+        emit(args, project.model_dump(), f"project added: {project_line(project)} ({project.workspace})")
         return 0
 
-    return await _with_control(settings, go)
+    return await with_control(settings, go)
 
 
 async def _projects_list(args: argparse.Namespace, settings: Settings) -> int:
     async def go(control: Control) -> int:
         projects = await control.store.list_projects()
-        _emit(args, [p.model_dump() for p in projects], "\n".join(map(project_line, projects)) or "no projects")
+        emit(args, [p.model_dump() for p in projects], "\n".join(map(project_line, projects)) or "no projects")
         return 0
 
-    return await _with_control(settings, go)
+    return await with_control(settings, go)
 
 
 async def _projects_show(args: argparse.Namespace, settings: Settings) -> int:
@@ -172,29 +151,29 @@ async def _projects_show(args: argparse.Namespace, settings: Settings) -> int:
                                                          for j in jobs]}
         text = "\n".join([project_line(project), f"folder {project.workspace}", ""]
                          + [render.job_line(j) for j in jobs]) if jobs else project_line(project) + "\nno jobs yet"
-        _emit(args, data, text)
+        emit(args, data, text)
         return 0
 
-    return await _with_control(settings, go)
+    return await with_control(settings, go)
 
 
 async def _digest(args: argparse.Namespace, settings: Settings) -> int:
     async def go(control: Control) -> int:
         digest = await Pulse(settings, control.store, control.clock, {}).build_digest()
-        _emit(args, {"date": digest.date, "since": digest.since, "until": digest.until, "text": digest.text,
+        emit(args, {"date": digest.date, "since": digest.since, "until": digest.until, "text": digest.text,
                      "numbers": digest.numbers}, digest.text)
         return 0
 
-    return await _with_control(settings, go)
+    return await with_control(settings, go)
 
 
 async def _answer(args: argparse.Namespace, settings: Settings) -> int:
     async def go(control: Control) -> int:
         job = await control.answer(args.id, args.text)
-        _emit(args, job.model_dump(mode="json"), f"#{job.id} answered; queued again (session {job.session_id})")
+        emit(args, job.model_dump(mode="json"), f"#{job.id} answered; queued again (session {job.session_id})")
         return 0
 
-    return await _with_control(settings, go)
+    return await with_control(settings, go)
 
 
 __all__ = ["project_line", "register", "schedule_line"]

@@ -20,6 +20,7 @@ from engine.clock import SystemClock
 from engine.failures import FailureClass
 from engine.settings import BackendConfig
 from tests.fakes.fake_anthropic import ApiError, FakeAnthropic, Hang, Reply, ToolUse
+from tests.processes import processes_in
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -80,19 +81,6 @@ def request(workspace: Path, prompt: str = "Say hello.", **kw: object) -> Backen
                                  "timeout_s": 30.0, "permission_mode": "acceptEdits"}
     fields.update(kw)
     return BackendRequest(**fields)  # type: ignore[arg-type]
-
-
-def processes_in(directory: Path) -> list[int]:
-    """PIDs whose working directory is ``directory``: a CLI (or its tools) still running for that job."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if Path(os.readlink(entry / "cwd")) == directory:
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 def user_texts(body: dict) -> list[str]:

@@ -19,6 +19,7 @@ from engine.backends.codex_cli import CodexCliBackend
 from engine.clock import FakeClock
 from engine.failures import FailureClass
 from engine.settings import BackendConfig
+from tests.processes import processes_in
 
 SCRIPT = """#!{python}
 import json, os, sys, time
@@ -92,15 +93,3 @@ async def test_cancel_stops_the_process(fake_codex, tmp_path):
     with pytest.raises(asyncio.CancelledError):
         await task
     assert processes_in(tmp_path / "ws") == []
-
-
-def processes_in(directory: Path) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if Path(os.readlink(entry / "cwd")) == directory:
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found

@@ -6,8 +6,15 @@ Each has a dedupe key, so a notification written twice (a retried transaction, a
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from engine.models import Job, NewOutbox
+
+
+def _about(job: Job, kind: str, key: str, text: str, payload: dict[str, Any], *, urgent: bool = False) -> NewOutbox:
+    """A notice about ``job``: to the chat the job came from, sent once per ``job:<id>:<key>``."""
+    return NewOutbox(dedupe_key=f"job:{job.id}:{key}", kind=kind, text=text, chat_id=job.chat_id, job_id=job.id,
+                     urgent=urgent, payload=payload)
 
 
 def _duration(job: Job, now: float) -> str:
@@ -24,25 +31,13 @@ def job_done(job: Job, now: float, *, backend: str | None, score: float | None, 
     if score is not None:
         meta.insert(1, f"review {score:.1f}/10")
     parts.append(" · ".join(meta))
-    return NewOutbox(
-        dedupe_key=f"job:{job.id}:done",
-        kind="job_done",
-        text="\n\n".join(parts),
-        chat_id=job.chat_id,
-        job_id=job.id,
-        payload={"result_chars": len(job.result_text or ""), "buttons": []},
-    )
+    return _about(job, "job_done", "done", "\n\n".join(parts),
+                  {"result_chars": len(job.result_text or ""), "buttons": []})
 
 
 def job_queued(job: Job) -> NewOutbox:
-    return NewOutbox(
-        dedupe_key=f"job:{job.id}:queued",
-        kind="job_queued",
-        chat_id=job.chat_id,
-        job_id=job.id,
-        text=f"🆕 Queued #{job.id} · {job.type} (tier {job.tier}): {job.title}",
-        payload={"buttons": [["Status", f"job:{job.id}"], ["Cancel", f"cancel:{job.id}"]]},
-    )
+    return _about(job, "job_queued", "queued", f"🆕 Queued #{job.id} · {job.type} (tier {job.tier}): {job.title}",
+                  {"buttons": [["Status", f"job:{job.id}"], ["Cancel", f"cancel:{job.id}"]]})
 
 
 def job_failed(job: Job, failure_class: str, error: str, tried: list[str]) -> NewOutbox:
@@ -51,48 +46,23 @@ def job_failed(job: Job, failure_class: str, error: str, tried: list[str]) -> Ne
         f"❌ Job #{job.id} failed: {job.title}\n\nclass: {failure_class}\n{error[:500]}\n\n"
         f"tried: {tried_text} (attempt {job.attempt + 1} of {job.max_attempts})"
     )
-    return NewOutbox(
-        dedupe_key=f"job:{job.id}:failed:{job.attempt}",
-        kind="job_failed",
-        text=text,
-        chat_id=job.chat_id,
-        job_id=job.id,
-        payload={"buttons": [["Retry", f"retry:{job.id}"], ["Retry on another backend", f"reroute:{job.id}"]]},
-    )
+    return _about(job, "job_failed", f"failed:{job.attempt}", text,
+                  {"buttons": [["Retry", f"retry:{job.id}"], ["Retry on another backend", f"reroute:{job.id}"]]})
 
 
 def needs_human(job: Job, critique: str, score: float | None, *, why: str | None = None) -> NewOutbox:
     score_text = f" (last score {score:.1f}/10)" if score is not None else ""
     why = why or f"The reviewer rejected it after {job.revision} revision(s){score_text}."
     text = f"🧑‍⚖️ Job #{job.id} needs your decision: {job.title}\n\n{why}\n\nCritique: {critique[:1500]}"
-    return NewOutbox(
-        dedupe_key=f"job:{job.id}:needs_human:{job.revision}",
-        kind="needs_human",
-        text=text,
-        chat_id=job.chat_id,
-        job_id=job.id,
-        urgent=True,
-        payload={
-            "buttons": [
-                ["Approve", f"approve:{job.id}"],
-                ["Revise again", f"revise:{job.id}"],
-                ["Discard", f"cancel:{job.id}"],
-            ]
-        },
-    )
+    buttons = [["Approve", f"approve:{job.id}"], ["Revise again", f"revise:{job.id}"], ["Discard", f"cancel:{job.id}"]]
+    return _about(job, "needs_human", f"needs_human:{job.revision}", text, {"buttons": buttons}, urgent=True)
 
 
 def question(job: Job, text: str) -> NewOutbox:
     """A worker's question: urgent, because the job waits for the answer."""
-    return NewOutbox(
-        dedupe_key=f"job:{job.id}:question:{len(job.prompt)}:{_digest(text)}",
-        kind="question",
-        text=f"❓ Job #{job.id} asks: {job.title}\n\n{text[:3000]}\n\nAnswer with /answer {job.id} YOUR ANSWER",
-        chat_id=job.chat_id,
-        job_id=job.id,
-        urgent=True,
-        payload={"job_id": job.id, "kind": "question"},
-    )
+    return _about(job, "question", f"question:{len(job.prompt)}:{_digest(text)}",
+                  f"❓ Job #{job.id} asks: {job.title}\n\n{text[:3000]}\n\nAnswer with /answer {job.id} YOUR ANSWER",
+                  {"job_id": job.id, "kind": "question"}, urgent=True)
 
 
 def _digest(text: str) -> str:

@@ -128,16 +128,16 @@ class Job(BaseModel):
         return self.priority == Priority.OPERATOR
 
 
-class Attempt(BaseModel):
-    id: int
-    job_id: int
+class NewAttempt(BaseModel):
+    """One backend call as the runner records it (``Completion.attempts``); ``Attempt`` is the stored row."""
+
     backend: str
     model: str = ""
     family: str = ""
     purpose: str = "make"  # make | review
     started_at: float
-    finished_at: float | None = None
-    outcome: str | None = None  # "success" or a FailureClass value
+    finished_at: float
+    outcome: str  # "success" or a FailureClass value
     http_status: int | None = None
     retry_after_s: float | None = None
     tokens_in: int = 0
@@ -147,6 +147,13 @@ class Attempt(BaseModel):
     cost_usd: float = 0.0
     latency_ms: float | None = None
     error: str | None = None
+
+
+class Attempt(NewAttempt):
+    id: int
+    job_id: int
+    finished_at: float | None = None
+    outcome: str | None = None
 
 
 class Event(BaseModel):
@@ -160,8 +167,9 @@ class Event(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
-class Review(BaseModel):
-    id: int
+class NewReview(BaseModel):
+    """A reviewer's verdict on one revision of a job, as the gate records it; ``Review`` is the stored row."""
+
     job_id: int
     revision: int
     reviewer_backend: str
@@ -172,6 +180,10 @@ class Review(BaseModel):
     passed: bool
     verdict: str
     critique: str = ""
+
+
+class Review(NewReview):
+    id: int
     created_at: float
 
 

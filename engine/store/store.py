@@ -25,8 +25,10 @@ from engine.models import (
     Event,
     Job,
     JobState,
+    NewAttempt,
     NewJob,
     NewOutbox,
+    NewReview,
     OutboxMessage,
     Priority,
     Project,
@@ -49,38 +51,6 @@ class LeaseLost(Exception):
 
 class GateRefused(Exception):
     """The database refused to mark a reviewed job done without a passing review by another family."""
-
-
-class NewAttempt(BaseModel):
-    backend: str
-    model: str = ""
-    family: str = ""
-    purpose: str = "make"
-    started_at: float
-    finished_at: float
-    outcome: str
-    http_status: int | None = None
-    retry_after_s: float | None = None
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cache_read: int = 0
-    cache_write: int = 0
-    cost_usd: float = 0.0
-    latency_ms: float | None = None
-    error: str | None = None
-
-
-class NewReview(BaseModel):
-    job_id: int
-    revision: int
-    reviewer_backend: str
-    reviewer_family: str
-    maker_family: str
-    scores: dict[str, float] = Field(default_factory=dict)
-    score: float
-    passed: bool
-    verdict: str
-    critique: str = ""
 
 
 class Completion(BaseModel):

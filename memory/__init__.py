@@ -13,7 +13,16 @@ from memory.embedders import (
     OpenAIEmbedder,
     build_embedder,
 )
-from memory.episodes import ConsolidationReport, Episode, consolidate, episode_importance, record_episode
+from memory.episodes import (
+    ConsolidationReport,
+    ConsolidationRequest,
+    Episode,
+    apply_consolidation,
+    consolidate,
+    consolidation_request,
+    episode_importance,
+    record_episode,
+)
 from memory.errors import CoreMemoryTooLarge, EmbedderError, MemoryNotFound, MemoryStoreError
 from memory.scoring import ScoreComponents
 from memory.semantic import AddOutcome, MemoryRecord, ScoredMemory, SemanticMemory
@@ -23,6 +32,7 @@ __all__ = [
     "AddOutcome",
     "Calibration",
     "ConsolidationReport",
+    "ConsolidationRequest",
     "CoreMemory",
     "CoreMemoryTooLarge",
     "CoreVersion",
@@ -41,9 +51,11 @@ __all__ = [
     "ScoreWeights",
     "ScoredMemory",
     "SemanticMemory",
+    "apply_consolidation",
     "build_context",
     "build_embedder",
     "consolidate",
+    "consolidation_request",
     "episode_importance",
     "record_episode",
 ]

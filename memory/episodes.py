@@ -1,12 +1,19 @@
 """Episodic memory: one episode per finished job, and the consolidation pass that learns from them.
 
-The engine calls ``record_episode`` when a job reaches done, failed, rejected or cancelled, and the pulse
-calls ``consolidate`` periodically with a summarising function backed by a Grunt or Worker tier model.
+The engine calls ``record_episode`` when a job reaches done, failed, rejected or cancelled. Consolidation
+comes in two shapes that share the clustering:
+
+- ``consolidate(memory, summarize)``: one call per cluster through an awaitable model function;
+- ``consolidation_request(memory)`` builds one prompt over all pending clusters without calling a model (the
+  engine runs it as an ordinary job), and ``apply_consolidation(memory, prompt, answer)`` folds the model's
+  answer back in. The prompt itself carries the cluster labels and episode ids, so the answer can be applied
+  after a restart with nothing else remembered.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from string import Template
@@ -14,6 +21,7 @@ from string import Template
 import numpy as np
 from pydantic import BaseModel, Field
 
+import prompts
 from memory.semantic import AddOutcome, MemoryRecord, SemanticMemory
 
 log = logging.getLogger(__name__)
@@ -28,6 +36,16 @@ _OUTCOME_IMPORTANCE: dict[str, int] = {
     "done": 3, "failed": 6, "rejected": 6, "needs_human": 6, "cancelled": 2,
 }
 _CORRECTION_IMPORTANCE = 8
+# What marks episodes a model judged to hold no lesson (they are not offered again).
+NO_LESSON = "none"
+_LESSON_MAX_CHARS = 600
+# Lines of the batch prompt that carry its structure; episode lines are single-line by construction.
+_CLUSTER_HEADER = re.compile(r"^## (C\d+)\b", re.MULTILINE)
+_EPISODE_LINE = re.compile(r"^- \[episode ([^;\]\s]+);", re.MULTILINE)
+# "C1: lesson", tolerating list markers, bold and other separators a model may add.
+_ANSWER_LINE = re.compile(
+    r"^\s*(?:(?:[-*•]|\d+[.)])\s*)?[*_`]*\s*(C\d+)\s*[*_`]*\s*[:.)=\-–—]+\s*(.*?)\s*$", re.IGNORECASE
+)
 
 
 class Episode(BaseModel):
@@ -50,6 +68,23 @@ class ConsolidationReport(BaseModel):
     summaries_skipped: int = 0
     summaries_failed: int = 0
     episodes_pruned: int = 0
+    episodes_consolidated: int = 0
+
+
+class ConsolidationCluster(BaseModel):
+    label: str
+    episode_ids: list[str]
+
+
+class ConsolidationRequest(BaseModel):
+    """One prompt over the pending episode clusters, and what it covers. No model has been called."""
+
+    prompt: str
+    clusters: list[ConsolidationCluster]
+
+    @property
+    def episode_ids(self) -> list[str]:
+        return [episode_id for c in self.clusters for episode_id in c.episode_ids]
 
 
 def episode_importance(episode: Episode) -> int:
@@ -118,17 +153,13 @@ def consolidation_prompt(episodes: list[MemoryRecord]) -> str:
     return Template(template).substitute(episodes=lines)
 
 
-async def consolidate(
-    memory: SemanticMemory,
-    summarize: Callable[[str], Awaitable[str]],
-    *,
-    cluster_threshold: float | None = None,
-) -> ConsolidationReport:
-    """Fold clusters of unconsolidated episodes into semantic memories, then prune and optimize.
+async def pending_clusters(
+    memory: SemanticMemory, *, cluster_threshold: float | None = None
+) -> tuple[int, list[tuple[str | None, list[MemoryRecord]]]]:
+    """(episodes seen, the qualifying clusters of unconsolidated episodes as (project, episodes)).
 
     A cluster qualifies when it has at least ``consolidation_min_cluster`` episodes, or holds one important
-    enough on its own (an operator correction). ``summarize`` gets the prompt of prompts/consolidate.md and
-    returns the memory text, or ``NONE``. A failing ``summarize`` leaves its episodes for the next pass.
+    enough on its own (an operator correction).
     """
     settings = memory.settings
     calibration = memory.embedder.calibration
@@ -139,9 +170,8 @@ async def consolidate(
     rows = await memory.records_with_vectors(
         kind=EPISODIC, unconsolidated=True, limit=settings.consolidation_max_episodes
     )
-    report = ConsolidationReport(episodes_seen=len(rows))
-    groups = _by_project(rows)
-    for project, items in groups.items():
+    found: list[tuple[str | None, list[MemoryRecord]]] = []
+    for project, items in _by_project(rows).items():
         vectors = np.stack([v for _, v in items]) if items else np.zeros((0, memory.embedder.dim))
         for members in cluster(vectors, threshold):
             episodes = [items[i][0] for i in members]
@@ -149,13 +179,144 @@ async def consolidate(
                 e.importance for e in episodes
             ) < _CORRECTION_IMPORTANCE:
                 continue
-            report.clusters += 1
-            await _consolidate_cluster(memory, summarize, episodes, project, report)
-    cutoff = memory.now() - settings.episode_keep_days * _DAY_S
-    report.episodes_pruned = await memory.prune(
-        kind=EPISODIC, created_before=cutoff, max_importance=settings.prune_max_importance
-    )
+            found.append((project, episodes))
+    return len(rows), found
+
+
+async def consolidate(
+    memory: SemanticMemory,
+    summarize: Callable[[str], Awaitable[str]],
+    *,
+    cluster_threshold: float | None = None,
+) -> ConsolidationReport:
+    """Fold clusters of unconsolidated episodes into semantic memories, then prune and optimize.
+
+    ``summarize`` gets the prompt of prompts/consolidate.md and returns the memory text, or ``NONE``. A
+    failing ``summarize`` leaves its episodes for the next pass.
+    """
+    seen, clusters = await pending_clusters(memory, cluster_threshold=cluster_threshold)
+    report = ConsolidationReport(episodes_seen=seen)
+    for project, episodes in clusters:
+        report.clusters += 1
+        await _consolidate_cluster(memory, summarize, episodes, project, report)
+    report.episodes_pruned = await prune_episodes(memory)
     await memory.optimize()
+    return report
+
+
+async def prune_episodes(memory: SemanticMemory) -> int:
+    """Delete old, never-read, unimportant episodes (``episode_keep_days``, ``prune_max_importance``)."""
+    settings = memory.settings
+    cutoff = memory.now() - settings.episode_keep_days * _DAY_S
+    return await memory.prune(kind=EPISODIC, created_before=cutoff, max_importance=settings.prune_max_importance)
+
+
+async def consolidation_request(
+    memory: SemanticMemory, *, cluster_threshold: float | None = None, max_chars: int = 60_000,
+) -> ConsolidationRequest | None:
+    """One prompt (prompts/consolidate_batch.md) over the pending clusters, or None when there are none.
+
+    Clusters are labelled C1, C2, ... and each episode line carries its id, so ``apply_consolidation`` needs
+    only this prompt and the model's answer. Clusters that would push the prompt past ``max_chars`` wait
+    for the next pass. Calls no model.
+    """
+    _, clusters = await pending_clusters(memory, cluster_threshold=cluster_threshold)
+    blocks: list[str] = []
+    covered: list[ConsolidationCluster] = []
+    used = len(prompts.load("consolidate_batch"))
+    for project, episodes in clusters:
+        label = f"C{len(covered) + 1}"
+        scope = f" (project {project})" if project else ""
+        lines = "\n".join(f"- [episode {e.id}; importance {e.importance}] {_clip(e.text, 600)}" for e in episodes)
+        block = f"## {label}{scope}\n{lines}\n"
+        if used + len(block) > max_chars and covered:
+            break
+        used += len(block)
+        blocks.append(block)
+        covered.append(ConsolidationCluster(label=label, episode_ids=[e.id for e in episodes]))
+    if not covered:
+        return None
+    prompt = prompts.render("consolidate_batch", clusters="\n".join(blocks).rstrip("\n"))
+    return ConsolidationRequest(prompt=prompt, clusters=covered)
+
+
+def clusters_from_prompt(prompt: str) -> list[ConsolidationCluster]:
+    """The clusters a ``consolidation_request`` prompt covers, read back from the prompt's own text."""
+    headers = list(_CLUSTER_HEADER.finditer(prompt))
+    found: list[ConsolidationCluster] = []
+    for i, header in enumerate(headers):
+        end = headers[i + 1].start() if i + 1 < len(headers) else len(prompt)
+        ids = _EPISODE_LINE.findall(prompt, header.end(), end)
+        if ids:
+            found.append(ConsolidationCluster(label=header.group(1), episode_ids=ids))
+    return found
+
+
+def parse_consolidation_answer(answer: str, labels: set[str]) -> dict[str, str]:
+    """Label -> lesson (or ``NONE``) for each well-formed answer line naming a known cluster.
+
+    Tolerant by design: text around the lines, list markers and bold are ignored; a placeholder such as
+    ``<the memory for cluster C1>`` (a model or a simulator echoing the instructions) is not a lesson; the
+    first answer for a label wins.
+    """
+    found: dict[str, str] = {}
+    for line in answer.splitlines():
+        match = _ANSWER_LINE.match(line)
+        if match is None:
+            continue
+        label, text = match.group(1).upper(), match.group(2).strip().strip("*_`\"'").strip()
+        if label not in labels or label in found or not text:
+            continue
+        if text.startswith("<") and text.endswith(">"):
+            continue
+        found[label] = "NONE" if _is_none(text) else text
+    return found
+
+
+def _is_none(text: str) -> bool:
+    return text.upper().rstrip(".!") == "NONE"
+
+
+async def apply_consolidation(memory: SemanticMemory, prompt: str, answer: str) -> ConsolidationReport:
+    """Fold a model's answer to a ``consolidation_request`` prompt into memory, then prune old episodes.
+
+    Each answered cluster becomes one semantic memory (or, for ``NONE``, its episodes are marked as holding
+    no lesson); its episodes are marked consolidated. Clusters without an answer stay pending. An answer
+    with no usable line at all changes nothing and is logged. Episodes consolidated meanwhile (an earlier
+    job over the same episodes) or pruned are skipped, so applying an answer twice adds nothing twice.
+    """
+    clusters = clusters_from_prompt(prompt)
+    report = ConsolidationReport(clusters=len(clusters))
+    answers = parse_consolidation_answer(answer, {c.label for c in clusters})
+    if not answers:
+        log.warning(
+            "consolidation answer has no usable lesson for %d cluster(s); episodes left for the next pass: %r",
+            len(clusters), _clip(answer, 200),
+        )
+        report.summaries_failed = len(clusters)
+        return report
+    for item in clusters:
+        text = answers.get(item.label)
+        if text is None:
+            report.summaries_failed += 1
+            continue
+        episodes = [e for e in await memory.get_many(item.episode_ids) if e.consolidated_into is None]
+        report.episodes_seen += len(episodes)
+        if not episodes:
+            continue
+        ids = [e.id for e in episodes]
+        if text == "NONE":
+            report.summaries_skipped += 1
+            await memory.mark_consolidated(ids, NO_LESSON)
+        else:
+            outcome = await memory.add(
+                _clip(text, _LESSON_MAX_CHARS), kind="semantic", importance=max(e.importance for e in episodes),
+                project=episodes[0].project, source_job=CONSOLIDATION_SOURCE,
+            )
+            report.memories_created.append(outcome.id)
+            await memory.mark_consolidated(ids, outcome.id)
+        report.episodes_consolidated += len(ids)
+    report.episodes_pruned = await prune_episodes(memory)
     return report
 
 
@@ -179,12 +340,12 @@ async def _consolidate_cluster(
         log.warning("consolidation summary failed for %d episodes: %s", len(episodes), exc)
         report.summaries_failed += 1
         return
-    if not answer or answer.upper().rstrip(".") == "NONE":
+    if not answer or _is_none(answer):
         report.summaries_skipped += 1
-        await memory.mark_consolidated([e.id for e in episodes], "none")
+        await memory.mark_consolidated([e.id for e in episodes], NO_LESSON)
         return
     outcome = await memory.add(
-        _clip(answer, 600), kind="semantic", importance=max(e.importance for e in episodes),
+        _clip(answer, _LESSON_MAX_CHARS), kind="semantic", importance=max(e.importance for e in episodes),
         project=project, source_job=CONSOLIDATION_SOURCE,
     )
     report.memories_created.append(outcome.id)

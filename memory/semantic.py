@@ -7,6 +7,7 @@ table; opening the store with a new embedder re-embeds the texts of the previous
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 TABLE_PREFIX = "memories__"
 _NEAR_DUP_CANDIDATES = 3
+# Scalar indexes: ``id`` for gets, touches, merges and forgets; ``text_key`` for the exact-duplicate check.
+_SCALAR_INDEXED = ("id", "text_key")
 
 
 class MemoryRecord(BaseModel):
@@ -129,6 +132,11 @@ class SemanticMemory:
         self._now = now
         # Serialises this process's writes: concurrent Lance commits to one table would conflict and retry.
         self._write_lock = asyncio.Lock()
+        # Touches not yet written: id -> (reads, latest read time). Searches queue them here and return at
+        # once; one background task writes them, coalesced, a moment later (see ``flush``).
+        self._pending_touches: dict[str, tuple[int, float]] = {}
+        self._touch_task: asyncio.Task[None] | None = None
+        self._writing_touches = False
 
     @classmethod
     async def open(
@@ -152,6 +160,7 @@ class SemanticMemory:
                 f"memory table {name} holds {stored_dim}-d vectors but {embedder.model_id} gives {embedder.dim}"
             )
         memory = cls(db, table, embedder, settings, now or time.time)
+        await memory._ensure_scalar_indexes()
         if name not in existing and settings.reembed_on_switch:
             await memory._reembed_previous(existing)
         return memory
@@ -165,8 +174,31 @@ class SemanticMemory:
         return str(self._table.name)
 
     async def close(self) -> None:
+        """Write every pending touch, then close. A clean close never loses a touch."""
+        await self.flush()
+        task, self._touch_task = self._touch_task, None
+        if task is not None and not task.done():
+            task.cancel()  # it was only sleeping: flush() has written what it would have
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         self._table.close()
         self._db.close()
+
+    async def _ensure_scalar_indexes(self) -> None:
+        """BTree indexes for the point lookups (dedup, get, touch, forget); without them each one scans."""
+        try:
+            have = {tuple(index.columns) for index in await self._table.list_indices()}
+            missing = [column for column in _SCALAR_INDEXED if (column,) not in have]
+            if not missing:
+                return
+            from lancedb.index import BTree
+
+            async with self._write_lock:
+                for column in missing:
+                    await self._table.create_index(column, config=BTree(), replace=False)
+        except (OSError, RuntimeError, ValueError) as exc:
+            # Another process may be creating the same index; lookups still work, only slower.
+            log.warning("memory: scalar indexes on %s not created: %s", self.table_name, exc)
 
     # ---- writing -------------------------------------------------------------------------------------
 
@@ -190,7 +222,7 @@ class SemanticMemory:
         )
         vector = (await self.embedder.embed_passages([text]))[0]
         async with self._write_lock:
-            if supersedes is not None and await self.get(supersedes) is None:
+            if supersedes is not None and await self._get(supersedes) is None:
                 raise MemoryNotFound(supersedes)
             if dedup:
                 merged = await self._merge_duplicate(record, vector, exclude=supersedes)
@@ -256,8 +288,21 @@ class SemanticMemory:
     # ---- reading -------------------------------------------------------------------------------------
 
     async def get(self, memory_id: str) -> MemoryRecord | None:
+        await self.flush()
+        return await self._get(memory_id)
+
+    async def _get(self, memory_id: str) -> MemoryRecord | None:
         rows = await self._table.query().where(f"id = {sql_str(memory_id)}").limit(1).to_list()
         return _record(rows[0]) if rows else None
+
+    async def get_many(self, ids: Iterable[str]) -> list[MemoryRecord]:
+        """The memories of these ids that exist, superseded or not, in no particular order."""
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return []
+        await self.flush()
+        rows = await self._table.query().where(f"id IN {_sql_in(wanted)}").select([*_FIELDS]).to_list()
+        return [_record(r) for r in rows]
 
     async def count(self, kind: str | None = None) -> int:
         return int(await self._table.count_rows(f"kind = {sql_str(kind)}" if kind else None))
@@ -287,6 +332,7 @@ class SemanticMemory:
         rows = await (
             self._table.vector_search(np.asarray(vector, dtype=np.float32)).distance_type("cosine")
             .where(" AND ".join(where)).select([*_FIELDS, "_distance"]).limit(k * self.settings.candidate_multiplier)
+            .ef(self.settings.hnsw_ef)  # ignored by a flat search
             .to_list()
         )
         now = self._now()
@@ -298,6 +344,10 @@ class SemanticMemory:
             if cosine < calibration.similarity_floor:
                 continue
             record = _record(row)
+            pending = self._pending_touches.get(record.id)
+            if pending is not None:  # read-your-own-touches before they reach the table
+                record.access_count += pending[0]
+                record.last_accessed = max(record.last_accessed, pending[1])
             parts = scoring.components(
                 cosine, last_accessed=record.last_accessed, access_count=record.access_count,
                 importance_value=record.importance, kind=record.kind, now=now,
@@ -308,24 +358,53 @@ class SemanticMemory:
         scored.sort(key=lambda item: item.score, reverse=True)
         top = scored[:k]
         if touch and top:
-            await self._touch(top, now)
+            self._queue_touch(top, now)
         return top
 
-    async def _touch(self, memories: list[ScoredMemory], now: float) -> None:
-        ids = [m.record.id for m in memories]
-        try:
-            async with self._write_lock:
-                await self._table.update(
-                    updates_sql={"access_count": "access_count + 1", "last_accessed": repr(float(now))},
-                    where=f"id IN {_sql_in(ids)}",
-                )
-        except (OSError, RuntimeError) as exc:
-            # A lost touch only skews future ranking a little; the search itself succeeded.
-            log.warning("memory touch failed for %d memories: %s", len(ids), exc)
-            return
+    def _queue_touch(self, memories: list[ScoredMemory], now: float) -> None:
+        """Record the reads and return: the update (a table version, 5-40 ms) is written in the background."""
         for m in memories:
+            count, last = self._pending_touches.get(m.record.id, (0, now))
+            self._pending_touches[m.record.id] = (count + 1, max(last, now))
             m.record.access_count += 1
             m.record.last_accessed = now
+        if self._touch_task is None or self._touch_task.done():
+            self._touch_task = asyncio.create_task(self._touch_later(), name="memory-touch")
+
+    async def _touch_later(self) -> None:
+        # Searches arriving within the window share one update instead of one table version each.
+        await asyncio.sleep(self.settings.touch_flush_s)
+        async with self._write_lock:
+            await self._write_touches_locked()
+
+    async def flush(self) -> None:
+        """Write the pending touches now. Reads through this object (``get``, ``records``) call it first."""
+        if not self._pending_touches and not self._writing_touches:
+            return  # nothing to wait for: no lock taken, so a long index build does not hold up reads
+        async with self._write_lock:
+            await self._write_touches_locked()
+
+    async def _write_touches_locked(self) -> None:
+        self._writing_touches = True
+        try:
+            while self._pending_touches:
+                batch, self._pending_touches = self._pending_touches, {}
+                groups: dict[tuple[int, float], list[str]] = {}
+                for memory_id, (count, last) in batch.items():
+                    groups.setdefault((count, last), []).append(memory_id)
+                for (count, last), ids in groups.items():
+                    try:
+                        await self._table.update(
+                            updates_sql={
+                                "access_count": f"access_count + {count}", "last_accessed": repr(float(last)),
+                            },
+                            where=f"id IN {_sql_in(ids)}",
+                        )
+                    except Exception as exc:  # also runs in the background, where nothing awaits it
+                        # A lost touch only skews future ranking a little; the searches themselves succeeded.
+                        log.warning("memory touch failed for %d memories: %s", len(ids), exc)
+        finally:
+            self._writing_touches = False
 
     # ---- maintenance (episodes, consolidation, the pulse) -------------------------------------------
 
@@ -333,12 +412,14 @@ class SemanticMemory:
         self, *, kind: str | None = None, created_before: float | None = None,
         unconsolidated: bool = False, include_superseded: bool = False, limit: int | None = None,
     ) -> list[MemoryRecord]:
+        await self.flush()
         rows = await self._query_rows(kind, created_before, unconsolidated, include_superseded, limit, False)
         return [_record(r) for r in rows]
 
     async def records_with_vectors(
         self, *, kind: str | None = None, unconsolidated: bool = False, limit: int | None = None,
     ) -> list[tuple[MemoryRecord, np.ndarray]]:
+        await self.flush()
         rows = await self._query_rows(kind, None, unconsolidated, False, limit, True)
         return [(_record(r), np.asarray(r["vector"], dtype=np.float32)) for r in rows]
 
@@ -375,6 +456,7 @@ class SemanticMemory:
             f"AND access_count = 0 AND importance <= {int(max_importance)}"
         )
         async with self._write_lock:
+            await self._write_touches_locked()  # a memory read a moment ago is not "never read"
             doomed = int(await self._table.count_rows(where))
             if doomed:
                 await self._table.delete(where)
@@ -386,6 +468,19 @@ class SemanticMemory:
             await self._table.optimize(
                 cleanup_older_than=timedelta(seconds=self.settings.version_retention_s)
             )
+
+    async def has_vector_index(self) -> bool:
+        return any(list(index.columns) == ["vector"] for index in await self._table.list_indices())
+
+    async def ensure_vector_index(self) -> bool:
+        """Build the HNSW index once the table reaches ``vector_index_min_rows``; True when one was built.
+
+        Later rows are searched flat until ``optimize()`` folds them into the index.
+        """
+        if await self._table.count_rows() < self.settings.vector_index_min_rows or await self.has_vector_index():
+            return False
+        await self.create_vector_index()
+        return True
 
     async def create_vector_index(self) -> None:
         """An HNSW index; worth it above tens of thousands of memories (flat search is ~80 ms at 100k).

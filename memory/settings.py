@@ -49,3 +49,12 @@ class MemorySettings(BaseModel):
     # Old table versions kept by optimize(), so a concurrent reader never loses the files it is reading.
     version_retention_s: float = Field(3600.0, ge=0)
     reembed_on_switch: bool = True
+    # Touches (access count, last accessed) of searched memories are written in the background, coalesced over
+    # this many seconds into few table versions; close() and every read or prune through the store flush them.
+    touch_flush_s: float = Field(1.0, ge=0)
+    # Maintenance builds the HNSW vector index once the table holds this many memories (flat search is about
+    # 13 ms at 10,000 rows and 80-110 ms at 100,000; the index build takes about a minute at 100,000).
+    vector_index_min_rows: int = Field(20_000, ge=256)
+    # HNSW search breadth: at 100,000 synthetic rows 128 found 79% of the exact top-24 candidates in 8.8 ms,
+    # the library default 64% in 8.1 ms.
+    hnsw_ef: int = Field(128, ge=1)

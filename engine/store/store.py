@@ -34,7 +34,6 @@ from engine.models import (
     Project,
     Review,
     Schedule,
-    Source,
 )
 from engine.states import check_transition
 from engine.store.db import Busy, Database, StoreError
@@ -1173,15 +1172,8 @@ def _digest_numbers(conn: sqlite3.Connection, since: float, limit: int) -> dict[
 
 
 def _job(row: sqlite3.Row) -> Job:
-    """Rows come from our own schema, so the model is built without re-validation (hot path: every claim and
-    finish); only the columns SQLite cannot type are converted."""
-    values = dict(row)
-    values["state"] = JobState(values["state"])
-    values["priority"] = Priority(values["priority"])
-    values["source"] = Source(values["source"])
-    values["review_required"] = bool(values["review_required"])
-    values["operator_approved"] = bool(values["operator_approved"])
-    return Job.model_construct(**values)
+    # Validation (pydantic-core, compiled) is both safer and faster here than model_construct.
+    return Job.model_validate(dict(row))
 
 
 def _job_or_none(conn: sqlite3.Connection, job_id: int) -> Job | None:

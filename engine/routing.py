@@ -38,6 +38,8 @@ class Router:
         self.running: Counter[str] = Counter()
         # The rate-limit cache as last read from backend_state; the engine refreshes it on every dispatch.
         self.states: dict[str, BackendState] = {}
+        # Estimated price of pay-per-token calls in flight, counted against the daily cap until they finish.
+        self.in_flight_usd = 0.0
 
     def backend(self, name: str) -> Backend:
         return self._backends[name]

@@ -20,7 +20,7 @@ from engine.capacity import Capacity
 from engine.clock import Clock
 from engine.failures import Failure, FailureClass, redact
 from engine.models import Job, JobState
-from engine.routing import RoutePlan, Router
+from engine.routing import CHARS_PER_TOKEN, RoutePlan, Router
 from engine.settings import BackendConfig, Settings
 from engine.store import Completion, LeaseLost, NewAttempt, NewOutbox, Store
 from engine.workspace import Workspace
@@ -141,6 +141,10 @@ class JobRunner:
         remaining = list(plan.candidates)
         while remaining:
             config = remaining.pop(0)
+            block = await self._budget_block(config)  # before each call: a fallback may not overspend either
+            if block is not None:
+                plan.blocked_by_budget |= block == "spent"  # else calls in flight may use it up: wait briefly
+                continue
             result = await self._call(run, config, request)
             if result.ok:
                 return await self._on_success(run, config, result)
@@ -192,6 +196,8 @@ class JobRunner:
             run.has_workspace = True
         backend = self._router.backend(config.name)
         self._router.running[config.name] += 1
+        reserved = _estimated_cost(config, request)
+        self._router.in_flight_usd += reserved
         started = self._clock.now()
         # The call runs in this task; the heartbeat cancels this task if the lease is lost (swept, cancelled).
         # Cancelling this task (shutdown, sweep) cancels the backend call with it, killing a CLI worker.
@@ -206,6 +212,7 @@ class JobRunner:
         finally:
             heartbeat.cancel()
             self._router.running[config.name] -= 1
+            self._router.in_flight_usd -= reserved
         result = self._validate_output(job, result)
         run.tried.append(config.name)
         self._record_attempt(run, config, result, started)
@@ -500,6 +507,24 @@ class JobRunner:
         now = self._clock.now()
         midnight = now - (now % 86_400)
         return await self._store.spend_since(midnight, paying)
+
+    async def _budget_block(self, config: BackendConfig) -> str | None:
+        """'spent' when today's cap is reached; 'in_flight' when calls still running (at their estimated price)
+        could reach it, so jobs routed at the same moment cannot all spend past the cap; None to go ahead."""
+        if not config.pay_per_token:
+            return None
+        spent, cap = await self._spent_today(), self._settings.engine.daily_budget_usd
+        if spent >= cap:
+            return "spent"
+        return "in_flight" if spent + self._router.in_flight_usd >= cap else None
+
+
+def _estimated_cost(config: BackendConfig, request: BackendRequest) -> float:
+    """An upper-end guess of one call's price: the whole prompt in, the output limit out."""
+    if not config.pay_per_token:
+        return 0.0
+    tokens_in = (len(request.system) + len(request.prompt)) / CHARS_PER_TOKEN
+    return (tokens_in * config.price_in_per_mtok + request.max_output_tokens * config.price_out_per_mtok) / 1e6
 
 
 def _section(title: str, body: str) -> str:

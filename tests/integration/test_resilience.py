@@ -9,21 +9,22 @@ daily USD cap, and API keys that never leak even when a provider echoes them bac
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from engine.clock import FakeClock
 from engine.failures import normalise_signature
-from engine.models import JobState
+from engine.models import Job, JobState
 from engine.pulse import Pulse
 from engine.settings import BackendConfig, EngineSettings
 from tests.fakes.fake_anthropic import ApiError, FakeAnthropic, Reply
 from tests.fakes.fake_openai import Completion, FakeOpenAI, OpenAIError
-from tests.fakes.scenario import Harness, http_backend
+from tests.fakes.scenario import Harness, http_backend, wait_for
 
 S = JobState
 NIGHT = 1_767_229_200.0  # 2026-01-01T01:00:00Z
@@ -328,16 +329,39 @@ async def test_daily_budget_cap_skips_pay_per_token_backends_parks_jobs_and_aler
     assert len(alerts) == 1 and "$0.20" in alerts[0].text
     assert await h.outbox("alert") == alerts
 
-    h.set_time(midnight)  # a new day, a new budget: the parked jobs run
-    await h.wait_state(waiting, S.DONE)
-    # The cap is checked when a job is routed: the three jobs woken together were all routed at $0 spent, so
-    # the cap is soft by one call per job routed at the same moment ($0.36 of $0.20 here).
-    assert fake_a.count("/v1/chat/completions") == 5
-    assert len(await h.outbox("alert", mentioning="budget")) == 1  # the new day's cap was not reached yet
-    late = await h.submit("over the new day's cap")
-    (parked,) = await h.wait_state([late], S.SNOOZED)
-    assert parked.run_after == midnight + 86_400 and fake_a.count("/v1/chat/completions") == 5
+    h.set_time(midnight)  # a new day, a new budget: the parked jobs are routed together
+    # The cap is checked before each call and counts calls in flight at their estimated price, so jobs woken
+    # at the same moment go one at a time while the cap is near: the overshoot is at most one call.
+    await wait_for(_calls(fake_a, 3), what="one call")
+    await asyncio.sleep(0.05)
+    assert _count(fake_a) == 3  # the other two wait for the call in flight, briefly (no attempt used)
+    h.set_time(midnight + 5)
+    h.wake()
+    await wait_for(_calls(fake_a, 4), what="the next call")  # $0.12 spent: one more call may go
+    h.set_time(midnight + 10)
+    h.wake()
+    async def settled() -> list[Job] | None:
+        jobs = [await h.job(i) for i in waiting]
+        finished = [j for j in jobs if j.state == S.DONE]
+        return jobs if len(finished) == 2 and any(j.run_after == midnight + 86_400 for j in jobs) else None
+
+    jobs = await wait_for(settled, what="two done, one parked for the next day")
+    done = [j for j in jobs if j.state == S.DONE]
+    (parked,) = [j for j in jobs if j.state == S.SNOOZED]
+    assert len(done) == 2 and parked.run_after == midnight + 86_400 and parked.attempt == 0
+    assert _count(fake_a) == 4 and _count(fake_b) == 0  # $0.24 of $0.20: never more than one call over
     assert len(await h.outbox("alert", mentioning="budget")) == 2  # one a day
+
+
+def _count(fake: FakeOpenAI) -> int:
+    return fake.count("/v1/chat/completions")
+
+
+def _calls(fake: FakeOpenAI, n: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return _count(fake) == n
+
+    return check
 
 
 # ---- 6. secrets -------------------------------------------------------------------------------------------

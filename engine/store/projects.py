@@ -1,0 +1,49 @@
+"""Projects: add, list and read them, mark one advanced, and count its unfinished jobs."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from engine.models import Project
+from engine.store.core import StoreCore
+
+
+class ProjectsMixin(StoreCore):
+    """The ``Store`` methods on projects."""
+
+    async def add_project(self, name: str, goal: str = "", workspace: str | None = None) -> Project:
+        def run(conn: sqlite3.Connection, now: float) -> Project:
+            cur = conn.execute(
+                "INSERT INTO projects(name, goal, workspace, created_at, last_advanced_at) VALUES (?, ?, ?, ?, ?)",
+                (name, goal, workspace, now, now),
+            )
+            return Project(**dict(conn.execute("SELECT * FROM projects WHERE id = ?", (cur.lastrowid,)).fetchone()))
+
+        try:
+            return await self._tx(run)
+        except sqlite3.IntegrityError as exc:
+            raise ValueError(f"a project named {name!r} already exists") from exc
+
+    async def list_projects(self, status: str | None = None) -> list[Project]:
+        sql = "SELECT * FROM projects" + (" WHERE status = ?" if status else "") + " ORDER BY id"
+        params = (status,) if status else ()
+        return await self._read(lambda conn, _: [Project(**dict(r)) for r in conn.execute(sql, params)])
+
+    async def get_project(self, name: str) -> Project | None:
+        sql = "SELECT * FROM projects WHERE name = ?"
+        return await self._read(
+            lambda conn, _: Project(**dict(r)) if (r := conn.execute(sql, (name,)).fetchone()) else None
+        )
+
+    async def touch_project(self, name: str, status: str | None = None) -> None:
+        await self._tx(
+            lambda conn, now: conn.execute(
+                "UPDATE projects SET last_advanced_at = ?, status = COALESCE(?, status) WHERE name = ?",
+                (now, status, name),
+            )
+        )
+
+    async def open_project_jobs(self, name: str) -> int:
+        """Jobs of a project that are not finished (queued, running, waiting for a backend or the operator)."""
+        sql = "SELECT COUNT(*) FROM jobs WHERE project = ? AND state NOT IN ('done', 'failed', 'cancelled')"
+        return await self._read(lambda conn, _: conn.execute(sql, (name,)).fetchone()[0])

@@ -1,0 +1,202 @@
+"""Numbers: capacity and money (tokens, spend, queue depth), ``stats`` with the quality gate's
+``ReviewStats``, and the daily digest's facts."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from engine.store.core import StoreCore
+
+_SECONDS_PER_DAY = 86_400.0
+
+
+class ReviewStats(BaseModel):
+    """The quality gate's numbers. Deterministic-check rejections are counted apart from model reviews."""
+
+    reviews: int = 0
+    first_drafts: int = 0
+    catch_rate: float = 0.0  # share of first drafts the reviewer rejected
+    pass_rate_by_maker_family: dict[str, float] = Field(default_factory=dict)
+    mean_score_by_reviewer_family: dict[str, float] = Field(default_factory=dict)
+    revisions_per_job: float = 0.0
+    check_rejections: int = 0
+
+
+class Stats(BaseModel):
+    since: float
+    total_jobs: int
+    done: int
+    failed: int
+    cancelled: int
+    active: int
+    completion_rate: float
+    active_projects: int
+    peak_daily: int
+    average_daily: float
+    cost_usd: float
+    cost_per_job: float
+    tokens_in: int
+    tokens_out: int
+    by_day: list[dict[str, Any]]
+    reviews: ReviewStats = Field(default_factory=ReviewStats)
+
+
+class StatsMixin(StoreCore):
+    """The ``Store`` methods that count: capacity and money, statistics, the digest."""
+
+    # ---- capacity and money -----------------------------------------------------------------------
+
+    async def tokens_since(self, since: float) -> int:
+        sql = "SELECT COALESCE(SUM(tokens_in + tokens_out), 0) FROM attempts WHERE finished_at >= ?"
+        return await self._read(lambda conn, _: conn.execute(sql, (since,)).fetchone()[0])
+
+    async def spend_since(self, since: float, backends: Iterable[str] | None = None) -> float:
+        names = list(backends) if backends is not None else None
+        sql = "SELECT COALESCE(SUM(cost_usd), 0) FROM attempts WHERE finished_at >= ?"
+        params: list[Any] = [since]
+        if names is not None:
+            if not names:
+                return 0.0
+            sql += f" AND backend IN ({','.join('?' * len(names))})"
+            params += names
+        return await self._read(lambda conn, _: float(conn.execute(sql, params).fetchone()[0]))
+
+    async def queue_depth(self, cap: int = 1_000_000) -> int:
+        """Jobs ready to run now, counted up to ``cap`` (counting stops there: the loop asks this often)."""
+        sql = "SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE state = 'queued' AND run_after <= ? LIMIT ?)"
+        return await self._read(lambda conn, now: conn.execute(sql, (now, cap)).fetchone()[0])
+
+    # ---- statistics -------------------------------------------------------------------------------
+
+    async def stats(self, since: float) -> Stats:
+        return await self._read(lambda conn, now: _stats(conn, since, now), heavy=True)
+
+    async def digest_numbers(self, since: float, *, list_limit: int = 20) -> dict[str, Any]:
+        """The daily digest's facts for jobs created since ``since`` (the same window as ``stats``): done and
+        failed jobs (with why), failure classes, attempts per backend, and what waits for the operator."""
+        return await self._read(lambda conn, _: _digest_numbers(conn, since, list_limit))
+
+
+def _stats(conn: sqlite3.Connection, since: float, now: float) -> Stats:
+    row = conn.execute(
+        "SELECT COUNT(*), SUM(state = 'done'), SUM(state = 'failed'), SUM(state = 'cancelled'), "
+        "SUM(state NOT IN ('done', 'failed', 'cancelled')), COALESCE(SUM(cost_usd), 0), "
+        "COALESCE(SUM(tokens_in), 0), COALESCE(SUM(tokens_out), 0) FROM jobs WHERE created_at >= ?",
+        (since,),
+    ).fetchone()
+    total, done, failed, cancelled, active, cost, tin, tout = (v or 0 for v in row)
+    days = conn.execute(
+        "SELECT CAST(finished_at / ? AS INTEGER) AS day, COUNT(*), SUM(state = 'done'), SUM(state = 'failed'), "
+        "COALESCE(SUM(cost_usd), 0) FROM jobs WHERE finished_at >= ? GROUP BY day ORDER BY day",
+        (_SECONDS_PER_DAY, since),
+    ).fetchall()
+    by_day = [
+        {
+            "day": int(d[0] * _SECONDS_PER_DAY),
+            "finished": d[1],
+            "done": d[2] or 0,
+            "failed": d[3] or 0,
+            "cost_usd": d[4],
+        }
+        for d in days
+    ]
+    span_days = max(1.0, (now - since) / _SECONDS_PER_DAY)
+    finished = done + failed
+    projects = conn.execute("SELECT COUNT(*) FROM projects WHERE status = 'active'").fetchone()[0]
+    return Stats(
+        since=since,
+        total_jobs=total,
+        done=done,
+        failed=failed,
+        cancelled=cancelled,
+        active=active,
+        completion_rate=(done / finished) if finished else 0.0,
+        active_projects=projects,
+        peak_daily=max((d["done"] for d in by_day), default=0),
+        average_daily=done / span_days,
+        cost_usd=cost,
+        cost_per_job=(cost / done) if done else 0.0,
+        tokens_in=tin,
+        tokens_out=tout,
+        by_day=by_day,
+        reviews=_review_stats(conn, since),
+    )
+
+
+def _review_stats(conn: sqlite3.Connection, since: float) -> ReviewStats:
+    checks = "deterministic-checks"
+    rows = conn.execute(
+        "SELECT revision, passed, maker_family, reviewer_family, score FROM reviews "
+        "WHERE created_at >= ? AND reviewer_family <> ?",
+        (since, checks),
+    ).fetchall()
+    first = [r for r in rows if r[0] == 0]
+    by_maker: dict[str, list[int]] = {}
+    by_reviewer: dict[str, list[float]] = {}
+    for _, passed, maker, reviewer, score in rows:
+        by_maker.setdefault(maker, []).append(passed)
+        by_reviewer.setdefault(reviewer, []).append(score)
+    revisions = conn.execute(
+        "SELECT AVG(revision) FROM jobs WHERE review_required = 1 AND finished_at >= ?", (since,)
+    ).fetchone()[0]
+    rejected_by_checks = conn.execute(
+        "SELECT COUNT(*) FROM reviews WHERE created_at >= ? AND reviewer_family = ?", (since, checks)
+    ).fetchone()[0]
+    return ReviewStats(
+        reviews=len(rows),
+        first_drafts=len(first),
+        catch_rate=sum(1 for r in first if not r[1]) / len(first) if first else 0.0,
+        pass_rate_by_maker_family={k: sum(v) / len(v) for k, v in sorted(by_maker.items())},
+        mean_score_by_reviewer_family={k: sum(v) / len(v) for k, v in sorted(by_reviewer.items())},
+        revisions_per_job=float(revisions or 0.0),
+        check_rejections=rejected_by_checks,
+    )
+
+
+def _digest_numbers(conn: sqlite3.Connection, since: float, limit: int) -> dict[str, Any]:
+    def rows(sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+        return [dict(r) for r in conn.execute(sql, params)]
+
+    columns = "id, type, title, cost_usd, maker_backend, last_failure_class, last_error, finished_at"
+    done, failed = (
+        rows(f"SELECT {columns} FROM jobs WHERE created_at >= ? AND state = ? ORDER BY id LIMIT ?", (since, s, limit))
+        for s in ("done", "failed")
+    )
+    failure_classes = {
+        r[0] or "unknown": r[1]
+        for r in conn.execute(
+            "SELECT last_failure_class, COUNT(*) FROM jobs WHERE created_at >= ? AND state = 'failed' "
+            "GROUP BY last_failure_class ORDER BY COUNT(*) DESC",
+            (since,),
+        )
+    }
+    waiting = rows(
+        "SELECT id, type, title, state, progress FROM jobs WHERE state IN ('needs_input', 'needs_human') "
+        "ORDER BY id LIMIT ?",
+        (limit,),
+    )
+    waiting_total = conn.execute("SELECT COUNT(*) FROM jobs WHERE state IN ('needs_input', 'needs_human')").fetchone()[
+        0
+    ]
+    backends = rows(
+        "SELECT backend, COUNT(*) AS calls, SUM(outcome = 'success') AS ok, COALESCE(SUM(cost_usd), 0) AS cost_usd "
+        "FROM attempts WHERE started_at >= ? GROUP BY backend ORDER BY calls DESC",
+        (since,),
+    )
+    # When non-urgent messages were written: the caller counts those that fell in quiet hours (held for it).
+    non_urgent = [
+        r[0] for r in conn.execute("SELECT created_at FROM outbox WHERE urgent = 0 AND created_at >= ?", (since,))
+    ]
+    return {
+        "done_jobs": done,
+        "failed_jobs": failed,
+        "failure_classes": failure_classes,
+        "waiting_jobs": waiting,
+        "waiting_total": waiting_total,
+        "backends": backends,
+        "non_urgent_message_times": non_urgent,
+    }

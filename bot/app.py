@@ -156,6 +156,14 @@ def _announce(settings: Settings) -> None:
             file=sys.stderr,
             flush=True,
         )
+    elif settings.backends_detected:
+        families = sorted({b.family for b in settings.backends})
+        print(
+            f"switchboard: no [[backends]] configured; detected {names}. "
+            + ("" if len(families) > 1 else "Only one model family: reviewed jobs wait for a reviewer of another. "),
+            file=sys.stderr,
+            flush=True,
+        )
     else:
         print(f"switchboard: running with backends {names}", file=sys.stderr, flush=True)
     print(

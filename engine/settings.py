@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from memory.settings import MemorySettings
@@ -206,6 +206,8 @@ class Settings(BaseSettings):
 
     home: Path = Field(default_factory=lambda: Path("~/.switchboard").expanduser())
     persona_name: str = "Switch"
+    # With no [[backends]] configured: look for a logged-in claude, API keys and a local Ollama first.
+    detect_backends: bool = True
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     backends: list[BackendConfig] = Field(default_factory=list)
@@ -235,6 +237,13 @@ class Settings(BaseSettings):
                 if name not in names:
                     raise ValueError(f"routing.{job_type}: unknown backend {name!r} (known: {', '.join(names)})")
         return self
+
+    _detected: bool = PrivateAttr(False)
+
+    @property
+    def backends_detected(self) -> bool:
+        """True when load_settings detected the backends (nothing was configured)."""
+        return self._detected
 
     @property
     def db_path(self) -> Path:
@@ -300,7 +309,15 @@ def load_settings(config_path: str | os.PathLike[str] | None = None, **overrides
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
     data.update(overrides)
     try:
-        return Settings(**data)
+        settings = Settings(**data)
+        if settings.detect_backends and not data.get("backends") and settings.simulated_only:
+            from engine.detect import detect_backends
+
+            detected = detect_backends()
+            if detected:
+                settings = Settings(**{**data, "backends": detected})
+                settings._detected = True
+        return settings
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from None
 

@@ -141,6 +141,8 @@ class JobRunner:
         remaining = list(plan.candidates)
         while remaining:
             config = remaining.pop(0)
+            if self._job_budget_spent(run):
+                break
             block = await self._budget_block(config)  # before each call: a fallback may not overspend either
             if block is not None:
                 plan.blocked_by_budget |= block == "spent"  # else calls in flight may use it up: wait briefly
@@ -412,7 +414,16 @@ class JobRunner:
             return await self._park_for_budget(run, base, fields, paused)
         if failure is None or all_paused or (failure.failure_class in _PAUSING and paused):
             return await self._snooze(run, base, fields, min(paused) if paused else None)
-        if failure.failure_class in (FailureClass.BAD_REQUEST, FailureClass.BUDGET_EXCEEDED) or not usable:
+        if failure.failure_class is FailureClass.BUDGET_EXCEEDED:  # more attempts cannot help: the operator decides
+            return base.model_copy(
+                update={
+                    "to_state": JobState.NEEDS_HUMAN,
+                    "reason": f"budget exceeded: {failure.message}",
+                    "fields": fields,
+                    "outbox": [notices.needs_human(job, failure.message, None, why="It ran out of budget.")],
+                }
+            )
+        if failure.failure_class is FailureClass.BAD_REQUEST or not usable:
             return self._fail(run, base, fields, failure)
         if failure.failure_class is FailureClass.CONTENT_REFUSED:
             return base.model_copy(
@@ -507,6 +518,21 @@ class JobRunner:
         now = self._clock.now()
         midnight = now - (now % 86_400)
         return await self._store.spend_since(midnight, paying)
+
+    def _job_budget_spent(self, run: _Run) -> bool:
+        """The job type's own budget (``budget_usd``), counted over every run of the job, checked before each call."""
+        budget = self._settings.job_type(run.job.type).budget_usd
+        if budget is None:
+            return False
+        spent = run.job.cost_usd + sum(a.cost_usd for a in run.attempts)
+        if spent < budget:
+            return False
+        run.last_failure = Failure(
+            failure_class=FailureClass.BUDGET_EXCEEDED,
+            message=f"job budget reached: ${spent:.4f} of ${budget:.2f}",
+            signature="job_budget",
+        )
+        return True
 
     async def _budget_block(self, config: BackendConfig) -> str | None:
         """'spent' when today's cap is reached; 'in_flight' when calls still running (at their estimated price)

@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from engine.backends.base import BackendRequest, BackendResult, CredentialStatus, ProgressCallback, Usage
 from engine.clock import Clock, FakeClock, SystemClock
 from engine.failures import Failure, FailureClass
@@ -455,3 +457,35 @@ async def test_retry_on_another_backend_skips_the_one_that_made_it(
     done = await store.get_job(job.id)
     assert done is not None and done.maker_backend not in (None, "sim-sonnet")
     assert [a.backend for a in await store.job_attempts(job.id)] == ["sim-sonnet", done.maker_backend]
+
+
+async def test_job_budget_stops_the_chain_and_asks_the_operator(
+    make_settings: Callable[..., Settings],
+    store: Store,
+    clock: FakeClock,
+    make_engine: MakeEngine,
+    eventually: Eventually,
+) -> None:
+    """A job type's budget_usd counts every attempt of the job; once spent, no further backend is called."""
+
+    class Costly(ScriptedBackend):
+        async def run(self, request: BackendRequest, progress: ProgressCallback | None = None) -> BackendResult:
+            self.calls.append((request.job_id, self.clock.now()))
+            return BackendResult(text="", model=self.config.model, cost_usd=0.12)  # paid, but empty
+
+    first = Costly("first", "anthropic", clock)
+    second = ScriptedBackend("second", "openai", clock)
+    settings = make_settings(
+        backends=[first.config, second.config],
+        routing={"analysis": ["first", "second"]},
+        job_types={"analysis": {"tier": 2, "budget_usd": 0.10}},
+    )
+    engine = await make_engine(settings, store, clock, backends={"first": first, "second": second})
+    job, _ = await engine.submit(analysis(settings, "expensive"))
+    await eventually(lambda: all_in(store, [job.id], S.NEEDS_HUMAN))
+    assert len(first.calls) == 1 and second.calls == []
+    stopped = await store.get_job(job.id)
+    assert stopped is not None and stopped.last_failure_class == "budget_exceeded"
+    assert stopped.cost_usd == pytest.approx(0.12)
+    [ask] = [m for m in await store.outbox_all() if m.kind == "needs_human"]
+    assert "budget" in ask.text

@@ -19,6 +19,7 @@ from engine.backends.base import BackendRequest, BackendResult
 from engine.capacity import Capacity
 from engine.clock import Clock
 from engine.failures import Failure, FailureClass, redact
+from engine.health import PAUSING, BackendHealth, hm
 from engine.models import Job, JobState
 from engine.routing import CHARS_PER_TOKEN, RoutePlan, Router
 from engine.settings import BackendConfig, Settings
@@ -39,8 +40,6 @@ _FALL_THROUGH = {
     FailureClass.CONTEXT_OVERFLOW,
     FailureClass.CONTENT_REFUSED,
 }
-_PAUSING = {FailureClass.RATE_LIMITED, FailureClass.QUOTA}
-_BREAKER = {FailureClass.OVERLOADED, FailureClass.SERVER_ERROR, FailureClass.TIMEOUT}
 RETRY_BASE_S = 30.0
 SNOOZE_BUSY_S = 5.0
 # A job waiting in needs_input keeps its worker's question in ``progress`` behind this prefix.
@@ -105,6 +104,7 @@ class JobRunner:
         self._hooks = hooks
         self._owner = owner
         self._submit = submit
+        self._health = BackendHealth(settings, store, router, clock)
 
     async def run(self, job: Job) -> None:
         run = _Run(job)
@@ -283,63 +283,8 @@ class JobRunner:
 
     async def _act_on_failure(self, run: _Run, config: BackendConfig, failure: Failure) -> str:
         """Apply the failure class's action to the backend. Returns 'next' (fall through) or 'stop'."""
+        await self._health.after_failure(config.name, failure)
         cls = failure.failure_class
-        name = config.name
-        if cls in _PAUSING:
-            until = failure.resume_at or (self._clock.now() + 60.0)
-            await self._store.pause_backend(name, until, cls.value, failure.message[:300])
-            if cls is FailureClass.QUOTA:
-                await self._store.add_outbox(
-                    notices.alert(
-                        f"quota:{name}:{int(until)}",
-                        f"Backend {name} is out of quota until {_hm(until)}: {failure.message[:200]}",
-                    )
-                )
-        elif cls in _BREAKER:
-            failures = await self._store.record_backend_result(name, ok=False, error=failure.message[:300])
-            if failures >= self._settings.engine.circuit_breaker_failures:
-                until = self._clock.now() + self._settings.engine.circuit_breaker_cooldown_s
-                await self._store.pause_backend(name, until, "circuit_open", failure.message[:300])
-                # One alert per outage: the circuit's open/closed fact changes once, however often it re-opens.
-                await self._store.kv_set_if_changed(
-                    f"circuit:{name}",
-                    "open",
-                    outbox=[
-                        notices.alert(
-                            f"circuit:{name}:{int(self._clock.now())}",
-                            f"Backend {name} keeps failing ({cls.value}); circuit open. Jobs continue on the "
-                            "fallback chain; I will tell you when it recovers.",
-                            urgent=False,
-                        )
-                    ],
-                )
-        elif cls is FailureClass.AUTH:
-            if await self._store.disable_backend(name, "auth", failure.message[:300]):
-                # The pulse's credential check keeps this fact: it must not alert the same dead key again.
-                await self._store.kv_set_if_changed(f"credential:{name}", "failed")
-                await self._store.add_outbox(
-                    notices.alert(
-                        f"auth:{name}:{int(self._clock.now())}",
-                        f"Backend {name} rejected its credentials ({failure.message[:200]}). It is disabled; jobs "
-                        "continue on fallbacks. It comes back when its credential check passes.",
-                    )
-                )
-        elif cls is FailureClass.UNKNOWN:
-            signature = failure.signature or failure.message[:80]
-            await self._store.kv_set_if_changed(
-                f"signature:{signature}",
-                "seen",
-                outbox=[
-                    notices.alert(
-                        f"unknown:{signature}",
-                        f"New kind of failure from {name}: {failure.message[:300]}",
-                        urgent=False,
-                    )
-                ],
-            )
-        self._router.states = await self._store.backend_states()
-        if cls in (FailureClass.BAD_REQUEST, FailureClass.BUDGET_EXCEEDED):
-            return "stop"
         return "next" if cls in _FALL_THROUGH else "stop"
 
     def _narrow(self, remaining: list[BackendConfig], failed: BackendConfig, failure: Failure) -> list[BackendConfig]:
@@ -351,7 +296,7 @@ class JobRunner:
         return remaining
 
     async def _on_success(self, run: _Run, config: BackendConfig, result: BackendResult) -> Completion:
-        await self._note_success(config.name)
+        await self._health.after_success(config.name)
         if run.job.type == "review":
             return await gates.complete_review(self._settings, self._store, run.job, run.attempts, result, self._owner)
         if run.job.type == "chat":
@@ -362,19 +307,6 @@ class JobRunner:
         return await gates.complete_maker(
             self._settings, self._workspace, run.job, run.attempts, config, result, self._owner, self._clock.now()
         )
-
-    async def _note_success(self, name: str) -> None:
-        """Reset failure counts only when there were some: a healthy backend costs no write per job."""
-        state = self._router.states.get(name)
-        if state is None or (state.consecutive_failures == 0 and state.pause_reason != "circuit_open"):
-            return
-        await self._store.record_backend_result(name, ok=True)
-        await self._store.kv_set_if_changed(
-            f"circuit:{name}",
-            "closed",
-            outbox=[notices.info(f"circuit:{name}:closed:{int(self._clock.now())}", f"Backend {name} recovered.")],
-        )
-        self._router.states = await self._store.backend_states()
 
     def _ask_operator(self, run: _Run, config: BackendConfig, result: BackendResult, question: str) -> Completion:
         job = run.job
@@ -412,7 +344,7 @@ class JobRunner:
         base = Completion(job_id=job.id, owner=self._owner, to_state=JobState.SNOOZED, reason="", attempts=run.attempts)
         if failure is None and plan.blocked_by_budget:
             return await self._park_for_budget(run, base, fields, paused)
-        if failure is None or all_paused or (failure.failure_class in _PAUSING and paused):
+        if failure is None or all_paused or (failure.failure_class in PAUSING and paused):
             return await self._snooze(run, base, fields, min(paused) if paused else None)
         if failure.failure_class is FailureClass.BUDGET_EXCEEDED:  # more attempts cannot help: the operator decides
             return base.model_copy(
@@ -466,7 +398,7 @@ class JobRunner:
             update={
                 "fields": fields,
                 "outbox": outbox,
-                "reason": f"no backend available; snoozed until {_hm(wake)} (no attempt used)",
+                "reason": f"no backend available; snoozed until {hm(wake)} (no attempt used)",
             }
         )
 
@@ -482,14 +414,14 @@ class JobRunner:
         alert = notices.alert(
             f"budget:{int(now // 86_400)}",
             f"Daily budget reached: ${spent:.2f} of ${cap:.2f} spent on pay-per-token backends today. Jobs that "
-            f"need them wait until {_hm(midnight)}; raise engine.daily_budget_usd to go on sooner.",
+            f"need them wait until {hm(midnight)}; raise engine.daily_budget_usd to go on sooner.",
             urgent=False,
         )
         wake = parked.fields.get("run_after")
         return parked.model_copy(
             update={
                 "outbox": [*parked.outbox, alert],
-                "reason": f"daily budget reached; parked until {_hm(float(wake or midnight))} (no attempt used)",
+                "reason": f"daily budget reached; parked until {hm(float(wake or midnight))} (no attempt used)",
             }
         )
 
@@ -555,9 +487,3 @@ def _estimated_cost(config: BackendConfig, request: BackendRequest) -> float:
 
 def _section(title: str, body: str) -> str:
     return f"## {title}\n\n{body.strip()}\n\n" if body.strip() else ""
-
-
-def _hm(ts: float) -> str:
-    import time
-
-    return time.strftime("%H:%M UTC", time.gmtime(ts))

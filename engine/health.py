@@ -1,0 +1,115 @@
+"""What each failure class does to the backend that failed, and what a success after failures undoes.
+
+The runner decides what happens to the job; this module decides what happens to the backend: a pause until
+its reset (rate limits, quota), the circuit breaker (repeated overloads and server errors: one alert per
+outage, one recovery notice), disabling on bad credentials (one urgent alert; the pulse's credential check
+re-enables it), and the first-sight alert for a failure signature never seen before.
+"""
+
+from __future__ import annotations
+
+import time
+
+from engine import notices
+from engine.clock import Clock
+from engine.failures import Failure, FailureClass
+from engine.routing import Router
+from engine.settings import Settings
+from engine.store import Store
+
+PAUSING = frozenset({FailureClass.RATE_LIMITED, FailureClass.QUOTA})
+BREAKER = frozenset({FailureClass.OVERLOADED, FailureClass.SERVER_ERROR, FailureClass.TIMEOUT})
+DEFAULT_PAUSE_S = 60.0
+
+
+class BackendHealth:
+    def __init__(self, settings: Settings, store: Store, router: Router, clock: Clock) -> None:
+        self._settings = settings
+        self._store = store
+        self._router = router
+        self._clock = clock
+
+    async def after_failure(self, name: str, failure: Failure) -> None:
+        cls = failure.failure_class
+        if cls in PAUSING:
+            await self._pause(name, failure)
+        elif cls in BREAKER:
+            await self._count_toward_breaker(name, failure)
+        elif cls is FailureClass.AUTH:
+            await self._disable(name, failure)
+        elif cls is FailureClass.UNKNOWN:
+            await self._first_sight(name, failure)
+        self._router.states = await self._store.backend_states()
+
+    async def after_success(self, name: str) -> None:
+        """Reset failure counts only when there were some: a healthy backend costs no write per job."""
+        state = self._router.states.get(name)
+        if state is None or (state.consecutive_failures == 0 and state.pause_reason != "circuit_open"):
+            return
+        await self._store.record_backend_result(name, ok=True)
+        await self._store.kv_set_if_changed(
+            f"circuit:{name}",
+            "closed",
+            outbox=[notices.info(f"circuit:{name}:closed:{int(self._clock.now())}", f"Backend {name} recovered.")],
+        )
+        self._router.states = await self._store.backend_states()
+
+    async def _pause(self, name: str, failure: Failure) -> None:
+        until = failure.resume_at or (self._clock.now() + DEFAULT_PAUSE_S)
+        await self._store.pause_backend(name, until, failure.failure_class.value, failure.message[:300])
+        if failure.failure_class is FailureClass.QUOTA:
+            await self._store.add_outbox(
+                notices.alert(
+                    f"quota:{name}:{int(until)}",
+                    f"Backend {name} is out of quota until {hm(until)}: {failure.message[:200]}",
+                )
+            )
+
+    async def _count_toward_breaker(self, name: str, failure: Failure) -> None:
+        failures = await self._store.record_backend_result(name, ok=False, error=failure.message[:300])
+        if failures < self._settings.engine.circuit_breaker_failures:
+            return
+        until = self._clock.now() + self._settings.engine.circuit_breaker_cooldown_s
+        await self._store.pause_backend(name, until, "circuit_open", failure.message[:300])
+        # One alert per outage: the circuit's open/closed fact changes once, however often it re-opens.
+        await self._store.kv_set_if_changed(
+            f"circuit:{name}",
+            "open",
+            outbox=[
+                notices.alert(
+                    f"circuit:{name}:{int(self._clock.now())}",
+                    f"Backend {name} keeps failing ({failure.failure_class.value}); circuit open. Jobs continue on "
+                    "the fallback chain; I will tell you when it recovers.",
+                    urgent=False,
+                )
+            ],
+        )
+
+    async def _disable(self, name: str, failure: Failure) -> None:
+        if not await self._store.disable_backend(name, "auth", failure.message[:300]):
+            return  # already disabled: already alerted
+        # The pulse's credential check keeps this fact: it must not alert the same dead key again.
+        await self._store.kv_set_if_changed(f"credential:{name}", "failed")
+        await self._store.add_outbox(
+            notices.alert(
+                f"auth:{name}:{int(self._clock.now())}",
+                f"Backend {name} rejected its credentials ({failure.message[:200]}). It is disabled; jobs "
+                "continue on fallbacks. It comes back when its credential check passes.",
+            )
+        )
+
+    async def _first_sight(self, name: str, failure: Failure) -> None:
+        signature = failure.signature or failure.message[:80]
+        await self._store.kv_set_if_changed(
+            f"signature:{signature}",
+            "seen",
+            outbox=[
+                notices.alert(
+                    f"unknown:{signature}", f"New kind of failure from {name}: {failure.message[:300]}", urgent=False
+                )
+            ],
+        )
+
+
+def hm(ts: float) -> str:
+    return time.strftime("%H:%M UTC", time.gmtime(ts))

@@ -92,10 +92,12 @@ async def run_switchboard(settings: Settings, *, console: bool = True, clock: Cl
         if problem:  # fail closed, before anything is opened
             print(f"switchboard: {problem}", file=sys.stderr)
             return 1
+    from bot.telegram import ChannelRefused
+
     try:
         with engine_lock(settings.home):
             return await _serve(settings, clock, console)
-    except (AlreadyRunning, StoreError) as exc:
+    except (AlreadyRunning, StoreError, ChannelRefused) as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return 1
 
@@ -166,6 +168,9 @@ def _announce(settings: Settings) -> None:
         )
     else:
         print(f"switchboard: running with backends {names}", file=sys.stderr, flush=True)
-    print(
-        f"switchboard: data in {settings.home}; console channel: type a message or /help", file=sys.stderr, flush=True
+    channel = (
+        f"Telegram channel for operators {settings.telegram.operator_ids}"
+        if os.environ.get("TELEGRAM_BOT_TOKEN")
+        else "console channel: type a message or /help"
     )
+    print(f"switchboard: data in {settings.home}; {channel}", file=sys.stderr, flush=True)

@@ -15,6 +15,7 @@ import os
 from collections.abc import Mapping
 
 from telegram import BotCommand, Update
+from telegram.error import InvalidToken, NetworkError, TimedOut
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
 from telegram.request import BaseRequest
 
@@ -82,7 +83,9 @@ class TelegramChannel:
         Handlers(Services(settings, control, commands, self.sender.wake)).install(self.app)
 
     async def run(self, stop: asyncio.Event) -> None:
-        async with self.app:  # initialize ... shutdown
+        if not await self._connect(stop):
+            return
+        async with self.app:  # initialized by _connect; shut down on the way out
             await self._register_commands()
             await self.app.start()
             await self._start_updates()
@@ -100,6 +103,27 @@ class TelegramChannel:
                 if self.app.updater is not None and self.app.updater.running:
                     await self.app.updater.stop()
                 await self.app.stop()
+
+    async def _connect(self, stop: asyncio.Event) -> bool:
+        """Reach Telegram (getMe). A rejected token is fatal, with a clear message; an unreachable server is
+        retried with backoff while the engine keeps working. False when asked to stop meanwhile."""
+        delay_s = 1.0
+        while not stop.is_set():
+            try:
+                await self.app.initialize()
+                return True
+            except InvalidToken as exc:
+                raise ChannelRefused(
+                    f"Telegram rejected the bot token in TELEGRAM_BOT_TOKEN ({exc}); get a new one from @BotFather"
+                ) from None
+            except (NetworkError, TimedOut) as exc:
+                log.warning("Telegram is unreachable (%s); retrying in %.0f s", exc, delay_s)
+            waits = [asyncio.ensure_future(self._clock.sleep(delay_s)), asyncio.ensure_future(stop.wait())]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for wait in waits:
+                wait.cancel()
+            delay_s = min(delay_s * 2, 60.0)
+        return False
 
     async def _register_commands(self) -> None:
         try:

@@ -46,9 +46,9 @@ ENV SWITCHBOARD_HOME=/data \
 WORKDIR /data
 VOLUME /data
 
-# `status` opens the database read-mostly and prints slots, queue and backends; it fails if the data folder or
-# the database is unusable.
-HEALTHCHECK --interval=60s --timeout=20s --start-period=30s --retries=3 CMD ["switchboard", "status", "--json"]
+# `status --check` fails unless the engine inside this container renewed its liveness mark recently (every 30 s)
+# and the data folder and database are usable.
+HEALTHCHECK --interval=60s --timeout=20s --start-period=60s --retries=3 CMD ["switchboard", "status", "--check", "--json"]
 
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["switchboard", "run", "--no-console"]

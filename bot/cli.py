@@ -80,7 +80,9 @@ def _parser() -> argparse.ArgumentParser:
         action.add_argument("id", type=int)
         json_flag(action).set_defaults(func=_jobs_verb, verb=verb)
 
-    json_flag(sub.add_parser("status", help="slots, queue, backpressure, backends")).set_defaults(func=_status)
+    status = sub.add_parser("status", help="engine, slots, queue, backpressure, backends")
+    status.add_argument("--check", action="store_true", help="exit 1 unless a running engine was seen recently")
+    json_flag(status).set_defaults(func=_status)
     stats = sub.add_parser("stats", help="totals, completion rate, throughput and cost")
     stats.add_argument("--since", default="7d")
     json_flag(stats).set_defaults(func=_stats)
@@ -171,6 +173,9 @@ async def _status(args: argparse.Namespace, settings: Settings) -> int:
     async def go(control: Control) -> int:
         status = await control.status()
         emit(args, status, render.status_text(status))
+        if args.check and not status["engine"]["alive"]:
+            print("switchboard: no running engine seen on this data folder recently", file=sys.stderr)
+            return 1
         return 0
 
     return await with_control(settings, go)

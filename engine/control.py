@@ -13,7 +13,7 @@ from engine.clock import Clock
 from engine.jobs import MAX_PROMPT_CHARS, new_job
 from engine.models import Job, JobState, Priority, Project, Schedule, Source
 from engine.runner import QUESTION_PREFIX
-from engine.scheduler import Engine
+from engine.scheduler import ALIVE_KEY, Engine
 from engine.settings import Settings
 from engine.store import Store
 from engine.workspace import Workspace
@@ -164,7 +164,9 @@ class Control:
                     "last_error": state.last_error if state else None,
                 }
             )
+        engine = await self._engine_liveness(now)
         return {
+            "engine": engine,
             "slots": {
                 "running": running,
                 "max": self.settings.engine.max_slots,
@@ -179,6 +181,14 @@ class Control:
             "simulated": self.settings.simulated_only,
             "now": now,
         }
+
+    async def _engine_liveness(self, now: float) -> dict[str, Any]:
+        """Is a `switchboard run` engine alive on this data folder? It renews its mark every sweep interval."""
+        mark = await self.store.kv_get(ALIVE_KEY)
+        seen_at = float(mark.split(" ", 1)[0]) if mark else None
+        limit_s = 3 * self.settings.engine.sweep_interval_s
+        alive = seen_at is not None and now - seen_at <= limit_s
+        return {"alive": alive, "last_seen": seen_at, "owner": mark.split(" ", 1)[1] if mark and " " in mark else None}
 
     async def pause_backend(self, name: str, hours: float = 24 * 365) -> None:
         self.settings.backend(name)  # KeyError for an unknown name

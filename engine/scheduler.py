@@ -26,6 +26,7 @@ from engine.store import Completion, GateRefused, LeaseLost, Store
 from engine.workspace import Workspace
 
 log = logging.getLogger(__name__)
+ALIVE_KEY = "engine:alive"  # "<epoch seconds> <owner>", renewed every sweep interval
 
 
 class Engine:
@@ -255,7 +256,12 @@ class Engine:
                 self._wake.set()
 
     async def _sweep_periodically(self) -> None:
+        """Sweep expired leases, and record that this engine is alive (`switchboard status --check` reads it)."""
         while not self._stopping.is_set():
+            try:
+                await self.store.kv_set_if_changed(ALIVE_KEY, f"{self.clock.now():.0f} {self.owner}")
+            except Exception:
+                log.exception("could not record the engine's heartbeat")
             await self.clock.sleep(self.settings.engine.sweep_interval_s)
             try:
                 swept = await self.store.sweep_orphans()

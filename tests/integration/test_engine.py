@@ -489,3 +489,21 @@ async def test_job_budget_stops_the_chain_and_asks_the_operator(
     assert stopped.cost_usd == pytest.approx(0.12)
     [ask] = [m for m in await store.outbox_all() if m.kind == "needs_human"]
     assert "budget" in ask.text
+
+
+async def test_status_knows_whether_an_engine_is_alive(
+    settings: Settings, store: Store, clock: FakeClock, make_engine: MakeEngine, eventually: Eventually
+) -> None:
+    from engine.control import Control
+
+    control = Control(settings, store, clock)
+    assert (await control.status())["engine"]["alive"] is False
+    engine = await make_engine(settings, store, clock)
+
+    async def alive() -> bool:
+        return bool((await control.status())["engine"]["alive"])
+
+    await eventually(alive)
+    await engine.stop(grace_s=0)
+    clock.advance(3 * settings.engine.sweep_interval_s + 1)  # no renewal after the engine stopped
+    assert (await control.status())["engine"]["alive"] is False

@@ -86,7 +86,10 @@ class Control:
         job = await self.job(job_id)
         if job.state in (JobState.DONE, JobState.FAILED, JobState.CANCELLED):
             raise ValueError(f"job #{job_id} is already {job.state.value}")
-        return await self.store.cancel(job_id)
+        cancelled = await self.store.cancel(job_id)
+        if self.engine is not None:  # running here: stop its worker now rather than at the next heartbeat
+            self.engine.stop_job(job_id)
+        return cancelled
 
     async def retry(self, job_id: int) -> Job:
         job = await self.job(job_id)

@@ -81,6 +81,15 @@ class Engine:
     def wake(self) -> None:
         self._wake.set()
 
+    def stop_job(self, job_id: int) -> bool:
+        """Cancel a job's task in this process (its worker process is killed with it). True if it was here.
+        Another process's engine notices a cancel at its next heartbeat instead."""
+        entry = self._tasks.get(job_id)
+        if entry is None:
+            return False
+        entry[0].cancel()
+        return True
+
     async def submit(self, new: NewJob) -> tuple[Job, bool]:
         job, created = await self.store.enqueue(new)
         self.wake()

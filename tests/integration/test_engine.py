@@ -507,3 +507,37 @@ async def test_status_knows_whether_an_engine_is_alive(
     await engine.stop(grace_s=0)
     clock.advance(3 * settings.engine.sweep_interval_s + 1)  # no renewal after the engine stopped
     assert (await control.status())["engine"]["alive"] is False
+
+
+async def test_cancel_stops_a_running_worker_at_once(
+    make_settings: Callable[..., Settings],
+    store: Store,
+    clock: FakeClock,
+    make_engine: MakeEngine,
+    eventually: Eventually,
+) -> None:
+    from engine.control import Control
+
+    slow = ScriptedBackend("slow", "anthropic", clock)
+    slow.hold = asyncio.Event()  # never released: the call only ends by being cancelled
+    settings = make_settings(backends=[slow.config], routing={"analysis": ["slow"]})
+    engine = await make_engine(settings, store, clock, backends={"slow": slow})
+    job, _ = await engine.submit(analysis(settings, "long work"))
+    await eventually(lambda: all_in(store, [job.id], S.RUNNING))
+    await eventually(lambda: _called(slow))
+    await Control(settings, store, clock, engine).cancel(job.id)
+    await eventually(lambda: _cancelled(slow))  # no heartbeat interval passed: the clock never moved
+    assert (await store.get_job(job.id)).state == S.CANCELLED  # type: ignore[union-attr]
+    await eventually(lambda: _idle(engine))
+
+
+async def _idle(engine: Engine) -> bool:
+    return engine.running == 0
+
+
+async def _called(backend: ScriptedBackend) -> bool:
+    return bool(backend.calls)
+
+
+async def _cancelled(backend: ScriptedBackend) -> bool:
+    return backend.cancelled == 1

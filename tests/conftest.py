@@ -3,8 +3,6 @@ engine factory. Time is a ``FakeClock`` unless a test asks for the system clock.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from engine.clock import Clock, FakeClock
 from engine.scheduler import Engine
 from engine.settings import BackendConfig, Settings, default_sim_backends
 from engine.store import Store
+from tests.fakes.scenario import wait_for
 
 
 def instant(configs: Iterable[BackendConfig], **sim: Any) -> list[BackendConfig]:
@@ -80,13 +79,6 @@ def eventually() -> Callable[..., Awaitable[Any]]:
     """``await eventually(async_check, timeout_s=3)``: poll until the check returns something truthy."""
 
     async def wait(check: Callable[[], Awaitable[Any]], timeout_s: float = 3.0) -> Any:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            result = await check()
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise AssertionError(f"condition not met within {timeout_s} s (last: {result!r})")
-            await asyncio.sleep(0.005)
+        return await wait_for(check, timeout_s)
 
     return wait

@@ -16,6 +16,7 @@ from engine.backends.base import BackendRequest, BackendResult, CredentialStatus
 from engine.backends.http_common import (
     Progress,
     error_result,
+    judge_answer,
     make_client,
     missing_key_result,
     probe_credentials,
@@ -160,16 +161,8 @@ class AnthropicApiBackend:
         usage = message.usage.to_usage()
         result = BackendResult(text=text, usage=usage, cost_usd=price_usage(self.config, usage),
                                model=message.model or self.config.model)
-        if message.stop_reason == "refusal":
-            failure = Failure(failure_class=FailureClass.CONTENT_REFUSED, message="the model refused (stop_reason "
-                              "refusal)", signature="anthropic:refusal")
-        elif not text.strip():
-            failure = Failure(failure_class=FailureClass.EMPTY_OUTPUT,
-                              message=f"empty answer (stop_reason {message.stop_reason})",
-                              signature=f"anthropic:empty:{message.stop_reason}")
-        else:
-            return result
-        return result.model_copy(update={"failure": failure})
+        refused = "the model refused (stop_reason refusal)" if message.stop_reason == "refusal" else None
+        return judge_answer(result, refusal=refused, stop=message.stop_reason, api="anthropic")
 
     async def check_credentials(self) -> CredentialStatus:
         """The key is set and the API accepts it (``GET /v1/models``)."""

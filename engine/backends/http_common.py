@@ -73,6 +73,19 @@ def missing_key_result(env_name: str | None, model: str) -> BackendResult:
         signature="config:missing_api_key"))
 
 
+def judge_answer(result: BackendResult, *, refusal: str | None, stop: str | None, api: str) -> BackendResult:
+    """A well-formed answer can still fail: a refusal (another family may answer) or nothing usable."""
+    if refusal is not None:
+        failure = Failure(failure_class=FailureClass.CONTENT_REFUSED, message=refusal[:500],
+                          signature=f"{api}:refusal:{stop}")
+    elif not result.text.strip():
+        failure = Failure(failure_class=FailureClass.EMPTY_OUTPUT, message=f"empty answer (stop reason {stop})",
+                          signature=f"{api}:empty:{stop}")
+    else:
+        return result
+    return result.model_copy(update={"failure": failure})
+
+
 def elapsed_ms(started: float) -> float:
     return (time.monotonic() - started) * 1000.0
 

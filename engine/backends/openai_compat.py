@@ -17,6 +17,7 @@ from engine.backends.base import BackendRequest, BackendResult, CredentialStatus
 from engine.backends.http_common import (
     Progress,
     error_result,
+    judge_answer,
     make_client,
     missing_key_result,
     probe_credentials,
@@ -191,17 +192,10 @@ class OpenAICompatBackend:
         usage = completion.usage.to_usage() if completion.usage else Usage()
         result = BackendResult(text=text, usage=usage, cost_usd=price_usage(self.config, usage),
                                model=completion.model or self.config.model)
+        refused = None
         if message.refusal or choice.finish_reason == "content_filter":
-            failure = Failure(failure_class=FailureClass.CONTENT_REFUSED,
-                              message=redact(message.refusal or "finish_reason content_filter", secrets)[:500],
-                              signature=f"openai:refusal:{choice.finish_reason}")
-        elif not text.strip():
-            failure = Failure(failure_class=FailureClass.EMPTY_OUTPUT,
-                              message=f"empty answer (finish_reason {choice.finish_reason})",
-                              signature=f"openai:empty:{choice.finish_reason}")
-        else:
-            return result
-        return result.model_copy(update={"failure": failure})
+            refused = redact(message.refusal or "finish_reason content_filter", secrets)
+        return judge_answer(result, refusal=refused, stop=choice.finish_reason, api="openai")
 
     async def check_credentials(self) -> CredentialStatus:
         """``GET /models`` with the key: 200 is ok; 401/403 (or anything else) is not."""

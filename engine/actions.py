@@ -25,7 +25,6 @@ from pydantic import (
     model_validator,
 )
 
-from engine.models import NewJob, Priority, Source
 from engine.settings import JOB_TYPES
 
 __all__ = [
@@ -86,18 +85,6 @@ class EnqueueAction(BaseModel):
         if isinstance(value, str) and not value.strip():
             return None
         return value
-
-    def to_new_job(self, *, chat_id: int | None = None) -> NewJob:
-        """The job to enqueue: it came from the chat, with the priority the persona chose."""
-        return NewJob(
-            type=self.type,
-            title=self.title,
-            prompt=self.prompt,
-            project=self.project,
-            source=Source.CHAT,
-            priority=Priority.parse(self.priority),
-            chat_id=chat_id,
-        )
 
 
 class NoAction(BaseModel):

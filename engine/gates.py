@@ -172,10 +172,8 @@ async def complete_review(
     if parent is None or parent.state != JobState.REVIEWING:
         return base.model_copy(update={"reason": "verdict recorded; the reviewed job moved on meanwhile"})
     threshold = settings.job_type(parent.type).threshold
-    passed = verdict.verdict == "pass" and verdict.score >= threshold
-    critique = "\n".join(
-        [verdict.overall_critique] + [f"- {c.name} ({c.score}/10): {c.critique}" for c in verdict.criteria]
-    )
+    passed = verdict.passes(threshold)
+    critique = verdict.critique
     reviewer = attempts[-1]
     review = NewReview(
         job_id=parent.id,
@@ -183,7 +181,7 @@ async def complete_review(
         reviewer_backend=reviewer.backend,
         reviewer_family=reviewer.family,
         maker_family=parent.maker_family or "",
-        scores={c.name: float(c.score) for c in verdict.criteria},
+        scores=verdict.scores,
         score=verdict.score,
         passed=passed,
         verdict=verdict.verdict,

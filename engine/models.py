@@ -123,10 +123,6 @@ class Job(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
 
-    @property
-    def is_operator(self) -> bool:
-        return self.priority == Priority.OPERATOR
-
 
 class NewAttempt(BaseModel):
     """One backend call as the runner records it (``Completion.attempts``); ``Attempt`` is the stored row."""

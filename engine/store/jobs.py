@@ -9,11 +9,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from engine import notices
-from engine.models import Attempt, Event, Job, JobState, NewJob, NewOutbox, NewReview, Priority, Review
+from engine.models import Attempt, Event, Job, JobState, NewJob, NewOutbox, Priority, Review
 from engine.store.core import StoreCore
 from engine.store.rows import _event, _job, _job_or_none, _review
 from engine.store.transitions import _CLEAR_LEASE, GateRefused, _set_state
-from engine.store.writes import _add_event, _add_outbox, _add_review, _enqueue
+from engine.store.writes import _add_event, _add_outbox, _enqueue
 
 
 class JobsMixin(StoreCore):
@@ -201,9 +201,6 @@ class JobsMixin(StoreCore):
             return swept
 
         return await self._tx(run)  # type: ignore[arg-type]
-
-    async def record_review(self, review: NewReview) -> None:
-        await self._tx(lambda conn, now: _add_review(conn, review, now))
 
     async def add_event(self, job_id: int | None, kind: str, reason: str, data: dict[str, Any] | None = None) -> None:
         await self._tx(lambda conn, now: _add_event(conn, job_id, now, kind, None, None, reason, data))

@@ -75,10 +75,6 @@ class OutboxMixin(StoreCore):
 
         await self._tx(run)
 
-    async def outbox_counts(self) -> dict[str, int]:
-        sql = "SELECT state, COUNT(*) FROM outbox GROUP BY state"
-        return await self._read(lambda conn, _: {r[0]: r[1] for r in conn.execute(sql)})
-
     async def outbox_all(self) -> list[OutboxMessage]:
         return await self._read(lambda conn, _: [_outbox(r) for r in conn.execute("SELECT * FROM outbox ORDER BY id")])
 
@@ -115,14 +111,6 @@ class OutboxMixin(StoreCore):
             return created
 
         return await self._tx(run)
-
-    async def add_message(self, chat_id: int, role: str, text: str, job_id: int | None = None) -> None:
-        await self._tx(
-            lambda conn, now: conn.execute(
-                "INSERT INTO messages(chat_id, role, text, job_id, created_at) VALUES (?, ?, ?, ?, ?)",
-                (chat_id, role, text, job_id, now),
-            )
-        )
 
     async def recent_messages(self, chat_id: int, limit: int = 12) -> list[ChatMessage]:
         sql = "SELECT * FROM (SELECT * FROM messages WHERE chat_id = ? ORDER BY id DESC LIMIT ?) ORDER BY id"

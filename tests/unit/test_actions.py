@@ -12,7 +12,6 @@ from engine.actions import (
     parse_persona_reply,
     parse_review,
 )
-from engine.models import Priority, Source
 
 
 def _block(data: object) -> str:
@@ -69,12 +68,6 @@ def test_fields_are_normalised() -> None:
     _, action, error = parse_persona_reply(_block(data))
     assert error is None and isinstance(action, EnqueueAction)
     assert (action.type, action.priority, action.project, action.title) == ("coding", "high", None, "t")
-
-
-def test_to_new_job_carries_chat_source_and_priority() -> None:
-    action = EnqueueAction(**{**GOOD, "priority": "low", "project": "web"})
-    job = action.to_new_job(chat_id=42)
-    assert (job.source, job.priority, job.chat_id, job.project) == (Source.CHAT, Priority.LOW, 42, "web")
 
 
 @pytest.mark.parametrize(

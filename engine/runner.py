@@ -115,6 +115,7 @@ class JobRunner:
             return
         if completion is None:
             return
+        completion.snapshot = job  # as claimed: the store fences on it instead of reading the job again
         finished = await self._submit(completion)
         if finished is not None and finished.state in (JobState.DONE, JobState.FAILED, JobState.NEEDS_HUMAN):
             await self._hooks.job_finished(finished)

@@ -34,6 +34,9 @@ class Completion(BaseModel):
     # The persona's answer, kept in the conversation (``messages``) for context and /history.
     assistant_message: str | None = None
     parent_updates: list[ParentUpdate] = Field(default_factory=list)
+    # The job as its owner claimed it. With an owner, the finish is fenced in the UPDATE itself (state running,
+    # same lease owner) and the job is not read again: fields that change while a job runs are not used here.
+    snapshot: Job | None = None
 
 
 class ParentUpdate(BaseModel):
@@ -76,7 +79,8 @@ class CompletionsMixin(StoreCore):
 
 
 def _complete(conn: sqlite3.Connection, c: Completion, now: float) -> Job:
-    job = _job_or_none(conn, c.job_id)
+    fenced = c.owner is not None and c.snapshot is not None and c.snapshot.state == JobState.RUNNING
+    job = c.snapshot if fenced else _job_or_none(conn, c.job_id)
     if job is None:
         raise ValueError(f"job {c.job_id} does not exist")
     if c.owner is not None and (job.state != JobState.RUNNING or job.lease_owner != c.owner):
@@ -98,7 +102,7 @@ def _complete(conn: sqlite3.Connection, c: Completion, now: float) -> Job:
     if c.owner is not None:
         fields.update(_CLEAR_LEASE)
     try:
-        finished = _set_state(conn, job, c.to_state, c.reason, now, fields)
+        finished = _set_state(conn, job, c.to_state, c.reason, now, fields, owner=c.owner)
         for update in c.parent_updates:
             parent = _job_or_none(conn, update.job_id)
             if parent is not None:

@@ -27,7 +27,14 @@ _CLEAR_LEASE: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
 
 
 def _set_state(
-    conn: sqlite3.Connection, job: Job, to_state: JobState, reason: str, now: float, fields: dict[str, Any]
+    conn: sqlite3.Connection,
+    job: Job,
+    to_state: JobState,
+    reason: str,
+    now: float,
+    fields: dict[str, Any],
+    *,
+    owner: str | None = None,
 ) -> Job:
     """Check the transition, write it with its event, and return the job as it now is (no re-read)."""
     check_transition(job.id, job.state, to_state)
@@ -39,9 +46,13 @@ def _set_state(
         values["finished_at"] = now
     assignments = ", ".join(f"{key} = ?" for key in values)
     params = [_to_sql(v) for v in values.values()]
-    cur = conn.execute(f"UPDATE jobs SET {assignments} WHERE id = ? AND state = ?", (*params, job.id, job.state.value))
+    fence, fence_params = ("AND lease_owner = ?", (owner,)) if owner is not None else ("", ())
+    cur = conn.execute(
+        f"UPDATE jobs SET {assignments} WHERE id = ? AND state = ? {fence}",
+        (*params, job.id, job.state.value, *fence_params),
+    )
     if cur.rowcount != 1:
-        raise LeaseLost(f"job {job.id} changed state concurrently")
+        raise LeaseLost(f"job {job.id}: lease lost or state changed concurrently")
     _add_event(conn, job.id, now, "transition", job.state.value, to_state.value, reason, None)
     if job.type == "review" and job.parent_id is not None and to_state in _REVIEW_GAVE_UP:
         _review_gave_up(conn, job.parent_id, f"its review ended {to_state.value}: {reason}", now)

@@ -10,15 +10,14 @@ import asyncio
 import os
 import signal
 import sqlite3
-import sys
 from pathlib import Path
 from typing import Any
 
+from tests.e2e.configs import SWITCHBOARD, sim_backends_toml
 from tests.fakes.fake_telegram import FakeTelegram
 
 OPERATOR = 4242
 STRANGER = 666
-SWITCHBOARD = Path(sys.executable).parent / "switchboard"
 
 # Several families across tiers, answering in a few milliseconds: the maker and the reviewer differ.
 _BACKENDS = [
@@ -42,18 +41,7 @@ def write_config(tmp_path: Path, fake: FakeTelegram, latency_ms: float = 20.0) -
         "enabled = false",
         "",
     ]
-    for name, family, tier in _BACKENDS:
-        lines += [
-            "[[backends]]",
-            f'name = "{name}"',
-            'kind = "sim"',
-            f'model = "{name}"',
-            f'family = "{family}"',
-            f"tier = {tier}",
-            "[backends.sim]",
-            f"latency_ms = {latency_ms}",
-            "",
-        ]
+    lines += sim_backends_toml([(name, family, tier, latency_ms) for name, family, tier in _BACKENDS])
     path = tmp_path / "switchboard.toml"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path

@@ -31,7 +31,6 @@ import random
 import re
 import signal
 import sqlite3
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -42,8 +41,8 @@ from engine.clock import SystemClock
 from engine.jobs import new_job
 from engine.settings import Settings, load_settings
 from engine.store import Store
+from tests.e2e.configs import SWITCHBOARD, sim_backends_toml
 
-SWITCHBOARD = Path(sys.executable).parent / "switchboard"
 SEED = 20_240_607
 KILLS = 6
 MAKERS = 300  # written by this process; plus the CLI's
@@ -80,19 +79,8 @@ def write_config(tmp_path: Path, *, latency_ms: float | None = None, engine: dic
     lines = ["[memory]", "enabled = false", "", "[engine]"]
     lines += [f"{key} = {value}" for key, value in engine_values.items()]
     lines.append("")
-    for name, family, tier, latency in _BACKENDS:
-        lines += [
-            "[[backends]]",
-            f'name = "{name}"',
-            'kind = "sim"',
-            f'model = "{name}"',
-            f'family = "{family}"',
-            f"tier = {tier}",
-            "max_concurrency = 8",
-            "[backends.sim]",
-            f"latency_ms = {latency_ms if latency_ms is not None else latency}",
-            "",
-        ]
+    backends = [(n, f, tier, latency if latency_ms is None else latency_ms) for n, f, tier, latency in _BACKENDS]
+    lines += sim_backends_toml(backends, max_concurrency=8)
     path = tmp_path / "switchboard.toml"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path

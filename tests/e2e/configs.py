@@ -1,0 +1,20 @@
+"""What the e2e tests share: the `switchboard` command of this venv and sim-backend config text."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+SWITCHBOARD = Path(sys.executable).parent / "switchboard"
+
+
+def sim_backends_toml(backends: list[tuple[str, str, int, float]], *, max_concurrency: int | None = None) -> list[str]:
+    """``[[backends]]`` tables for simulated backends given as (name, family, tier, latency_ms)."""
+    lines: list[str] = []
+    for name, family, tier, latency_ms in backends:
+        lines += ["[[backends]]", f'name = "{name}"', 'kind = "sim"', f'model = "{name}"', f'family = "{family}"',
+                  f"tier = {tier}"]
+        if max_concurrency is not None:
+            lines.append(f"max_concurrency = {max_concurrency}")
+        lines += ["[backends.sim]", f"latency_ms = {latency_ms}", ""]
+    return lines

@@ -92,27 +92,27 @@ class Control:
         return cancelled
 
     async def retry(self, job_id: int) -> Job:
-        job = await self.job(job_id)
-        if job.state not in (JobState.FAILED, JobState.CANCELLED, JobState.NEEDS_HUMAN):
-            raise ValueError(
-                f"job #{job_id} is {job.state.value}; only failed, cancelled or waiting jobs can be retried"
-            )
+        await self._retryable(job_id)
         retried = await self.store.retry(job_id)
         self._wake()
         return retried
 
     async def reroute(self, job_id: int) -> Job:
         """Retry on another backend: the next run skips the backend that made (or last tried) the job."""
-        job = await self.job(job_id)
-        if job.state not in (JobState.FAILED, JobState.CANCELLED, JobState.NEEDS_HUMAN):
-            raise ValueError(
-                f"job #{job_id} is {job.state.value}; only failed, cancelled or waiting jobs can be retried"
-            )
+        job = await self._retryable(job_id)
         attempts = [a for a in await self.store.job_attempts(job_id) if a.purpose == "make"]
         avoid = job.maker_backend or (attempts[-1].backend if attempts else None)
         rerouted = await self.store.retry(job_id, "retried by operator on another backend", avoid_backend=avoid)
         self._wake()
         return rerouted
+
+    async def _retryable(self, job_id: int) -> Job:
+        job = await self.job(job_id)
+        if job.state not in (JobState.FAILED, JobState.CANCELLED, JobState.NEEDS_HUMAN):
+            raise ValueError(
+                f"job #{job_id} is {job.state.value}; only failed, cancelled or waiting jobs can be retried"
+            )
+        return job
 
     async def approve(self, job_id: int) -> Job:
         """The operator's explicit approval: the only override of the quality gate."""

@@ -22,9 +22,9 @@ from engine.backends.base import Backend
 from engine.backends.registry import build_backend
 from engine.clock import Clock, SystemClock
 from engine.control import Control
+from engine.loop import Engine
 from engine.pulse import Pulse, PulseTrigger
 from engine.runner import EngineHooks, NoHooks
-from engine.scheduler import Engine
 from engine.settings import Settings
 from engine.store import Store, StoreError
 

@@ -11,9 +11,9 @@ from typing import Any
 from engine import schedule_times
 from engine.clock import Clock
 from engine.jobs import MAX_PROMPT_CHARS, new_job
+from engine.loop import ALIVE_KEY, Engine
 from engine.models import Job, JobState, Priority, Project, Schedule, Source
 from engine.runner import QUESTION_PREFIX
-from engine.scheduler import ALIVE_KEY, Engine
 from engine.settings import Settings
 from engine.store import Store
 from engine.workspace import Workspace

@@ -20,9 +20,9 @@ from engine import notices
 from engine.clock import FakeClock
 from engine.control import Control
 from engine.jobs import new_job
+from engine.loop import Engine
 from engine.models import Job, JobState
 from engine.runner import NoHooks
-from engine.scheduler import Engine
 from engine.settings import Settings, default_sim_backends
 from engine.store import Completion, NewOutbox, Store
 from tests.conftest import instant, sim_backends

@@ -10,7 +10,7 @@ from typing import Any
 
 from engine import schedule_times
 from engine.clock import Clock
-from engine.jobs import MAX_PROMPT_CHARS, new_job
+from engine.job_factory import MAX_PROMPT_CHARS, new_job
 from engine.loop import ALIVE_KEY, Engine
 from engine.models import Job, JobState, Priority, Project, Schedule, Source
 from engine.runner import QUESTION_PREFIX

@@ -14,7 +14,7 @@ import prompts
 from engine import notices
 from engine.actions import EnqueueAction, UnparseableReview, parse_persona_reply, parse_review
 from engine.backends.base import BackendResult
-from engine.jobs import new_job
+from engine.job_factory import new_job
 from engine.models import Job, JobState, Priority, Source
 from engine.settings import BackendConfig, Settings
 from engine.store import Completion, NewAttempt, NewReview, ParentUpdate, Store

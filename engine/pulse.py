@@ -34,7 +34,7 @@ import prompts
 from engine import notices
 from engine.backends.base import Backend, CredentialStatus
 from engine.clock import Clock
-from engine.jobs import InvalidJob, new_job
+from engine.job_factory import InvalidJob, new_job
 from engine.models import Job, JobState, Priority, Schedule, Source
 from engine.schedule_times import (
     due_slots,

@@ -188,7 +188,7 @@ async def test_disabled_backend_is_re_enabled_and_recovery_announced_once(
 
 
 async def _seed_job(store: Store, clock: FakeClock, settings: Settings, **spec: Any) -> int:
-    from engine.jobs import new_job
+    from engine.job_factory import new_job
 
     job, _ = await store.enqueue(new_job(settings, type=spec.get("type", "analysis"), prompt=spec["prompt"]))
     state = spec["state"]

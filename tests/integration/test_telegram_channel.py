@@ -19,7 +19,7 @@ from bot.telegram.format import MAX_TEXT_UTF16, split_text, utf16_len
 from engine import notices
 from engine.clock import FakeClock
 from engine.control import Control
-from engine.jobs import new_job
+from engine.job_factory import new_job
 from engine.loop import Engine
 from engine.models import Job, JobState
 from engine.runner import NoHooks

@@ -86,7 +86,7 @@ async def run_switchboard(settings: Settings, *, console: bool = True, clock: Cl
     clock = clock or SystemClock()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines carry the bot token in URLs
     if os.environ.get("TELEGRAM_BOT_TOKEN"):
-        from bot.telegram_channel import refusal
+        from bot.telegram import refusal
 
         problem = refusal(settings)
         if problem:  # fail closed, before anything is opened
@@ -141,7 +141,7 @@ async def _run_channel(
     commands = CommandRouter(control, extra=memory_commands(hooks))
     token = os.environ.get("TELEGRAM_BOT_TOKEN")
     if token:
-        from bot.telegram_channel import TelegramChannel
+        from bot.telegram import TelegramChannel
 
         channel = TelegramChannel(settings, control, commands, token, clock=clock)
         await channel.run(stop)

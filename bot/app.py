@@ -84,6 +84,7 @@ async def open_memory(settings: Settings, clock: Clock) -> AsyncIterator[MemoryH
         yield MemoryHooks(core, semantic, settings.memory.context_budget_bytes, settings=settings)
     finally:
         await semantic.close()
+        await embedder.aclose()  # the OpenAI-compatible embedder holds an httpx client
 
 
 def build_backends(settings: Settings, clock: Clock) -> dict[str, Backend]:

@@ -1,5 +1,5 @@
 """What the ``switchboard`` commands share: the ``--json`` flag, printing one JSON document or text, and
-opening the store around one command.
+opening the services (``bot.app.open_services``: the store and a ``Control``) around one command.
 
 Used by ``bot.cli`` and ``bot.cli_pulse``. (``bot.cli_memory`` opens memory, not the store, and prints its
 JSON on one line with non-ASCII text kept, so it keeps its own.)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import prompts
-from engine import gates, notices
+from engine import gates, notices, persona
 from engine.backends.base import BackendRequest, BackendResult
 from engine.capacity import Capacity
 from engine.clock import Clock
@@ -301,7 +301,7 @@ class JobRunner:
         if run.job.type == "review":
             return await gates.complete_review(self._settings, self._store, run.job, run.attempts, result, self._owner)
         if run.job.type == "chat":
-            return gates.complete_chat(self._settings, run.job, run.attempts, result, self._owner)
+            return persona.complete_chat(self._settings, run.job, run.attempts, result, self._owner)
         question = self._workspace.take_question(run.job.id) if run.has_workspace else None
         if question is not None:  # the worker asked the operator: wait in needs_input, same session on resume
             return self._ask_operator(run, config, result, question)

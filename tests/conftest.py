@@ -12,7 +12,7 @@ import pytest
 from engine.backends.base import Backend
 from engine.backends.sim import SimBackend
 from engine.clock import Clock, FakeClock
-from engine.scheduler import Engine
+from engine.loop import Engine
 from engine.settings import BackendConfig, Settings, default_sim_backends
 from engine.store import Store
 from tests.fakes.scenario import wait_for

@@ -16,14 +16,29 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import prompts
-from engine import gates, notices, policy
+from engine import gates, notices
 from engine.backends.base import BackendRequest, BackendResult
 from engine.capacity import Capacity
 from engine.clock import Clock
 from engine.failures import Failure, FailureClass, redact
 from engine.health import BackendHealth
 from engine.models import BackendState, Job, JobState
-from engine.policy import BudgetBlock, BudgetFacts, RunDecision, RunKind, RunOutcome, Step
+from engine.policy import (
+    DAY_S,
+    BudgetBlock,
+    BudgetFacts,
+    RunDecision,
+    RunKind,
+    RunOutcome,
+    Step,
+    after_attempt,
+    after_chain,
+    budget_block,
+    budget_resets_at,
+    day_start,
+    hm,
+    job_budget_failure,
+)
 from engine.routing import CHARS_PER_TOKEN, RoutePlan, Router
 from engine.settings import BackendConfig, Settings
 from engine.store import Completion, LeaseLost, NewAttempt, NewOutbox, Store
@@ -136,11 +151,11 @@ class JobRunner:
             failure = result.failure
             assert failure is not None
             run.states = await self._health.after_failure(config.name, failure)
-            then = policy.after_attempt(failure, config, remaining)
+            then = after_attempt(failure, config, remaining)
             if then.step is Step.STOP:
                 break
             remaining = then.remaining
-        decision = policy.after_chain(run.outcome(), plan, job, self._clock.now(), jitter=random.random())
+        decision = after_chain(run.outcome(), plan, job, self._clock.now(), jitter=random.random())
         return await self._apply(run, decision)
 
     async def _plan(self, job: Job, request: BackendRequest) -> RoutePlan:
@@ -365,12 +380,12 @@ class JobRunner:
     async def _budget_alert(self) -> NewOutbox:
         """Parked for the daily USD cap: tell the operator once a day when the budget resets."""
         now = self._clock.now()
-        midnight = policy.budget_resets_at(now)
+        midnight = budget_resets_at(now)
         cap, spent = self._settings.engine.daily_budget_usd, await self._spent_today()
         return notices.alert(
-            f"budget:{int(now // policy.DAY_S)}",
+            f"budget:{int(now // DAY_S)}",
             f"Daily budget reached: ${spent:.2f} of ${cap:.2f} spent on pay-per-token backends today. Jobs that "
-            f"need them wait until {policy.hm(midnight)}; raise engine.daily_budget_usd to go on sooner.",
+            f"need them wait until {hm(midnight)}; raise engine.daily_budget_usd to go on sooner.",
             urgent=False,
         )
 
@@ -378,12 +393,12 @@ class JobRunner:
         paying = [b.name for b in self._settings.backends if b.pay_per_token]
         if not paying:
             return 0.0
-        return await self._store.spend_since(policy.day_start(self._clock.now()), paying)
+        return await self._store.spend_since(day_start(self._clock.now()), paying)
 
     def _job_budget_spent(self, run: _Run) -> bool:
         """The job type's own budget, checked before each call; reached, it is the run's last failure."""
         spent = run.job.cost_usd + sum(a.cost_usd for a in run.attempts)
-        over = policy.job_budget_failure(self._settings.job_type(run.job.type).budget_usd, spent)
+        over = job_budget_failure(self._settings.job_type(run.job.type).budget_usd, spent)
         if over is not None:
             run.last_failure = over
         return over is not None
@@ -395,7 +410,7 @@ class JobRunner:
         facts = BudgetFacts(
             await self._spent_today(), self._settings.engine.daily_budget_usd, self._router.in_flight_usd
         )
-        block = policy.budget_block(config, facts)
+        block = budget_block(config, facts)
         run.cap_reached |= block is BudgetBlock.SPENT  # IN_FLIGHT: calls still running may use it up: wait briefly
         return block is not None
 

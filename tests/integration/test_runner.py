@@ -68,6 +68,7 @@ async def test_memory_is_asked_once_per_run_of_a_cli_job(
                  review_required=False)
     job, _ = await engine.submit(new)
     done = await eventually(lambda: _finished(store, job.id))
+    await eventually(lambda: _told(memory))  # the finished job goes to memory after its completion is written
 
     assert done.state is JobState.DONE
     assert memory.asked == [job.id]  # once for the run: not for the request and again for each CLI worker
@@ -83,3 +84,7 @@ async def test_memory_is_asked_once_per_run_of_a_cli_job(
 async def _finished(store: Store, job_id: int) -> Job | None:
     job = await store.get_job(job_id)
     return job if job is not None and job.state is JobState.DONE else None
+
+
+async def _told(memory: CountingMemory) -> bool:
+    return bool(memory.finished)

@@ -24,6 +24,7 @@ from engine.clock import Clock, SystemClock
 from engine.control import Control
 from engine.pulse import Pulse, PulseTrigger
 from engine.runner import EngineHooks, NoHooks
+from engine.sandbox import Sandbox, SandboxUnavailable
 from engine.scheduler import Engine
 from engine.settings import Settings
 from engine.store import Store, StoreError
@@ -78,8 +79,9 @@ async def open_memory(settings: Settings, clock: Clock) -> AsyncIterator[EngineH
         await semantic.close()
 
 
-def build_backends(settings: Settings, clock: Clock) -> dict[str, Backend]:
-    return {config.name: build_backend(config, clock=clock) for config in settings.backends}
+def build_backends(settings: Settings, clock: Clock, sandbox: Sandbox | None = None) -> dict[str, Backend]:
+    sandbox = sandbox or Sandbox.for_settings(settings)
+    return {config.name: build_backend(config, clock=clock, sandbox=sandbox) for config in settings.backends}
 
 
 async def run_switchboard(settings: Settings, *, console: bool = True, clock: Clock | None = None) -> int:
@@ -97,7 +99,7 @@ async def run_switchboard(settings: Settings, *, console: bool = True, clock: Cl
     try:
         with engine_lock(settings.home):
             return await _serve(settings, clock, console)
-    except (AlreadyRunning, StoreError, ChannelRefused) as exc:
+    except (AlreadyRunning, StoreError, ChannelRefused, SandboxUnavailable) as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return 1
 
@@ -107,8 +109,9 @@ async def _serve(settings: Settings, clock: Clock, console: bool) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    sandbox = Sandbox.for_settings(settings)  # before anything is opened: "bwrap" without it refuses to start
     store = await Store.open(settings.db_path, clock)
-    backends = build_backends(settings, clock)
+    backends = build_backends(settings, clock, sandbox)
     try:
         async with open_memory(settings, clock) as hooks:
             engine = Engine(settings, store, backends, clock, hooks=hooks)
@@ -121,6 +124,7 @@ async def _serve(settings: Settings, clock: Clock, console: bool) -> int:
             pulse.start()
             control = Control(settings, store, clock, engine)
             _announce(settings)
+            print(f"switchboard: worker sandbox: {sandbox.describe()}", file=sys.stderr, flush=True)
             try:
                 await _run_channel(settings, control, stop, console, hooks, clock)
             finally:

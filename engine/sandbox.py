@@ -35,7 +35,10 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from engine.settings import Settings
 
 SandboxMode = Literal["auto", "bwrap", "off"]
 
@@ -134,6 +137,13 @@ class Sandbox:
                                      "or set engine.sandbox = \"auto\"")
         paths = tuple(dict.fromkeys(Path(p).expanduser().resolve() for p in hidden))
         return cls(mode, bwrap, problem, paths, ALWAYS_SECRET | frozenset(v for v in secret_vars if v))
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Sandbox:
+        """The engine's sandbox: ``engine.sandbox`` from the settings, hiding the data folder, the config file
+        and the operator's home, holding back every secret variable the settings name."""
+        hidden = [settings.home, Path.home(), *([settings.config_path] if settings.config_path else [])]
+        return cls.detect(settings.engine.sandbox, hidden=hidden, secret_vars=settings.secret_env_names())
 
     @property
     def isolated(self) -> bool:

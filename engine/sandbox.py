@@ -207,7 +207,8 @@ class Sandbox:
         for mount in _unique(mounts_list):
             args += mount.args()
         cwd = mounts.writable[0] if mounts.writable else Path("/tmp")
-        return [*args, "--chdir", str(cwd), "--", binary, *argv[1:]]
+        # The root's own folders (the way down to each mount) read-only too; /tmp stays private and writable.
+        return [*args, "--remount-ro", "/", "--chdir", str(cwd), "--", binary, *argv[1:]]
 
 
 def _system_args() -> list[str]:

@@ -193,7 +193,7 @@ class Sandbox:
         if self.bwrap is None:
             return argv
         binary = os.path.realpath(argv[0])
-        tools = _tool_paths(binary) + _path_dirs(env.get("PATH", ""), self.hidden)
+        tools = _tool_paths(binary, env.get("PATH", "")) + _path_dirs(env.get("PATH", ""), self.hidden)
         mounts_list = [_Mount(p, "--ro-bind") for p in (*tools, *mounts.readable)]
         mounts_list += [_Mount(p, "--bind") for p in (*mounts.writable, *mounts.config_dirs)]
         # A folder that is itself hidden (a workspace set to the data folder) is never shown.
@@ -228,9 +228,10 @@ def _system_args() -> list[str]:
     return args
 
 
-def _tool_paths(binary: str) -> list[Path]:
+def _tool_paths(binary: str, path_value: str) -> list[Path]:
     """The binary's real file, its package folder (an npm package's, found by its package.json) and the
-    interpreter its ``#!`` line names."""
+    interpreter its ``#!`` line names (``#!/usr/bin/env node``: the ``node`` on ``PATH``, which may live in
+    the operator's home, as nvm installs it)."""
     real = Path(binary)
     paths = [real]
     for parent in list(real.parents)[:3]:
@@ -241,9 +242,12 @@ def _tool_paths(binary: str) -> list[Path]:
         with real.open("rb") as handle:
             first = handle.readline(256)
         if first.startswith(b"#!"):
-            interpreter = first[2:].decode("utf-8", "replace").split()
-            if interpreter and interpreter[0].startswith("/"):
-                paths.append(Path(os.path.realpath(interpreter[0])))
+            words = first[2:].decode("utf-8", "replace").split()
+            if words and Path(words[0]).name == "env":
+                words = [shutil.which(w, path=path_value) or "" for w in words[1:] if not w.startswith("-")][:1]
+            if words and words[0].startswith("/"):
+                paths.append(Path(words[0]))  # where PATH finds it (a folder of the home is not bound whole)
+                paths.append(Path(os.path.realpath(words[0])))
     return [p for p in paths if not _under_system(p)]
 
 

@@ -3,12 +3,14 @@ around them (engine.sandbox, backends.env_passthrough, permission modes)."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from engine.sandbox import Bubblewrap, Sandbox, SandboxUnavailable, WorkerMounts
+from engine.sandbox import Bubblewrap, Sandbox, SandboxUnavailable, WorkerMounts, find_bubblewrap
 from engine.settings import DEFAULT_JOB_TYPES, BackendConfig, ConfigError, load_settings
+from tests.processes import worker_python
 
 SOURCE = {
     "PATH": "/usr/bin:/bin", "HOME": "/home/op", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TZ": "UTC",
@@ -110,3 +112,28 @@ def test_settings_validate_sandbox_and_passthrough(tmp_path):
 def test_no_job_type_bypasses_permissions_by_default():
     assert all(config.permission_mode != "bypassPermissions" for config in DEFAULT_JOB_TYPES.values())
     assert BackendConfig(name="c", kind="claude_cli", family="a").env_passthrough == []
+
+
+def test_an_interpreter_found_on_path_in_the_home_folder_still_runs(tmp_path):
+    """``#!/usr/bin/env faketool`` with faketool in a PATH folder of the (hidden) home, as nvm installs node:
+    the interpreter itself is bound, the rest of the home is not."""
+    bwrap, problem = find_bubblewrap()
+    if bwrap is None:
+        pytest.skip(f"no working bubblewrap on this machine ({problem}); install the bubblewrap package")
+    home = tmp_path / "home"
+    (home / "bin").mkdir(parents=True)
+    (home / "secret.txt").write_text("HOME-SECRET")
+    tool = home / "bin" / "faketool"
+    tool.write_text(f"#!/bin/sh\nexec {worker_python()} \"$@\"\n")
+    tool.chmod(0o755)
+    job = tmp_path / "job"
+    job.mkdir()
+    script = tmp_path / "worker"
+    script.write_text(f"#!/usr/bin/env faketool\nimport os\nprint(os.path.exists({str(home / 'secret.txt')!r}))\n")
+    script.chmod(0o755)
+    env = {"PATH": f"{home / 'bin'}:/usr/bin:/bin"}
+    sandbox = Sandbox(bwrap=bwrap, hidden=(home,))
+    argv = sandbox.command([str(script)], WorkerMounts(writable=(job,)), env)
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

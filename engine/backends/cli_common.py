@@ -91,7 +91,8 @@ class CliBackend:
         self.config = config
         self._clock = clock
         self._env = env
-        self._sandbox = sandbox if sandbox is not None else Sandbox.detect("auto")
+        # Built alone (tests, tools), a backend still hides the operator's home; the engine passes its own.
+        self._sandbox = sandbox if sandbox is not None else Sandbox.detect("auto", hidden=[Path.home()])
 
     def _base_env(self) -> dict[str, str]:
         return dict(os.environ if self._env is None else self._env)

@@ -18,15 +18,19 @@ from typing import Any
 import pytest
 
 from bot.app import build_backends
+from engine.backends.base import BackendRequest
+from engine.backends.claude_cli import ClaudeCliBackend
 from engine.clock import SystemClock
 from engine.control import Control
 from engine.models import Job, JobState
-from engine.sandbox import find_bubblewrap
+from engine.sandbox import Sandbox, find_bubblewrap
 from engine.scheduler import Engine
-from engine.settings import load_settings
+from engine.settings import BackendConfig, load_settings
 from engine.store import Store
+from tests.fakes.fake_anthropic import FakeAnthropic, Reply, ToolUse
 from tests.fakes.scenario import wait_for
-from tests.processes import worker_python
+from tests.integration.test_claude_cli import _claude_binary, cli_env
+from tests.processes import processes_in, worker_python
 
 SECRETS = {
     "TELEGRAM_BOT_TOKEN": "123456789:AAH-telegram-token-for-the-sandbox-test",
@@ -220,3 +224,36 @@ async def test_bubblewrap_leaves_a_hostile_worker_nothing(tmp_path, monkeypatch)
 async def test_without_a_sandbox_the_environment_still_holds(tmp_path, monkeypatch):
     report = await _run_hostile_worker(tmp_path, monkeypatch, "off")
     _assert_environment_holds(report)
+
+
+async def test_the_real_claude_works_inside_bubblewrap_and_its_shell_sees_nothing_of_ours(tmp_path):
+    """The pinned ``claude`` in the sandbox, asked by the (fake) model to run a shell command that looks for the
+    operator's files, the database and the Telegram token: the command runs, and finds none of them."""
+    _bwrap_or_skip()
+    claude_bin = _claude_binary()
+    data = tmp_path / "data"
+    job_dir = data / "jobs" / "1"
+    job_dir.mkdir(parents=True)
+    (data / "switchboard.db").write_text("DATABASE-CONTENT")
+    with FakeAnthropic() as fake:
+        env = {**cli_env(tmp_path, fake), "TELEGRAM_BOT_TOKEN": SECRETS["TELEGRAM_BOT_TOKEN"]}
+        (Path(env["HOME"]) / "notes.txt").write_text("OPERATOR-NOTES")
+        command = (f"cat {Path(env['HOME']) / 'notes.txt'} {data / 'switchboard.db'} 2>&1; "
+                   "echo ENV: $(env | cut -d= -f1 | sort | tr '\\n' ' '); echo PID1: $(tr '\\0' ' ' < /proc/1/cmdline)")
+        fake.script(Reply("", tool_uses=[ToolUse("Bash", {"command": command})]), Reply("Looked around."))
+        sandbox = Sandbox.detect("bwrap", hidden=[data, Path(env["HOME"])])
+        config = BackendConfig(name="claude", kind="claude_cli", model="claude-fake-1", family="anthropic",
+                               binary=claude_bin)
+        backend = ClaudeCliBackend(config, clock=SystemClock(), env=env, sandbox=sandbox)
+        result = await backend.run(BackendRequest(job_id=1, job_type="analysis", prompt="Look around.",
+                                                  workspace=job_dir, timeout_s=60, permission_mode="acceptEdits",
+                                                  allowed_tools=["Bash"]))
+        assert result.ok, result.failure
+        assert result.text == "Looked around."
+        tool_output = json.dumps(fake.model_calls()[-1].body["messages"])
+    assert sandbox.bwrap is not None
+    assert "ENV:" in tool_output and f"PID1: {sandbox.bwrap.path} " in tool_output  # it ran, in the sandbox
+    assert "No such file" in tool_output
+    assert "OPERATOR-NOTES" not in tool_output and "DATABASE-CONTENT" not in tool_output
+    assert "TELEGRAM_BOT_TOKEN" not in tool_output and "ANTHROPIC_API_KEY" in tool_output
+    assert processes_in(job_dir) == []

@@ -29,6 +29,7 @@ from engine.control import Control
 from engine.loop import Engine
 from engine.pulse import Pulse, PulseTrigger
 from engine.runner import NoHooks
+from engine.sandbox import Sandbox, SandboxUnavailable
 from engine.settings import Settings
 from engine.store import Store, StoreError
 
@@ -87,8 +88,9 @@ async def open_memory(settings: Settings, clock: Clock) -> AsyncIterator[MemoryH
         await embedder.aclose()  # the OpenAI-compatible embedder holds an httpx client
 
 
-def build_backends(settings: Settings, clock: Clock) -> dict[str, Backend]:
-    return {config.name: build_backend(config, clock=clock) for config in settings.backends}
+def build_backends(settings: Settings, clock: Clock, sandbox: Sandbox | None = None) -> dict[str, Backend]:
+    sandbox = sandbox or Sandbox.for_settings(settings)
+    return {config.name: build_backend(config, clock=clock, sandbox=sandbox) for config in settings.backends}
 
 
 @contextlib.asynccontextmanager
@@ -150,7 +152,7 @@ async def run_switchboard(settings: Settings, *, console: bool = True, clock: Cl
     try:
         with engine_lock(settings.home):
             return await _serve(settings, clock, console)
-    except (AlreadyRunning, StoreError, ChannelRefused) as exc:
+    except (AlreadyRunning, StoreError, ChannelRefused, SandboxUnavailable) as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return 1
 
@@ -160,8 +162,13 @@ async def _serve(settings: Settings, clock: Clock, console: bool) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with open_services(settings, clock=clock, engine=True, memory=True, pulse=True) as services:
+    sandbox = Sandbox.for_settings(settings)  # before anything is opened: "bwrap" without it refuses to start
+    backends = build_backends(settings, clock, sandbox)
+    async with open_services(
+        settings, clock=clock, engine=True, memory=True, pulse=True, backends=backends
+    ) as services:
         _announce(settings)
+        print(f"switchboard: worker sandbox: {sandbox.describe()}", file=sys.stderr, flush=True)
         await build_channel(services, read_stdin=console).run(stop)
     print("switchboard: stopped cleanly", file=sys.stderr, flush=True)
     return 0

@@ -1,4 +1,5 @@
-"""`switchboard doctor`: config, credentials, CLI binaries and versions, reachability, data folder."""
+"""`switchboard doctor`: config, worker sandbox, credentials, CLI binaries and versions, reachability, data
+folder."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from engine.backends.registry import build_backend
 from engine.clock import SystemClock
+from engine.sandbox import Sandbox, SandboxUnavailable
 from engine.settings import BOT_TOKEN_ENV, Settings
 
 
@@ -34,9 +36,15 @@ async def run_checks(settings: Settings) -> list[dict[str, Any]]:
         )
     else:
         checks.append(_check("telegram", True, f"no {BOT_TOKEN_ENV}: console channel"))
+    try:
+        sandbox = Sandbox.for_settings(settings)
+        checks.append(_check("sandbox", sandbox.isolated or settings.engine.sandbox == "off", sandbox.describe()))
+    except SandboxUnavailable as exc:
+        sandbox = Sandbox(mode="off", problem=str(exc))
+        checks.append(_check("sandbox", False, f"{exc}: switchboard run refuses to start"))
     clock = SystemClock()
     for config in settings.backends:
-        backend = build_backend(config, clock=clock)
+        backend = build_backend(config, clock=clock, sandbox=sandbox)
         try:
             status = await asyncio.wait_for(backend.check_credentials(), timeout=15)
             label = " [simulated]" if config.simulated else ""

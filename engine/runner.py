@@ -210,8 +210,12 @@ class JobRunner:
                 core=run.context.core,
                 instructions=prompts.job_instructions(job.type),
             )
+            work = self._workspace.workspace_for(job)
+            # A job with a worktree of its own reads its project's folder; otherwise it works in that folder.
+            read = [self._workspace.project_dir(job.project)] if job.workspace and job.project else []
             request = request.model_copy(
-                update={"workspace": path, "timeout_s": min(request.timeout_s, config.timeout_s)}
+                update={"workspace": path, "timeout_s": min(request.timeout_s, config.timeout_s),
+                        "work_dir": work if work != path else None, "read_dirs": read}
             )
             run.has_workspace = True
         backend = self._router.backend(config.name)

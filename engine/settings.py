@@ -11,6 +11,7 @@ A malformed or contradictory configuration raises ``ConfigError`` with one messa
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -74,6 +75,9 @@ class EngineSettings(BaseModel):
     max_attempts: int = Field(3, ge=1)
     circuit_breaker_failures: int = Field(3, ge=1)
     circuit_breaker_cooldown_s: float = Field(300.0, gt=0)
+    # The CLI workers' boundary (engine/sandbox.py): bubblewrap when it works here ("auto"), required ("bwrap"),
+    # or the environment allow-list alone ("off").
+    sandbox: Literal["auto", "bwrap", "off"] = "auto"
 
     @model_validator(mode="after")
     def _reserved_below_max(self) -> EngineSettings:
@@ -110,6 +114,8 @@ class BackendConfig(BaseModel):
     api_key_env: str | None = None
     binary: str | None = None
     extra_args: list[str] = Field(default_factory=list)
+    # Variables a CLI worker gets besides its allow-list (engine/sandbox.py); never another's secret.
+    env_passthrough: list[str] = Field(default_factory=list)
     price_in_per_mtok: float = Field(0.0, ge=0)
     price_out_per_mtok: float = Field(0.0, ge=0)
     price_cache_read_per_mtok: float = Field(0.0, ge=0)
@@ -121,6 +127,14 @@ class BackendConfig(BaseModel):
     timeout_s: float = Field(1800.0, gt=0)
     enabled: bool = True
     sim: SimProfile = Field(default_factory=SimProfile)
+
+    @field_validator("env_passthrough")
+    @classmethod
+    def _variable_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+        return names
 
     @property
     def simulated(self) -> bool:
@@ -253,7 +267,30 @@ class Settings(BaseSettings):
         if telegram.webhook_secret is None and (secret := os.environ.get(telegram.webhook_secret_env)):
             telegram.webhook_secret = SecretStr(secret)
 
+    @model_validator(mode="after")
+    def _passthrough_not_secret(self) -> Settings:
+        secrets = self.secret_env_names()
+        for config in self.backends:
+            for name in config.env_passthrough:
+                if name in secrets and name != config.api_key_env:
+                    raise ValueError(f"backends.{config.name}.env_passthrough: {name} holds another secret "
+                                     "(the Telegram token, the webhook secret or another backend's key)")
+        return self
+
+    def secret_env_names(self) -> set[str]:
+        """The variables holding secrets: the Telegram token and webhook secret, every key a backend or the
+        embedder names."""
+        names = {BOT_TOKEN_ENV, self.telegram.webhook_secret_env, self.memory.embedder_api_key_env or ""}
+        names.update(b.api_key_env for b in self.backends if b.api_key_env)
+        return names - {""}
+
     _detected: bool = PrivateAttr(False)
+    _config_path: Path | None = PrivateAttr(None)
+
+    @property
+    def config_path(self) -> Path | None:
+        """The config file load_settings read, if any: workers never see it."""
+        return self._config_path
 
     @property
     def backends_detected(self) -> bool:
@@ -339,6 +376,7 @@ def load_settings(config_path: str | os.PathLike[str] | None = None, **overrides
             if detected:
                 settings = Settings(**{**data, "backends": detected})
                 settings._detected = True
+        settings._config_path = path.resolve() if path is not None else None
         return settings
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from None

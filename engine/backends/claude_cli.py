@@ -308,26 +308,33 @@ def _no_result(*, timed_out: bool, exit_code: int | None, stderr: str, secrets: 
 # --- The backend ---------------------------------------------------------------------------------------------
 
 class ClaudeCliBackend(CliBackend):
-    """``claude -p`` per job. ``env`` is the child's whole environment (default: this process's)."""
+    """``claude -p`` per job, in the worker sandbox. ``env`` stands for the engine's environment."""
 
     tool = "claude"
     binary_env = BINARY_ENV
     signature = "cli"
+
+    config_dir_env = "CLAUDE_CONFIG_DIR"
+    config_dir_name = ".claude"
+    # The CLI's own settings and credentials; a credential another backend names as its key is still held back.
+    own_vars = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "DISABLE_AUTOUPDATER",
+                "DISABLE_TELEMETRY", "DISABLE_ERROR_REPORTING", "DISABLE_NON_ESSENTIAL_MODEL_CALLS")
+    own_prefixes = ("CLAUDE_CODE_",)
 
     def _api_key(self, env: dict[str, str]) -> str | None:
         if not self.config.api_key_env:
             return None
         return env.get(self.config.api_key_env) or os.environ.get(self.config.api_key_env) or None
 
-    def child_env(self) -> dict[str, str]:
-        env = self._base_env()
+    def credentials(self, env: dict[str, str]) -> dict[str, str]:
+        values = {}
         key = self._api_key(env)
         if key:
             # API-key mode: the configured variable becomes the one the CLI reads.
-            env["ANTHROPIC_API_KEY"] = key
+            values["ANTHROPIC_API_KEY"] = key
         if self.config.base_url:
-            env["ANTHROPIC_BASE_URL"] = self.config.base_url
-        return env
+            values["ANTHROPIC_BASE_URL"] = self.config.base_url
+        return values
 
     def build_command(self, binary: str, request: BackendRequest) -> list[str]:
         argv = [binary, "-p", "--output-format", "stream-json", "--verbose"]
@@ -370,17 +377,17 @@ class ClaudeCliBackend(CliBackend):
         if binary is None:
             return CredentialStatus(ok=False, message="claude binary not found (config.binary, "
                                                       f"${BINARY_ENV} or PATH)")
-        version = await _version(binary, self.child_env())
+        version = await _version(binary, self.version_env())
         if version is None:
             return CredentialStatus(ok=False, message=f"{binary} --version failed")
         env = self.child_env()
         if self.config.api_key_env:
-            if not self._api_key(env):
+            if not self._api_key(self._base_env()):
                 return CredentialStatus(ok=False, message=f"claude {version}: ${self.config.api_key_env} is not set")
             return CredentialStatus(ok=True, message=f"claude {version}, API key from ${self.config.api_key_env}")
         if env.get("ANTHROPIC_API_KEY") or env.get("CLAUDE_CODE_OAUTH_TOKEN"):
             return CredentialStatus(ok=True, message=f"claude {version}, credentials from the environment")
-        return _oauth_status(version, env)
+        return _oauth_status(version, self.config_dir())
 
 
 async def _version(binary: str, env: dict[str, str]) -> str | None:
@@ -400,10 +407,9 @@ class _CredentialsFile(Loose):
     claudeAiOauth: _OAuth | None = None
 
 
-def _oauth_status(version: str, env: dict[str, str]) -> CredentialStatus:
+def _oauth_status(version: str, config_dir: Path) -> CredentialStatus:
     """Subscription mode: the CLI keeps its OAuth login in ``.credentials.json`` (Linux)."""
-    config_dir = env.get("CLAUDE_CONFIG_DIR") or str(Path(env.get("HOME") or Path.home()) / ".claude")
-    path = Path(config_dir) / ".credentials.json"
+    path = config_dir / ".credentials.json"
     try:
         creds = _CredentialsFile.model_validate_json(path.read_bytes())
     except (OSError, ValidationError):

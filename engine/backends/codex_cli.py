@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -215,19 +214,23 @@ def codex_result(state: CodexState, *, now: float, timed_out: bool, exit_code: i
 
 
 class CodexCliBackend(CliBackend):
-    """``codex exec --json`` per job. ``env`` is the child's whole environment (default: this process's)."""
+    """``codex exec --json`` per job, in the worker sandbox. ``env`` stands for the engine's environment."""
 
     tool = "codex"
     binary_env = BINARY_ENV
     signature = "codex"
 
-    def child_env(self) -> dict[str, str]:
-        env = self._base_env()
+    config_dir_env = "CODEX_HOME"
+    config_dir_name = ".codex"
+    # The CLI's own credentials; one another backend names as its key is still held back.
+    own_vars = ("OPENAI_API_KEY", "CODEX_API_KEY", "OPENAI_BASE_URL")
+
+    def credentials(self, env: dict[str, str]) -> dict[str, str]:
         if self.config.api_key_env:
             key = env.get(self.config.api_key_env) or os.environ.get(self.config.api_key_env)
             if key:
-                env["OPENAI_API_KEY"] = key
-        return env
+                return {"OPENAI_API_KEY": key}
+        return {}
 
     def build_command(self, binary: str, request: BackendRequest) -> list[str]:
         argv = [binary, "exec", "--json", "--skip-git-repo-check"]
@@ -265,8 +268,8 @@ class CodexCliBackend(CliBackend):
         binary = self.binary()
         if binary is None:
             return CredentialStatus(ok=False, message=f"codex binary not found (config.binary, ${BINARY_ENV} or PATH)")
+        output = await version_output(binary, self.version_env())
         env = self.child_env()
-        output = await version_output(binary, env)
         if output is None:
             return CredentialStatus(ok=False, message=f"{binary} --version failed")
         version = output[1].strip() or "unknown version"
@@ -274,7 +277,7 @@ class CodexCliBackend(CliBackend):
             return CredentialStatus(ok=False, message=f"{version}: ${self.config.api_key_env} is not set")
         if env.get("OPENAI_API_KEY") or env.get("CODEX_API_KEY"):
             return CredentialStatus(ok=True, message=f"{version}, API key from the environment")
-        codex_home = Path(env.get("CODEX_HOME") or Path(env.get("HOME") or Path.home()) / ".codex")
+        codex_home = self.config_dir()
         if (codex_home / "auth.json").is_file():
             return CredentialStatus(ok=True, message=f"{version}, logged in ({codex_home / 'auth.json'})")
         return CredentialStatus(ok=False, message=f"{version}: not logged in (no auth.json in {codex_home})")

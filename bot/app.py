@@ -22,6 +22,7 @@ from engine.backends.base import Backend
 from engine.backends.registry import build_backend
 from engine.clock import Clock, SystemClock
 from engine.control import Control
+from engine.errors import AlreadyRunning
 from engine.pulse import Pulse, PulseTrigger
 from engine.runner import EngineHooks, NoHooks
 from engine.scheduler import Engine
@@ -29,10 +30,6 @@ from engine.settings import Settings
 from engine.store import Store, StoreError
 
 log = logging.getLogger("switchboard")
-
-
-class AlreadyRunning(Exception):
-    pass
 
 
 @contextlib.contextmanager

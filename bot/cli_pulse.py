@@ -13,7 +13,8 @@ from typing import Any
 
 from bot import render
 from bot.cli_common import emit, json_flag, with_control
-from engine.control import Control, NotFound
+from engine.control import Control
+from engine.errors import NotFound
 from engine.models import Project, Schedule
 from engine.pulse import Pulse
 from engine.settings import Settings

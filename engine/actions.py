@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from engine.errors import UnparseableReview
 from engine.settings import JOB_TYPES
 
 __all__ = [
@@ -33,7 +34,6 @@ __all__ = [
     "NoAction",
     "PersonaAction",
     "ReviewVerdict",
-    "UnparseableReview",
     "parse_persona_reply",
     "parse_review",
 ]
@@ -44,10 +44,6 @@ MAX_TITLE_CHARS = 200
 MAX_PROMPT_CHARS = 50_000
 # Error text goes to the operator's phone and to the event log; keep it readable.
 _MAX_ERROR_CHARS = 400
-
-
-class UnparseableReview(ValueError):
-    """The reviewer's answer holds no valid verdict. The message says what was wrong."""
 
 
 class EnqueueAction(BaseModel):

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import prompts
 from engine import notices
-from engine.actions import EnqueueAction, UnparseableReview, parse_persona_reply, parse_review
+from engine.actions import EnqueueAction, parse_persona_reply, parse_review
 from engine.backends.base import BackendResult
+from engine.errors import UnparseableReview
 from engine.jobs import new_job
 from engine.models import Job, JobState, Priority, Source
 from engine.settings import BackendConfig, Settings

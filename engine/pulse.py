@@ -34,7 +34,8 @@ import prompts
 from engine import notices
 from engine.backends.base import Backend, CredentialStatus
 from engine.clock import Clock
-from engine.jobs import InvalidJob, new_job
+from engine.errors import InvalidJob
+from engine.jobs import new_job
 from engine.models import Job, JobState, Priority, Schedule, Source
 from engine.schedule_times import (
     due_slots,

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from engine.errors import ConfigError
 from memory.settings import MemorySettings
 
 JOB_TYPES: tuple[str, ...] = (
@@ -35,10 +36,6 @@ JOB_TYPES: tuple[str, ...] = (
     "media",
 )
 BackendKind = Literal["claude_cli", "codex_cli", "openai", "anthropic", "sim"]
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used. The message names the offending key."""
 
 
 class TelegramSettings(BaseModel):

@@ -25,15 +25,12 @@ from bot.telegram.live import LiveActivity
 from bot.telegram.sender import OutboxSender
 from engine.clock import Clock, SystemClock
 from engine.control import Control
+from engine.errors import ChannelRefused
 from engine.settings import Settings
 
 log = logging.getLogger(__name__)
 
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
-
-
-class ChannelRefused(Exception):
-    """The Telegram channel will not start with this configuration (the message says why)."""
 
 
 def refusal(settings: Settings, environ: Mapping[str, str] | None = None) -> str | None:

@@ -25,10 +25,10 @@ from telegram.ext import (
 )
 
 from bot.commands import CommandRouter
-from engine.control import Control, NotFound, parse_duration
+from engine.control import Control, parse_duration
+from engine.errors import OPERATOR_ERRORS, describe_error
 from engine.settings import Settings
-from engine.states import IllegalTransition
-from engine.store import GateRefused, NewOutbox
+from engine.store import NewOutbox
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +115,8 @@ class Handlers:
         job_id = int(raw_id)
         try:
             text, toast = await action(self, job_id)
-        except (NotFound, ValueError, IllegalTransition, GateRefused) as exc:
-            text, toast = f"Cannot do that: {exc}", "Cannot do that"
+        except OPERATOR_ERRORS as exc:
+            text, toast = f"Cannot do that: {describe_error(exc)}", "Cannot do that"
         await _answer_query(query, toast)
         chat_id = query.message.chat.id if query.message is not None else None
         await self._answer(f"button:{update.update_id}", chat_id, text)

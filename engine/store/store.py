@@ -4,7 +4,7 @@ Every public method is one transaction and one hop to the store's thread (see ``
 
 - ``jobs.py``: enqueue, read and list jobs, claim, heartbeat, transition, cancel, retry, the orphan sweep
 - ``completion.py``: ``Completion`` and ``complete``/``complete_many``, which end one run of a job
-- ``transitions.py``: ``_set_state`` (every job state change, with its event), ``LeaseLost``, ``GateRefused``
+- ``transitions.py``: ``_set_state`` (every job state change, with its event; raises ``engine.errors.LeaseLost``)
 - ``outbox.py``: messages to the operator (outbox), handled updates (inbox), the conversation, key/value facts
 - ``backends.py``: ``backend_state``, the rate-limit and circuit-breaker cache
 - ``schedules.py`` and ``projects.py``: schedules and projects

@@ -8,10 +8,10 @@ from engine.actions import (
     EnqueueAction,
     NoAction,
     ReviewVerdict,
-    UnparseableReview,
     parse_persona_reply,
     parse_review,
 )
+from engine.errors import UnparseableReview
 
 
 def _block(data: object) -> str:

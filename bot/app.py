@@ -125,8 +125,10 @@ async def _serve(settings: Settings, clock: Clock, console: bool) -> int:
                 await engine.stop()
     finally:
         for backend in backends.values():
-            with contextlib.suppress(Exception):
+            try:
                 await backend.aclose()
+            except Exception:  # closing at shutdown: nothing left to do about it
+                log.debug("closing a backend failed", exc_info=True)
         await store.close()
     print("switchboard: stopped cleanly", file=sys.stderr, flush=True)
     return 0

@@ -56,7 +56,7 @@ class CodexUsage(Loose):
     output_tokens: int = 0
 
 
-class CodexError(Loose):
+class CodexErrorBody(Loose):
     message: str = ""
 
 
@@ -80,7 +80,7 @@ class CodexEvent(Loose):
     usage: CodexUsage | None = None
     item: CodexItem | None = None
     # turn.failed has {"error": {"message": ...}}; the top-level error event has {"message": ...}.
-    error: CodexError | None = None
+    error: CodexErrorBody | None = None
     message: str | None = None
 
 

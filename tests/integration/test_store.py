@@ -15,7 +15,7 @@ import pytest
 
 from engine.clock import FakeClock
 from engine.errors import IllegalTransition
-from engine.jobs import new_job
+from engine.job_factory import new_job
 from engine.models import Job, JobState, Priority
 from engine.settings import Settings
 from engine.states import is_legal

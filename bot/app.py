@@ -26,6 +26,7 @@ from engine.backends.base import Backend
 from engine.backends.registry import build_backend
 from engine.clock import Clock, SystemClock
 from engine.control import Control
+from engine.errors import AlreadyRunning
 from engine.loop import Engine
 from engine.pulse import Pulse, PulseTrigger
 from engine.runner import NoHooks
@@ -38,10 +39,6 @@ if TYPE_CHECKING:
     from engine.memory_link import MemoryHooks
 
 log = logging.getLogger("switchboard")
-
-
-class AlreadyRunning(Exception):
-    pass
 
 
 @contextlib.contextmanager
@@ -136,8 +133,10 @@ async def open_services(
 
 async def _close_backends(backends: dict[str, Backend]) -> None:
     for backend in backends.values():
-        with contextlib.suppress(Exception):
+        try:
             await backend.aclose()
+        except Exception:  # closing at shutdown: nothing left to do about it
+            log.debug("closing a backend failed", exc_info=True)
 
 
 async def run_switchboard(settings: Settings, *, console: bool = True, clock: Clock | None = None) -> int:

@@ -13,7 +13,8 @@ from typing import Any
 
 from bot.cli_common import emit, json_flag, with_control
 from bot.render import job_line, project_line, schedule_line
-from engine.control import Control, NotFound
+from engine.control import Control
+from engine.errors import NotFound
 from engine.pulse import Pulse
 from engine.settings import Settings
 

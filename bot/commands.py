@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from bot import render
-from engine.control import Control, NotFound, parse_duration
+from engine.control import Control, parse_duration
+from engine.errors import OPERATOR_ERRORS, describe_error
 from engine.models import JobState
 from engine.runner import QUESTION_PREFIX
-from engine.states import IllegalTransition
-from engine.store import GateRefused
 from engine.workspace import sanitize_name
 
 COMMANDS: dict[str, str] = {
@@ -63,9 +62,8 @@ class CommandRouter:
             if method is None:
                 return f"Unknown command /{name}. Try /help."
             return await method(args)
-        except (NotFound, ValueError, KeyError, IllegalTransition, GateRefused) as exc:
-            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            return f"Cannot do that: {message}"
+        except OPERATOR_ERRORS as exc:
+            return f"Cannot do that: {describe_error(exc)}"
 
     async def _cmd_start(self, args: str) -> str:
         name = self._control.settings.persona_name

@@ -10,6 +10,7 @@ from typing import Any
 
 from engine import schedule_times
 from engine.clock import Clock
+from engine.errors import NotFound
 from engine.job_factory import MAX_PROMPT_CHARS, new_job
 from engine.loop import ALIVE_KEY, Engine
 from engine.models import Job, JobState, Priority, Project, Schedule, Source
@@ -19,10 +20,6 @@ from engine.store import NewOutbox, Store
 from engine.workspace import Workspace
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
-
-
-class NotFound(LookupError):
-    pass
 
 
 def parse_duration(text: str) -> float:

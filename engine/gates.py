@@ -13,11 +13,12 @@ from __future__ import annotations
 import prompts
 from engine import notices
 from engine.backends.base import BackendResult
+from engine.errors import UnparseableReview
 from engine.job_factory import new_job
 from engine.models import Job, JobState, Priority, Source
 from engine.settings import BackendConfig, Settings
 from engine.store import Completion, NewAttempt, NewReview, ParentUpdate, Store
-from engine.verdict import UnparseableReview, parse_review
+from engine.verdict import parse_review
 from engine.workspace import Workspace
 
 INLINE_RESULT_CHARS = 4000

@@ -19,7 +19,6 @@ tests drive the same methods on a ``FakeClock`` with ``advance_to``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import math
@@ -34,7 +33,8 @@ import prompts
 from engine import notices
 from engine.backends.base import Backend, CredentialStatus
 from engine.clock import Clock
-from engine.job_factory import InvalidJob, new_job
+from engine.errors import InvalidJob, describe_error
+from engine.job_factory import new_job
 from engine.models import Job, JobState, Priority, Schedule, Source
 from engine.schedule_times import (
     due_slots,
@@ -191,8 +191,10 @@ class Pulse:
             f"{len(report.advanced)} project(s) advanced" + (f", failed: {', '.join(report.failures)}" if
                                                               report.failures else "")
         )
-        with contextlib.suppress(Exception):
+        try:
             await self.store.add_event(None, "pulse", summary, {"health": report.health, "failures": report.failures})
+        except Exception as exc:  # the pulse did its work; only its record is missing
+            log.warning("pulse: could not record its summary event (%s)", describe_error(exc))
         if report.advanced and self._wake is not None:
             self._wake()
         return report

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from engine.errors import ConfigError
 from memory.settings import MemorySettings
 
 JOB_TYPES: tuple[str, ...] = (
@@ -38,10 +39,6 @@ JOB_TYPES: tuple[str, ...] = (
 BackendKind = Literal["claude_cli", "codex_cli", "openai", "anthropic", "sim"]
 BOT_TOKEN_ENV = "TELEGRAM_BOT_TOKEN"
 _FILE_SECRETS = ("bot_token", "webhook_secret")
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used. The message names the offending key."""
 
 
 class TelegramSettings(BaseModel):

@@ -12,13 +12,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from engine.errors import UnparseableReview
 from engine.fences import MAX_BLOCK_CHARS, cap, describe_invalid, fences
 
-__all__ = ["Criterion", "ReviewVerdict", "UnparseableReview", "parse_review"]
-
-
-class UnparseableReview(ValueError):
-    """The reviewer's answer holds no valid verdict. The message says what was wrong."""
+__all__ = ["Criterion", "ReviewVerdict", "parse_review"]
 
 
 class Criterion(BaseModel):

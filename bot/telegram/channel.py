@@ -8,7 +8,6 @@ token), then the outbox sender and the live activity loop; on ``stop`` everythin
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dtm
 import logging
 
@@ -22,15 +21,12 @@ from bot.services import Services
 from bot.telegram.handlers import Handlers
 from bot.telegram.live import LiveActivity
 from bot.telegram.sender import OutboxSender
+from engine.errors import ChannelRefused
 from engine.settings import BOT_TOKEN_ENV, Settings
 
 log = logging.getLogger(__name__)
 
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
-
-
-class ChannelRefused(Exception):
-    """The Telegram channel will not start with this configuration (the message says why)."""
 
 
 def refusal(settings: Settings) -> str | None:
@@ -143,8 +139,11 @@ class TelegramChannel:
                 drop_pending_updates=False,
             )
             return
-        with contextlib.suppress(Exception):  # a webhook left by an earlier deployment blocks getUpdates
+        try:  # a webhook left by an earlier deployment blocks getUpdates
             await self.app.bot.delete_webhook(drop_pending_updates=False)
+        except Exception as exc:
+            # Only the type: a Telegram error's text may quote the request. Polling says more if it is refused.
+            log.warning("could not delete an earlier webhook (%s); polling may be refused", type(exc).__name__)
         await updater.start_polling(
             poll_interval=0.0,
             timeout=dtm.timedelta(seconds=self._poll_timeout_s),

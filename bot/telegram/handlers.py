@@ -24,9 +24,8 @@ from telegram.ext import (
 )
 
 from bot.services import Services
-from engine.control import NotFound, parse_duration
-from engine.states import IllegalTransition
-from engine.store import GateRefused
+from engine.control import parse_duration
+from engine.errors import OPERATOR_ERRORS, describe_error
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +105,8 @@ class Handlers:
         job_id = int(raw_id)
         try:
             text, toast = await action(self, job_id)
-        except (NotFound, ValueError, IllegalTransition, GateRefused) as exc:
-            text, toast = f"Cannot do that: {exc}", "Cannot do that"
+        except OPERATOR_ERRORS as exc:
+            text, toast = f"Cannot do that: {describe_error(exc)}", "Cannot do that"
         await _answer_query(query, toast)
         chat_id = query.message.chat.id if query.message is not None else None
         await self._answer(f"button:{update.update_id}", chat_id, text)

@@ -28,6 +28,7 @@ from engine.failures import (
     Failure,
     FailureClass,
     classify_http,
+    classify_text,
     normalise_signature,
     redact,
 )
@@ -54,7 +55,7 @@ class CodexUsage(Loose):
     output_tokens: int = 0
 
 
-class CodexError(Loose):
+class CodexErrorBody(Loose):
     message: str = ""
 
 
@@ -78,7 +79,7 @@ class CodexEvent(Loose):
     usage: CodexUsage | None = None
     item: CodexItem | None = None
     # turn.failed has {"error": {"message": ...}}; the top-level error event has {"message": ...}.
-    error: CodexError | None = None
+    error: CodexErrorBody | None = None
     message: str | None = None
 
 
@@ -146,11 +147,22 @@ class CodexState:
             self.error = _error_text(event) or self.error or event.type
 
 
+# The signature of a failure known only by its text (engine.failures.FAILURE_PHRASES gives the class).
+_TEXT_SIGNATURES = {
+    FailureClass.AUTH: "codex:auth",
+    FailureClass.QUOTA: "codex:quota",
+    FailureClass.CONTEXT_OVERFLOW: "codex:context_overflow",
+    FailureClass.OVERLOADED: "codex:disconnected",
+    FailureClass.TIMEOUT: "codex:timeout",
+    FailureClass.CONTENT_REFUSED: "codex:refusal",
+}
+
+
 def classify_codex_error(message: str, now: float) -> Failure:
-    """Codex errors are text only: find a status code or a known phrase."""
-    lowered = message.lower()
-    signature_tail = normalise_signature(message)
-    if "usage limit" in lowered or "rate limit" in lowered or "too many requests" in lowered:
+    """Codex errors are text only: a rate limit by its phrase, else a status code in the text, else the class
+    of the first known phrase (engine.failures.FAILURE_PHRASES)."""
+    hinted = classify_text(message)
+    if hinted == FailureClass.RATE_LIMITED:
         resume_at = _retry_hint(message, now) or now + DEFAULT_RATE_LIMIT_PAUSE_S
         return Failure(failure_class=FailureClass.RATE_LIMITED, message=message[:500], resume_at=resume_at,
                        http_status=429, signature="codex:rate_limited")
@@ -160,18 +172,11 @@ def classify_codex_error(message: str, now: float) -> Failure:
         body = json.dumps({"error": {"message": message}})
         failure = classify_http(status, body, {}, now)
         return failure.model_copy(update={"message": message[:500], "signature": f"codex:{failure.signature}"})
-    if "not logged in" in lowered or "unauthorized" in lowered or "login" in lowered:
-        return Failure(failure_class=FailureClass.AUTH, message=message[:500], signature="codex:auth")
-    if "quota" in lowered or "billing" in lowered:
-        return Failure(failure_class=FailureClass.QUOTA, message=message[:500], signature="codex:quota")
-    if "context window" in lowered or "context_length" in lowered or "too long" in lowered:
-        return Failure(failure_class=FailureClass.CONTEXT_OVERFLOW, message=message[:500],
-                       signature="codex:context_overflow")
-    if "stream disconnected" in lowered or "connection" in lowered or "overloaded" in lowered:
-        return Failure(failure_class=FailureClass.OVERLOADED, message=message[:500], signature="codex:disconnected")
-    if "timed out" in lowered or "timeout" in lowered:
-        return Failure(failure_class=FailureClass.TIMEOUT, message=message[:500], signature="codex:timeout")
-    return Failure(failure_class=FailureClass.UNKNOWN, message=message[:500], signature=f"codex:{signature_tail}")
+    if hinted is not None:
+        return Failure(failure_class=hinted, message=message[:500],
+                       signature=_TEXT_SIGNATURES.get(hinted, f"codex:{hinted}"))
+    return Failure(failure_class=FailureClass.UNKNOWN, message=message[:500],
+                   signature=f"codex:{normalise_signature(message)}")
 
 
 def _retry_hint(message: str, now: float) -> float | None:

@@ -4,7 +4,7 @@ Every public method is one transaction and one hop to the store's thread (see ``
 
 - ``jobs.py``: enqueue, read and list jobs, claim, heartbeat, transition, cancel, retry, the orphan sweep
 - ``completion.py``: ``Completion`` and ``complete``/``complete_many``, which end one run of a job
-- ``transitions.py``: ``_set_state`` (every job state change, with its event), ``LeaseLost``, ``GateRefused``
+- ``transitions.py``: ``_set_state`` (every job state change, with its event; raises ``engine.errors.LeaseLost``)
 - ``outbox.py``: messages to the operator, claimed, sent and retried by a channel
 - ``conversation.py``: handled updates (inbox), the operator's message with its chat job, the conversation
 - ``kv.py``: key/value facts, their change announced through the outbox

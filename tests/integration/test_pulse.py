@@ -404,3 +404,17 @@ async def test_enqueued_schedule_job_is_a_normal_job(
     [job] = await store.list_jobs()
     assert job.state == JobState.QUEUED and job.tier == settings.job_type("triage").tier
     assert job.source == Source.SCHEDULE and job.run_after == at("00:30")
+
+
+async def test_a_summary_event_that_cannot_be_written_is_logged(
+    settings: Settings, store: Store, clock: FakeClock, make_pulse: Callable[..., Pulse],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def memory_then_database_gone() -> str | None:  # the last step; the summary is written after it
+        await store.close()
+        return None
+
+    report = await make_pulse(settings, maintain_memory=memory_then_database_gone).run_once()
+    assert report.failures == []
+    [record] = [r for r in caplog.records if "summary event" in r.getMessage()]
+    assert record.levelname == "WARNING" and "database is not open" in record.getMessage()

@@ -13,9 +13,10 @@ import pytest
 from bot.app import open_services
 from bot.doctor import run_checks
 from engine.clock import FakeClock
+from engine.errors import ConfigError
 from engine.memory_link import MemoryHooks
 from engine.models import JobState
-from engine.settings import ConfigError, Settings, default_sim_backends, load_settings
+from engine.settings import Settings, default_sim_backends, load_settings
 from engine.store import StoreError
 from tests.conftest import instant, sim_backends
 

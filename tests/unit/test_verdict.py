@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from engine.verdict import ReviewVerdict, UnparseableReview, parse_review
+from engine.errors import UnparseableReview
+from engine.verdict import ReviewVerdict, parse_review
 
 # --- Reviewer verdicts --------------------------------------------------------------------------------------
 

@@ -26,11 +26,11 @@ from engine.backends.base import Backend
 from engine.backends.registry import build_backend
 from engine.clock import Clock, SystemClock
 from engine.control import Control
-from engine.errors import AlreadyRunning
+from engine.errors import AlreadyRunning, SandboxUnavailable
 from engine.loop import Engine
 from engine.pulse import Pulse, PulseTrigger
 from engine.runner import NoHooks
-from engine.sandbox import Sandbox, SandboxUnavailable
+from engine.sandbox import Sandbox
 from engine.settings import Settings
 from engine.store import Store, StoreError
 

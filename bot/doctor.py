@@ -10,7 +10,8 @@ from typing import Any
 
 from engine.backends.registry import build_backend
 from engine.clock import SystemClock
-from engine.sandbox import Sandbox, SandboxUnavailable
+from engine.errors import SandboxUnavailable
+from engine.sandbox import Sandbox
 from engine.settings import BOT_TOKEN_ENV, Settings
 
 

@@ -15,6 +15,7 @@ Hierarchy::
     ├── LeaseLost                        the worker no longer owns the job (lease swept, job cancelled)
     ├── GateRefused                      the database refused "done" without a passing review by another family
     ├── AlreadyRunning                   another engine holds the data folder's lock
+    ├── SandboxUnavailable               sandbox = "bwrap" is configured but bubblewrap cannot run here
     └── ChannelRefused                   the Telegram channel will not start with this configuration
 
     Leaves kept in their own packages (memory never imports engine; prompts is a leaf package):
@@ -98,6 +99,10 @@ class GateRefused(SwitchboardError):
 
 class AlreadyRunning(SwitchboardError):
     """Another switchboard process holds the data folder's engine lock."""
+
+
+class SandboxUnavailable(SwitchboardError):
+    """``sandbox = "bwrap"`` is configured but bubblewrap is missing or cannot create a sandbox here."""
 
 
 class ChannelRefused(SwitchboardError):

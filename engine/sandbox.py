@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from engine.errors import SandboxUnavailable
+
 if TYPE_CHECKING:
     from engine.settings import Settings
 
@@ -61,10 +63,6 @@ _ETC_MASKED = ("/etc/ssl/private",)  # private TLS keys live inside /etc/ssl
 _NAMESPACES = ("--unshare-all", "--share-net", "--die-with-parent", "--cap-drop", "ALL")
 _WORKER_HOME = ".home"
 _WORKER_TMP = ".tmp"
-
-
-class SandboxUnavailable(Exception):
-    """``sandbox = "bwrap"`` is configured but bubblewrap is missing or cannot create a sandbox here."""
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from engine.errors import (
     InvalidJob,
     LeaseLost,
     NotFound,
+    SandboxUnavailable,
     StoreError,
     SwitchboardError,
     UnparseableReview,
@@ -38,7 +39,7 @@ TREE = [cls for _, cls in inspect.getmembers(errors_module, inspect.isclass)
 
 def test_every_class_is_drawn_in_the_docstring_map():
     doc = errors_module.__doc__ or ""
-    assert len(TREE) == 13
+    assert len(TREE) == 14
     for cls in [*TREE, MemoryStoreError, CoreMemoryTooLarge, MemoryNotFound, EmbedderError,
                 prompts.UnknownPrompt, prompts.MissingPlaceholder]:
         assert re.search(rf"\b{cls.__name__}\b", doc), cls
@@ -98,6 +99,7 @@ DESCRIPTIONS = [
     (AlreadyRunning("another switchboard is already running on /home/x"),
      "another switchboard is already running on /home/x"),
     (ChannelRefused("Telegram rejected the bot token"), "Telegram rejected the bot token"),
+    (SandboxUnavailable("bubblewrap is not installed"), "bubblewrap is not installed"),
     # The leaves in memory/ and prompts/ read as their own messages.
     (MemoryNotFound("3f9a0c1d"), "no memory with id '3f9a0c1d'"),
     (EmbedderError("ollama: connection refused"), "ollama: connection refused"),

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.sandbox import Bubblewrap, Sandbox, SandboxUnavailable, WorkerMounts, find_bubblewrap
+from engine.errors import SandboxUnavailable
+from engine.sandbox import Bubblewrap, Sandbox, WorkerMounts, find_bubblewrap
 from engine.settings import DEFAULT_JOB_TYPES, BackendConfig, ConfigError, load_settings
 from tests.processes import worker_python
 

@@ -12,7 +12,7 @@ from engine import schedule_times
 from engine.clock import Clock
 from engine.errors import NotFound
 from engine.job_factory import MAX_PROMPT_CHARS, new_job
-from engine.loop import ALIVE_KEY, Engine
+from engine.loop import ALIVE_KEY, STOPPED_MARK, Engine
 from engine.models import Job, JobState, Priority, Project, Schedule, Source
 from engine.runner import QUESTION_PREFIX
 from engine.settings import Settings
@@ -196,11 +196,13 @@ class Control:
 
     async def _engine_liveness(self, now: float) -> dict[str, Any]:
         """Is a `switchboard run` engine alive on this data folder? It renews its mark every sweep interval."""
-        mark = await self.store.kv_get(ALIVE_KEY)
-        seen_at = float(mark.split(" ", 1)[0]) if mark else None
+        parts = (await self.store.kv_get(ALIVE_KEY) or "").split(" ")
+        seen_at = float(parts[0]) if parts[0] else None
+        stopped = parts[2:] == [STOPPED_MARK]  # a clean stop cleared the mark
         limit_s = 3 * self.settings.engine.sweep_interval_s
-        alive = seen_at is not None and now - seen_at <= limit_s
-        return {"alive": alive, "last_seen": seen_at, "owner": mark.split(" ", 1)[1] if mark and " " in mark else None}
+        alive = seen_at is not None and now - seen_at <= limit_s and not stopped
+        owner = parts[1] if len(parts) > 1 else None
+        return {"alive": alive, "last_seen": seen_at, "owner": owner, "stopped": stopped}
 
     async def pause_backend(self, name: str, hours: float = 24 * 365) -> None:
         self.settings.backend(name)  # KeyError for an unknown name

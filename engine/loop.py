@@ -27,7 +27,8 @@ from engine.store import Completion, GateRefused, LeaseLost, Store
 from engine.workspace import Workspace
 
 log = logging.getLogger(__name__)
-ALIVE_KEY = "engine:alive"  # "<epoch seconds> <owner>", renewed every sweep interval
+ALIVE_KEY = "engine:alive"  # "<epoch seconds> <owner>", renewed every sweep; "<...> stopped" after a clean stop
+STOPPED_MARK = "stopped"
 
 
 class Engine:
@@ -120,6 +121,10 @@ class Engine:
         await asyncio.gather(*self._background, return_exceptions=True)
         await self._flush()
         await self._requeue_own_running()
+        try:  # a clean stop clears the liveness mark: `status` says stopped at once, not after three sweeps
+            await self.store.kv_set_if_changed(ALIVE_KEY, f"{self.clock.now():.0f} {self.owner} {STOPPED_MARK}")
+        except Exception:
+            log.exception("could not record the engine's clean stop")
 
     # ---- the loop -------------------------------------------------------------------------------------
 

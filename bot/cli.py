@@ -216,12 +216,11 @@ async def _backend_verb(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _doctor(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.doctor import run_checks
+    from bot.doctor import check_line, passed, run_checks
 
     checks = await run_checks(settings)
-    ok = all(c["ok"] for c in checks)
-    text = "\n".join(f"{'ok ' if c['ok'] else 'FAIL'} {c['check']}: {c['detail']}" for c in checks)
-    emit(args, {"ok": ok, "checks": checks}, text)
+    ok = passed(checks)
+    emit(args, {"ok": ok, "checks": checks}, "\n".join(map(check_line, checks)))
     return 0 if ok else 1
 
 

@@ -95,7 +95,9 @@ def status_text(status: dict[str, Any]) -> str:
     state = "running" if engine.get("alive") else "stopped cleanly" if engine.get("stopped") else "NOT running"
     lines = [
         f"Engine: {state}"
-        + (f" (last seen {when(seen)})" if seen else " (never seen on this data folder)"),
+        + (f" (last seen {when(seen)})" if seen else " (never seen on this data folder)")
+        + (f"\nChannel: {problem['text']} (since {when(problem['since'])})"
+           if engine.get("alive") and (problem := engine.get("channel_problem")) else ""),
         f"Slots: {status['slots']['running']} running of {status['slots']['max']} "
         f"({status['slots']['reserved_operator']} reserved for you)",
         "Queue: " + (", ".join(f"{k} {v}" for k, v in sorted(status["jobs"].items())) or "empty"),

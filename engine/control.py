@@ -20,6 +20,8 @@ from engine.store import NewOutbox, Store
 from engine.workspace import Workspace
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+# "<epoch seconds> <what is wrong>" written by the operator's channel (Telegram unreachable); "" once it is up.
+CHANNEL_PROBLEM_KEY = "channel:problem"
 
 
 def parse_duration(text: str) -> float:
@@ -177,6 +179,7 @@ class Control:
                 }
             )
         engine = await self._engine_liveness(now)
+        engine["channel_problem"] = await self._channel_problem()
         return {
             "engine": engine,
             "slots": {
@@ -193,6 +196,11 @@ class Control:
             "simulated": self.settings.simulated_only,
             "now": now,
         }
+
+    async def _channel_problem(self) -> dict[str, Any] | None:
+        """What the running engine's channel last said was wrong with it (Telegram unreachable), if anything."""
+        since, _, text = (await self.store.kv_get(CHANNEL_PROBLEM_KEY) or "").partition(" ")
+        return {"since": float(since), "text": text} if text else None
 
     async def _engine_liveness(self, now: float) -> dict[str, Any]:
         """Is a `switchboard run` engine alive on this data folder? It renews its mark every sweep interval."""

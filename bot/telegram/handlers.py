@@ -11,8 +11,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from telegram import Update
-from telegram.constants import ChatAction
+from telegram import Chat, Update
+from telegram.constants import ChatAction, ChatType
 from telegram.error import TelegramError
 from telegram.ext import (
     Application,
@@ -49,6 +49,7 @@ class Handlers:
     def __init__(self, services: Services) -> None:
         self._s = services
         self._operators = frozenset(services.settings.telegram.operator_ids)
+        self._allowed_chats = frozenset(services.settings.telegram.allowed_chats)
 
     def install(self, app: Application) -> None:  # type: ignore[type-arg]
         app.add_handler(TypeHandler(Update, self.guard), group=-1)
@@ -68,6 +69,13 @@ class Handlers:
             kind = "callback_query" if update.callback_query else "message" if update.message else "other"
             log.warning(
                 "turned away a stranger: user %s, %s (update %d)", user.id if user else "?", kind, update.update_id
+            )
+            raise ApplicationHandlerStop
+        chat = _chat_of(update)
+        if chat is None or (chat.type != ChatType.PRIVATE and chat.id not in self._allowed_chats):
+            log.warning(
+                "ignored an operator's update in chat %s (%s): not a private chat and not in [telegram] "
+                "allowed_chats (update %d)", chat.id if chat else "?", chat.type if chat else "none", update.update_id
             )
             raise ApplicationHandlerStop
         message = update.message
@@ -172,6 +180,14 @@ _BUTTONS: dict[str, Callable[[Handlers, int], Awaitable[tuple[str, str]]]] = {
     "cancel": Handlers._cancel,
     "job": Handlers._show,
 }
+
+
+def _chat_of(update: Update) -> Chat | None:
+    """The chat an update happened in; for a button, the chat of the message that carries it."""
+    query = update.callback_query
+    if query is not None:
+        return query.message.chat if query.message is not None else None
+    return update.effective_chat
 
 
 async def _answer_query(query: object, text: str) -> None:

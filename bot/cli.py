@@ -1,13 +1,15 @@
 """The ``switchboard`` command line.
 
 Every command that prints data takes ``--json``: then stdout carries exactly one JSON document and
-nothing else; messages go to stderr. Errors are one clear line and exit code 1, never a traceback.
+nothing else; messages go to stderr. Errors are one clear line and exit code 1, never a traceback (with
+``--json``, stdout then carries ``{"error": "..."}``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable
@@ -46,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     except (StoreError, ValueError, KeyError, NotFound, IllegalTransition, GateRefused, InvalidJob) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"switchboard: {message}", file=sys.stderr)
+        if getattr(args, "json", False):  # stdout still carries one JSON document
+            print(json.dumps({"error": str(message)}))
         return 1
 
 

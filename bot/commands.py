@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from bot import render
 from bot.cli_pulse import project_line, schedule_line
-from engine.control import Control, NotFound, parse_duration
+from engine.control import Control, NotFound, parse_duration, parse_job_id
 from engine.models import JobState
 from engine.runner import QUESTION_PREFIX
 from engine.states import IllegalTransition
@@ -217,7 +217,7 @@ class CommandRouter:
 
 
 def _job_id(args: str, command: str) -> int:
-    token = args.split()[0].lstrip("#") if args.split() else ""
-    if not token.isdigit():
+    token = args.split()[0] if args.split() else ""
+    if not token.lstrip("#").isdigit():
         raise ValueError(f"which job? Use /{command} 12")
-    return int(token)
+    return parse_job_id(token)

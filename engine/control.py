@@ -19,6 +19,7 @@ from engine.store import Store
 from engine.workspace import Workspace
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+MAX_JOB_ID = 2**63 - 1  # SQLite's largest integer: a larger id cannot even be looked up
 
 
 class NotFound(LookupError):
@@ -30,7 +31,27 @@ def parse_duration(text: str) -> float:
     value, unit = text[:-1], text[-1:].lower()
     if unit not in DURATION_UNITS or not value.replace(".", "", 1).isdigit():
         raise ValueError(f"not a duration: {text!r} (examples: 30m, 12h, 7d)")
-    return float(value) * DURATION_UNITS[unit]
+    return schedule_times.check_duration(float(value) * DURATION_UNITS[unit], text)
+
+
+def parse_job_id(text: str) -> int:
+    """'12' or '#12' -> 12. A clear ValueError for anything else, however long."""
+    token = text.strip().removeprefix("#")
+    if not token.isdigit() or not token.isascii():
+        raise ValueError(f"not a job id: {_shown(text)!r} (a number, e.g. 12)")
+    if len(token) > len(str(MAX_JOB_ID)):  # before int(): Python refuses to convert over 4,300 digits
+        raise NotFound(f"no job #{_shown(token)} (job ids go up to {MAX_JOB_ID})")
+    return int(token)
+
+
+def check_job_id(job_id: int) -> int:
+    if not 1 <= job_id <= MAX_JOB_ID:
+        raise NotFound(f"no job #{_shown(str(job_id))} (job ids go from 1 to {MAX_JOB_ID})")
+    return job_id
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= 24 else f"{text[:20]}…"
 
 
 class Control:
@@ -77,7 +98,8 @@ class Control:
         return created
 
     async def job(self, job_id: int) -> Job:
-        job = await self.store.get_job(job_id)
+        """The job, or NotFound. Every verb on a job id (cancel, retry, approve, answer, ...) comes here first."""
+        job = await self.store.get_job(check_job_id(job_id))
         if job is None:
             raise NotFound(f"no job #{job_id}")
         return job

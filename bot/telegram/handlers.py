@@ -25,7 +25,7 @@ from telegram.ext import (
 )
 
 from bot.commands import CommandRouter
-from engine.control import Control, NotFound, parse_duration
+from engine.control import Control, NotFound, parse_duration, parse_job_id
 from engine.settings import Settings
 from engine.states import IllegalTransition
 from engine.store import GateRefused, NewOutbox
@@ -120,9 +120,8 @@ class Handlers:
         if action is None or not raw_id.isdigit():
             await _answer_query(query, "That button is no longer valid.")
             return
-        job_id = int(raw_id)
         try:
-            text, toast = await action(self, job_id)
+            text, toast = await action(self, parse_job_id(raw_id))
         except (NotFound, ValueError, IllegalTransition, GateRefused) as exc:
             text, toast = f"Cannot do that: {exc}", "Cannot do that"
         await _answer_query(query, toast)

@@ -53,7 +53,7 @@ class _UpdateHandler(tornado.web.RequestHandler):
         if not hmac.compare_digest(given.encode(), self._secret.encode()):
             raise tornado.web.HTTPError(HTTPStatus.FORBIDDEN, reason="missing or wrong secret token")
         declared = self.request.headers.get("Content-Length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self._max_body_bytes):
+        if declared is not None and not _within(declared, self._max_body_bytes):
             raise tornado.web.HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, reason="body too large")
         # A chunked body has no length up front: data_received stops it at the limit with a 413. Tornado's own
         # cap (a 400 and a closed connection) stays above ours, so ours is the one that answers.
@@ -99,6 +99,11 @@ class _UpdateHandler(tornado.web.RequestHandler):
             log.info("webhook: %d from %s (%s)", value.status_code, self.request.remote_ip, value.reason)
         else:
             log.error("webhook: handling a request failed: %r", value)
+
+
+def _within(declared: str, limit: int) -> bool:
+    """A Content-Length that is a plain number no larger than ``limit`` (checked before any int() of it)."""
+    return declared.isascii() and declared.isdigit() and len(declared) <= len(str(limit)) and int(declared) <= limit
 
 
 class WebhookServer:

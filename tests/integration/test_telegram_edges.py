@@ -93,3 +93,40 @@ async def test_a_group_named_in_allowed_chats_is_served(make_rig: Any) -> None:
     rig.fake.sends_command(OPERATOR, other, "status")  # another group still is not
     await rig.fake.wait_for_delivery()
     await rig.fake.assert_silent(other, during_s=0.3)
+
+
+# ---- ids and durations that do not fit ----------------------------------------------------------------
+
+HUGE = "99999999999999999999"  # 20 digits: more than SQLite's largest integer
+
+
+async def test_out_of_range_ids_get_a_clear_answer_in_chat_and_on_buttons(make_rig: Any) -> None:
+    rig: Rig = await make_rig()
+    commands = [("job", HUGE), ("retry", HUGE), ("cancel", f"#{HUGE}"), ("approve", HUGE), ("answer", f"{HUGE} yes"),
+                ("job", "9" * 5000)]
+    for command, args in commands:
+        rig.fake.sends_command(OPERATOR, OPERATOR, command, args)
+    replies = await rig.fake.wait_for_messages(OPERATOR, len(commands))
+    for reply in replies:
+        assert reply.text.startswith("Cannot do that: no job #") and "job ids go" in reply.text, reply.text
+        assert len(reply.text) < 200  # a 5,000-digit id is not echoed back
+
+    for verb in ("retry", "reroute", "approve", "revise", "cancel", "job"):
+        rig.fake.presses_button(OPERATOR, replies[0].message_id, f"{verb}:{HUGE}", check_button=False)
+    await rig.fake.wait_for(lambda: len(rig.fake.callback_answers) == 6, what="every callback answered")
+    assert {a["text"] for a in rig.fake.callback_answers} <= {"Cannot do that", f"Job #{HUGE}"}
+    more = await rig.fake.wait_for_messages(OPERATOR, len(commands) + 6)
+    assert all("no job #" in m.text for m in more[len(commands):])
+
+
+async def test_a_schedule_interval_over_a_year_is_refused_and_the_list_still_works(make_rig: Any) -> None:
+    rig: Rig = await make_rig()
+    rig.fake.sends_command(OPERATOR, OPERATOR, "schedule", "add every 99999999999999999999999d triage: check mail")
+    [refused] = await rig.fake.wait_for_messages(OPERATOR, 1)
+    assert "too long: at most 366 days" in refused.text
+    rig.fake.sends_command(OPERATOR, OPERATOR, "schedule", "list")
+    rig.fake.sends_command(OPERATOR, OPERATOR, "stats", "99999999999999999999d")
+    _, listed, stats = await rig.fake.wait_for_messages(OPERATOR, 3)
+    assert listed.text.startswith("No schedules yet.")
+    assert "at most 366 days" in stats.text
+    assert await rig.store.list_schedules() == []

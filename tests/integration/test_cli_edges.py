@@ -1,0 +1,48 @@
+"""The command line's edges, run in process through ``bot.cli.main`` on a real data folder: ids and durations
+that do not fit are one clear line and exit 1 (``{"error": ...}`` on stdout with --json), never a traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bot.cli import main
+
+HUGE = "99999999999999999999"  # 20 digits: more than SQLite's largest integer
+NO_SUCH_JOB = f"no job #{HUGE} (job ids go from 1 to {2**63 - 1})"
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("SWITCHBOARD_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SWITCHBOARD_DETECT_BACKENDS", "false")
+    monkeypatch.delenv("SWITCHBOARD_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "home"
+
+
+@pytest.mark.parametrize("verb", ["show", "cancel", "retry", "approve", "reroute"])
+def test_an_out_of_range_job_id_is_one_clear_line(verb: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["jobs", verb, HUGE]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"switchboard: {NO_SUCH_JOB}\n"
+
+
+def test_with_json_the_error_is_the_json_document(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["jobs", "answer", HUGE, "yes", "--json"]) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"error": NO_SUCH_JOB} and err.count("\n") == 1
+    assert main(["jobs", "show", HUGE, "--json"]) == 1
+    assert json.loads(capsys.readouterr().out) == {"error": NO_SUCH_JOB}
+
+
+def test_a_schedule_interval_over_a_year_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    every = f"{HUGE}000d"
+    assert main(["schedule", "add", "mail", "check mail", "--type", "triage", "--every", every]) == 1
+    assert "too long: at most 366 days" in capsys.readouterr().err
+    assert main(["stats", "--since", "400d"]) == 1
+    assert "too long: at most 366 days" in capsys.readouterr().err
+    assert main(["schedule", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []

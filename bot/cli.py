@@ -15,7 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from bot import cli_memory, cli_pulse, render
-from bot.cli_common import emit, json_flag, with_control
+from bot.cli_common import emit, json_flag, keep_data_private, with_control
 from engine.control import Control, NotFound, parse_duration
 from engine.jobs import InvalidJob
 from engine.models import JobState, Priority
@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"switchboard: configuration error: {exc}", file=sys.stderr)
         return 1
+    keep_data_private(settings.home)
     try:
         return asyncio.run(args.func(args, settings))
     except KeyboardInterrupt:

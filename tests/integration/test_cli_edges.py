@@ -4,6 +4,8 @@ that do not fit are one clear line and exit 1 (``{"error": ...}`` on stdout with
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,12 +17,16 @@ NO_SUCH_JOB = f"no job #{HUGE} (job ids go from 1 to {2**63 - 1})"
 
 
 @pytest.fixture(autouse=True)
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("SWITCHBOARD_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("SWITCHBOARD_DETECT_BACKENDS", "false")
     monkeypatch.delenv("SWITCHBOARD_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)
-    return tmp_path / "home"
+    umask = os.umask(0o022)  # main() sets the process umask; the tests after these keep theirs
+    try:
+        yield tmp_path / "home"
+    finally:
+        os.umask(umask)
 
 
 @pytest.mark.parametrize("verb", ["show", "cancel", "retry", "approve", "reroute"])

@@ -10,6 +10,7 @@ import threading
 from bot.commands import CommandRouter
 from engine.control import Control
 from engine.store import Store
+from engine.text import clip
 
 log = logging.getLogger(__name__)
 CONSOLE_CHAT_ID = 0
@@ -45,9 +46,11 @@ class ConsoleChannel:
             line = await lines.get()
             if not line:  # EOF: keep running for notifications, stop reading
                 return
-            text = line.strip()
+            text, cut = clip(line.strip())
             if not text:
                 continue
+            if cut:
+                print(cut, flush=True)
             if text.startswith("/"):
                 print(await self._commands.handle(text), flush=True)
                 continue

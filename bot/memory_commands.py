@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from bot.commands import Extra
 from engine.runner import EngineHooks, NoHooks
+from engine.text import memory_text
 
 _OFF = "Memory is off. Enable [memory] in switchboard.toml (it needs the embedder) and restart."
-MAX_MEMORY_CHARS = 2_000
 
 
 def memory_commands(hooks: EngineHooks) -> dict[str, Extra]:
@@ -38,11 +38,9 @@ def memory_commands(hooks: EngineHooks) -> dict[str, Extra]:
     async def remember(args: str) -> str:
         if not args:
             return "What should I remember? /remember TEXT (for example: /remember deploys happen on Fridays)"
-        if len(args) > MAX_MEMORY_CHARS:
-            return f"That is {len(args)} characters; a memory holds at most {MAX_MEMORY_CHARS}. Shorten it."
         try:
-            outcome = await semantic.add(args)
-        except MemoryStoreError as exc:
+            outcome = await semantic.add(memory_text(args))
+        except (MemoryStoreError, ValueError) as exc:
             return f"Cannot do that: {exc}"
         if outcome.action == "added":
             return f"Remembered ({outcome.id}). /forget {outcome.id} to undo."

@@ -16,6 +16,7 @@ from engine.runner import QUESTION_PREFIX
 from engine.scheduler import ALIVE_KEY, Engine
 from engine.settings import Settings
 from engine.store import Store
+from engine.text import clean_name, clean_text
 from engine.workspace import Workspace
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -76,7 +77,7 @@ class Control:
         job = new_job(
             self.settings,
             type=type,
-            prompt=text,
+            prompt=clean_text(text),
             project=project,
             priority=priority,
             source=source,
@@ -90,6 +91,7 @@ class Control:
     async def chat(self, chat_id: int, text: str, *, update_id: int | None = None) -> Job | None:
         """The operator said something: record it and queue the persona's turn (operator lane), atomically.
         None when this update was already handled (a redelivery)."""
+        text = clean_text(text)
         job = new_job(
             self.settings, type="chat", prompt=text, priority=Priority.OPERATOR, source=Source.CHAT, chat_id=chat_id
         )
@@ -230,7 +232,7 @@ class Control:
         job = await self.job(job_id)
         if job.state != JobState.NEEDS_INPUT:
             raise ValueError(f"job #{job_id} is {job.state.value}; only a job that asked a question takes an answer")
-        answer = text.strip()
+        answer = clean_text(text).strip()
         if not answer:
             raise ValueError("the answer is empty")
         asked = (job.progress or "").removeprefix(QUESTION_PREFIX).strip()
@@ -262,7 +264,7 @@ class Control:
         """A recurring job: ``every`` ('30m') or ``daily`` ('07:00' in ``pulse.timezone``), exactly one."""
         if (every is None) == (daily is None):
             raise ValueError("give exactly one of: every 30m, daily 07:00")
-        name = name.strip()
+        name, text = clean_name(name), clean_text(text)
         if not name or len(name) > 64:
             raise ValueError("a schedule needs a name of 1 to 64 characters")
         new_job(self.settings, type=type, prompt=text, project=project)  # the same checks a run will face
@@ -283,12 +285,13 @@ class Control:
 
     async def add_project(self, name: str, goal: str = "") -> Project:
         """A project with its own folder under ``$SWITCHBOARD_HOME/projects/``."""
-        name = name.strip()
+        name = clean_name(name)
         if not name or len(name) > 64:
             raise ValueError("a project needs a name of 1 to 64 characters")
         folder = Workspace(self.settings.home).project_dir(name)
+        project = await self.store.add_project(name, clean_text(goal).strip(), workspace=str(folder))
         folder.mkdir(parents=True, exist_ok=True)
-        return await self.store.add_project(name, goal.strip(), workspace=str(folder))
+        return project
 
     def _wake(self) -> None:
         if self.engine is not None:

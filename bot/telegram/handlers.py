@@ -29,10 +29,9 @@ from engine.control import Control, NotFound, parse_duration, parse_job_id
 from engine.settings import Settings
 from engine.states import IllegalTransition
 from engine.store import GateRefused, NewOutbox
+from engine.text import clip
 
 log = logging.getLogger(__name__)
-
-MAX_INPUT_CHARS = 20_000  # Telegram caps a message at 4096; anything longer is not from Telegram
 
 
 @dataclass(frozen=True)
@@ -92,10 +91,12 @@ class Handlers:
         chat = update.effective_chat
         if message is None or chat is None or not message.text:
             return
-        text = message.text[:MAX_INPUT_CHARS]
+        text, cut = clip(message.text)
         if await self._s.control.chat(chat.id, text, update_id=update.update_id) is None:
             log.info("update %d was already handled; ignoring the redelivery", update.update_id)
             return
+        if cut:
+            await self._answer(f"cut:{update.update_id}", chat.id, cut)
         await _typing(context, chat.id)
 
     async def on_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -103,8 +104,9 @@ class Handlers:
         chat = update.effective_chat
         if message is None or chat is None or not message.text:
             return
-        text = message.text[:MAX_INPUT_CHARS]
+        text, cut = clip(message.text)
         answer = await self._s.commands.handle(text)
+        answer = f"{cut}\n\n{answer}" if cut else answer
         payload: dict[str, object] = {}
         name, _, args = text.lstrip("/").partition(" ")
         if name.split("@", 1)[0].lower() == "stats" and not answer.startswith("Cannot"):

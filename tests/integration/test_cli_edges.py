@@ -52,3 +52,29 @@ def test_a_schedule_interval_over_a_year_is_refused(capsys: pytest.CaptureFixtur
     assert "too long: at most 366 days" in capsys.readouterr().err
     assert main(["schedule", "list", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
+
+
+def test_project_names_are_one_line_and_never_share_a_folder(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["projects", "add", "thesis\nnotes\u200b", "--goal", "a review\x00"]) == 0
+    assert main(["projects", "add", "Thesis  Notes"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().startswith("switchboard: a project named 'thesis notes' already exists, and 'Thesis Notes'")
+    assert main(["projects", "list", "--json"]) == 0
+    [project] = json.loads(capsys.readouterr().out)
+    assert (project["name"], project["goal"]) == ("thesis notes", "a review")
+    assert main(["projects", "list"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 1
+
+
+def test_memory_add_has_the_limit_of_remember(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["memory", "add", "x" * 20_000]) == 1
+    assert "a memory holds at most 2,000" in capsys.readouterr().err
+
+
+def test_schedule_names_and_text_are_cleaned(capsys: pytest.CaptureFixture[str]) -> None:
+    name, text = "mail\u202e\nbox", "check\x00 mail\u200b"
+    assert main(["schedule", "add", name, text, "--type", "triage", "--every", "1h"]) == 0
+    capsys.readouterr()
+    assert main(["schedule", "list", "--json"]) == 0
+    [schedule] = json.loads(capsys.readouterr().out)
+    assert (schedule["name"], schedule["prompt"]) == ("mail box", "check mail")

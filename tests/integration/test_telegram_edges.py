@@ -130,3 +130,34 @@ async def test_a_schedule_interval_over_a_year_is_refused_and_the_list_still_wor
     assert listed.text.startswith("No schedules yet.")
     assert "at most 366 days" in stats.text
     assert await rig.store.list_schedules() == []
+
+
+# ---- text normalised at the edge; project names that would collide ------------------------------------
+
+
+async def test_invisible_characters_are_removed_and_a_cut_is_stated(make_rig: Any) -> None:
+    rig: Rig = await make_rig()
+    rig.fake.operator_sends_text(OPERATOR, OPERATOR, "research\u202e the\x00 logs\u200b\u2066 please\ufeff")
+    long_text = "research " + "y" * 20_491  # 20,500 characters; the console and the CLI read the same 20,000
+    rig.fake.operator_sends_text(OPERATOR, OPERATOR, long_text)
+    [note] = await rig.fake.wait_for_messages(OPERATOR, 1)
+    assert note.text == "Your message was 20,500 characters; I read only the first 20,000."
+    jobs = sorted(await rig.store.list_jobs(), key=lambda j: j.id)
+    assert [j.prompt for j in jobs] == ["research the logs please", long_text[:20_000]]
+    history = await rig.store.recent_messages(OPERATOR)
+    assert "research the logs please" in [m.text for m in history]
+
+
+async def test_project_names_that_share_a_folder_are_refused_with_one_message(make_rig: Any) -> None:
+    rig: Rig = await make_rig()
+    for name in ("a/b", "a-b", "A-B", "\u202egnp.exe"):
+        rig.fake.sends_command(OPERATOR, OPERATOR, "projects", f"add {name} a goal")
+    first, second, third, shown = await rig.fake.wait_for_messages(OPERATOR, 4)
+    assert first.text.startswith("Project a/b added.")
+    for refused, name in ((second, "a-b"), (third, "A-B")):
+        assert refused.text == (
+            f"Cannot do that: a project named 'a/b' already exists, and {name!r} would share its folder (names "
+            "are compared as folder names: case, spaces and punctuation aside); choose another name"
+        )
+    assert shown.text.startswith("Project gnp.exe added.")  # displays as written, not reversed
+    assert [p.name for p in await rig.store.list_projects()] == ["a/b", "gnp.exe"]

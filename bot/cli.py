@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     json_flag(add).set_defaults(func=_jobs_add)
     listing = jobs.add_parser("list", help="list recent jobs")
     listing.add_argument("--state", choices=[s.value for s in JobState])
-    listing.add_argument("--limit", type=int, default=30)
+    listing.add_argument("--limit", type=_count, default=30, help="at most this many (1 to 10000, default 30)")
     json_flag(listing).set_defaults(func=_jobs_list)
     show = jobs.add_parser("show", help="a job with its attempts, reviews and events")
     show.add_argument("id", type=int)
@@ -105,6 +105,12 @@ def _parser() -> argparse.ArgumentParser:
     cli_memory.register(sub)
     cli_pulse.register(sub)
     return parser
+
+
+def _count(value: str) -> int:
+    if not (value.isascii() and value.isdigit() and 1 <= int(value[:6]) <= 10_000 and len(value) <= 5):
+        raise argparse.ArgumentTypeError(f"{value[:24]!r} is not a count from 1 to 10000")
+    return int(value)
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:

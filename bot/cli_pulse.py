@@ -9,6 +9,7 @@ on stderr and exit code 1 by ``bot.cli.main``.
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 from bot import render
@@ -86,6 +87,8 @@ def project_line(project: Project) -> str:
 
 def _interval(seconds: float | None) -> str:
     seconds = seconds or 0
+    if not math.isfinite(seconds) or seconds > 10**12:  # a row stored before intervals were bounded
+        return "out of range"
     for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
         if seconds % size == 0:
             return f"{int(seconds // size)}{unit}"

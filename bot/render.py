@@ -10,7 +10,10 @@ from engine.store import Stats
 
 
 def when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) if ts else "-"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) if ts else "-"
+    except (OverflowError, OSError, ValueError):  # a row stored before durations were bounded
+        return "out of range"
 
 
 def job_line(job: Job) -> str:

@@ -3,6 +3,7 @@ that do not fit are one clear line and exit 1 (``{"error": ...}`` on stdout with
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Iterator
@@ -11,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
+from engine.clock import SystemClock
+from engine.store import Store
 
 HUGE = "99999999999999999999"  # 20 digits: more than SQLite's largest integer
 NO_SUCH_JOB = f"no job #{HUGE} (job ids go from 1 to {2**63 - 1})"
@@ -78,3 +81,27 @@ def test_schedule_names_and_text_are_cleaned(capsys: pytest.CaptureFixture[str])
     assert main(["schedule", "list", "--json"]) == 0
     [schedule] = json.loads(capsys.readouterr().out)
     assert (schedule["name"], schedule["prompt"]) == ("mail box", "check mail")
+
+
+def test_a_schedule_stored_before_the_bound_no_longer_breaks_the_list(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def store_one() -> None:  # what `schedule add --every 99999999999999999999999d` stored before
+        store = await Store.open(home / "switchboard.db", SystemClock())
+        try:
+            huge = 99999999999999999999999 * 86_400.0
+            await store.add_schedule("old", "triage", "check mail", next_run_at=huge, interval_s=huge)
+        finally:
+            await store.close()
+
+    asyncio.run(store_one())
+    assert main(["schedule", "list"]) == 0
+    assert "every out of range" in capsys.readouterr().out
+    assert main(["schedule", "remove", "old"]) == 0
+
+
+def test_a_list_limit_out_of_range_is_refused_by_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["jobs", "list", "--limit", "99999999999999999999"])
+    assert exit_.value.code == 2 and "not a count from 1 to 10000" in capsys.readouterr().err
+    assert main(["jobs", "list", "--limit", "10000"]) == 0

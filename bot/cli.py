@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from bot import cli_memory, cli_pulse, render
 from bot.cli_common import emit, json_flag, keep_data_private, with_control
 from engine.control import Control, NotFound, parse_duration
-from engine.jobs import InvalidJob
+from engine.job_factory import InvalidJob
 from engine.models import JobState, Priority
 from engine.settings import ConfigError, Settings, load_settings
 from engine.states import IllegalTransition

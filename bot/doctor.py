@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import tempfile
 from typing import Any
 
 from engine.backends.registry import build_backend
 from engine.clock import SystemClock
-from engine.settings import Settings
+from engine.settings import BOT_TOKEN_ENV, Settings
 
 
 def _check(name: str, ok: bool, detail: str) -> dict[str, Any]:
@@ -22,8 +21,7 @@ async def run_checks(settings: Settings) -> list[dict[str, Any]]:
     checks.append(_data_folder(settings))
     free = shutil.disk_usage(settings.home if settings.home.exists() else settings.home.parent).free
     checks.append(_check("disk", free > 200 * 2**20, f"{free / 2**30:.1f} GiB free"))
-    token = os.environ.get("TELEGRAM_BOT_TOKEN")
-    if token:
+    if settings.telegram.bot_token:
         ids = settings.telegram.operator_ids
         checks.append(
             _check(
@@ -35,7 +33,7 @@ async def run_checks(settings: Settings) -> list[dict[str, Any]]:
             )
         )
     else:
-        checks.append(_check("telegram", True, "no TELEGRAM_BOT_TOKEN: console channel"))
+        checks.append(_check("telegram", True, f"no {BOT_TOKEN_ENV}: console channel"))
     clock = SystemClock()
     for config in settings.backends:
         backend = build_backend(config, clock=clock)

@@ -10,12 +10,12 @@ from typing import Any
 
 from engine import schedule_times
 from engine.clock import Clock
-from engine.jobs import MAX_PROMPT_CHARS, new_job
+from engine.job_factory import MAX_PROMPT_CHARS, new_job
+from engine.loop import ALIVE_KEY, Engine
 from engine.models import Job, JobState, Priority, Project, Schedule, Source
 from engine.runner import QUESTION_PREFIX
-from engine.scheduler import ALIVE_KEY, Engine
 from engine.settings import Settings
-from engine.store import Store
+from engine.store import NewOutbox, Store
 from engine.text import clean_name, clean_text
 from engine.workspace import Workspace
 
@@ -98,6 +98,18 @@ class Control:
         created = await self.store.accept_operator_message(update_id, chat_id, text, job)
         self._wake()
         return created
+
+    async def claim_update(self, update_id: int) -> bool:
+        """A channel records an update id before handling it. False when it was already handled (a redelivery)."""
+        return await self.store.inbox_claim(update_id)
+
+    async def reply(
+        self, dedupe_key: str, chat_id: int | None, text: str, payload: dict[str, object] | None = None
+    ) -> bool:
+        """A channel's answer to a command or a button, through the outbox (durable, ordered, sent once).
+        False when this answer was already queued (``dedupe_key`` seen)."""
+        message = NewOutbox(dedupe_key=dedupe_key, kind="command", text=text, chat_id=chat_id, payload=payload or {})
+        return await self.store.add_outbox(message)
 
     async def job(self, job_id: int) -> Job:
         """The job, or NotFound. Every verb on a job id (cancel, retry, approve, answer, ...) comes here first."""

@@ -35,6 +35,8 @@ JOB_TYPES: tuple[str, ...] = (
     "media",
 )
 BackendKind = Literal["claude_cli", "codex_cli", "openai", "anthropic", "sim"]
+BOT_TOKEN_ENV = "TELEGRAM_BOT_TOKEN"
+_FILE_SECRETS = ("bot_token", "webhook_secret")
 
 
 class ConfigError(Exception):
@@ -52,6 +54,10 @@ class TelegramSettings(BaseModel):
     webhook_listen: str = "127.0.0.1"
     webhook_port: int = 8443
     progress_edit_interval_s: float = 20.0
+    # Secrets, never in the file: ``Settings`` reads them from $TELEGRAM_BOT_TOKEN and $webhook_secret_env.
+    # As SecretStr they print as '**********' in any repr, log line or dump.
+    bot_token: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
 
 
 class EngineSettings(BaseModel):
@@ -238,7 +244,16 @@ class Settings(BaseSettings):
             for name in chain:
                 if name not in names:
                     raise ValueError(f"routing.{job_type}: unknown backend {name!r} (known: {', '.join(names)})")
+        self._read_telegram_secrets()
         return self
+
+    def _read_telegram_secrets(self) -> None:
+        """The bot token and the webhook secret come from the environment, unless given directly (tests)."""
+        telegram = self.telegram
+        if telegram.bot_token is None and (token := os.environ.get(BOT_TOKEN_ENV)):
+            telegram.bot_token = SecretStr(token)
+        if telegram.webhook_secret is None and (secret := os.environ.get(telegram.webhook_secret_env)):
+            telegram.webhook_secret = SecretStr(secret)
 
     _detected: bool = PrivateAttr(False)
 
@@ -309,6 +324,13 @@ def load_settings(config_path: str | os.PathLike[str] | None = None, **overrides
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    telegram = data.get("telegram")
+    for key in _FILE_SECRETS:
+        if isinstance(telegram, dict) and key in telegram:
+            raise ConfigError(
+                f"{path}: telegram.{key}: secrets are never in the file; put it in the environment "
+                f"(${BOT_TOKEN_ENV} for the bot token, $TELEGRAM_WEBHOOK_SECRET or telegram.webhook_secret_env)"
+            )
     data.update(overrides)
     try:
         settings = Settings(**data)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from telegram import Chat, Update
 from telegram.constants import ChatAction, ChatType
@@ -24,29 +23,21 @@ from telegram.ext import (
     filters,
 )
 
-from bot.commands import CommandRouter
-from engine.control import Control, NotFound, parse_duration, parse_job_id
-from engine.settings import Settings
+from bot.services import Services
+from engine.control import NotFound, parse_duration, parse_job_id
 from engine.states import IllegalTransition
-from engine.store import GateRefused, NewOutbox
+from engine.store import GateRefused
 from engine.text import clip
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Services:
-    """What the handlers reach: typed, passed in, never looked up by string key."""
-
-    settings: Settings
-    control: Control
-    commands: CommandRouter
-    wake_sender: Callable[[], None]
-
-
 class Handlers:
-    def __init__(self, services: Services) -> None:
+    """Reach the engine through ``services.control`` (typed, passed in, never looked up by string key)."""
+
+    def __init__(self, services: Services, wake_sender: Callable[[], None]) -> None:
         self._s = services
+        self._wake_sender = wake_sender
         self._operators = frozenset(services.settings.telegram.operator_ids)
         self._allowed_chats = frozenset(services.settings.telegram.allowed_chats)
 
@@ -80,7 +71,7 @@ class Handlers:
         message = update.message
         if message is not None and message.text and not filters.COMMAND.check_update(update):
             return  # free text: on_text records the update, the message and its job in one transaction
-        if not await self._s.control.store.inbox_claim(update.update_id):
+        if not await self._s.control.claim_update(update.update_id):
             log.info("update %d was already handled; ignoring the redelivery", update.update_id)
             raise ApplicationHandlerStop
 
@@ -168,9 +159,8 @@ class Handlers:
     # ---- answers ----------------------------------------------------------------------------------------
 
     async def _answer(self, key: str, chat_id: int | None, text: str, payload: dict[str, object] | None = None) -> None:
-        message = NewOutbox(dedupe_key=key, kind="command", text=text, chat_id=chat_id, payload=payload or {})
-        await self._s.control.store.add_outbox(message)
-        self._s.wake_sender()
+        await self._s.control.reply(key, chat_id, text, payload)
+        self._wake_sender()
 
 
 _BUTTONS: dict[str, Callable[[Handlers, int], Awaitable[tuple[str, str]]]] = {

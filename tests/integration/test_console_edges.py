@@ -9,12 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.commands import CommandRouter
+from bot.app import open_services
 from bot.console import CONSOLE_CHAT_ID, ConsoleChannel
 from engine.clock import FakeClock
-from engine.control import Control
 from engine.settings import Settings
-from engine.store import Store
 
 
 async def test_console_text_is_cleaned_and_a_cut_is_stated(
@@ -23,19 +21,18 @@ async def test_console_text_is_cleaned_and_a_cut_is_stated(
     long_text = "z" * 20_500
     monkeypatch.setattr("sys.stdin", io.StringIO(f"research\u202e the\x00 logs\u200b\n{long_text}\n"))
     settings = Settings(home=tmp_path / "home")
-    store = await Store.open(settings.db_path, clock)
-    control = Control(settings, store, clock)
     stop = asyncio.Event()
-    task = asyncio.create_task(ConsoleChannel(control, CommandRouter(control)).run(stop))
-    try:
-        for _ in range(200):
-            if len(await store.recent_messages(CONSOLE_CHAT_ID)) == 2:
-                break
-            await asyncio.sleep(0.01)
-        texts = [m.text for m in await store.recent_messages(CONSOLE_CHAT_ID)]
-        assert texts == ["research the logs", long_text[:20_000]]
-        assert "Your message was 20,500 characters; I read only the first 20,000." in capsys.readouterr().out
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 5)
-        await store.close()
+    async with open_services(settings, clock=clock) as services:
+        store = services.store
+        task = asyncio.create_task(ConsoleChannel(services).run(stop))
+        try:
+            for _ in range(200):
+                if len(await store.recent_messages(CONSOLE_CHAT_ID)) == 2:
+                    break
+                await asyncio.sleep(0.01)
+            texts = [m.text for m in await store.recent_messages(CONSOLE_CHAT_ID)]
+            assert texts == ["research the logs", long_text[:20_000]]
+            assert "Your message was 20,500 characters; I read only the first 20,000." in capsys.readouterr().out
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 5)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from engine.clock import FakeClock
-from engine.jobs import new_job
+from engine.job_factory import new_job
 from engine.models import Job, JobState, Priority
 from engine.settings import Settings
 from engine.states import IllegalTransition, is_legal

@@ -4,6 +4,7 @@ that do not fit."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bot.commands import CommandRouter
+from bot.app import open_services
 from bot.telegram import TelegramChannel
 from engine.clock import FakeClock
 from engine.control import Control
@@ -41,13 +42,17 @@ async def make_rig(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Callable[.
         settings = Settings(
             home=tmp_path / "home",
             backends=instant(default_sim_backends()),
-            telegram={"operator_ids": [OPERATOR], "api_base_url": base_url.removesuffix("/bot"), **telegram},
+            telegram={
+                "operator_ids": [OPERATOR],
+                "api_base_url": base_url.removesuffix("/bot"),
+                "bot_token": fake.token,
+                **telegram,
+            },
         )
-        store = await Store.open(settings.db_path, clock)
-        control = Control(settings, store, clock)
+        stack = contextlib.AsyncExitStack()
+        services = await stack.enter_async_context(open_services(settings, clock=clock))
         channel = TelegramChannel(
-            settings, control, CommandRouter(control), fake.token, clock=clock, limiter_retries=0,
-            poll_timeout_s=0.5, sender_poll_s=0.01, live_tick_s=0.05,
+            services, limiter_retries=0, poll_timeout_s=0.5, sender_poll_s=0.01, live_tick_s=0.05
         )
         stop = asyncio.Event()
         task = asyncio.create_task(channel.run(stop))
@@ -56,11 +61,11 @@ async def make_rig(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Callable[.
         async def cleanup() -> None:
             stop.set()
             await asyncio.wait_for(task, 10)
-            await store.close()
+            await stack.aclose()
             await fake.aclose()
 
         cleanups.append(cleanup)
-        return Rig(fake, store, control)
+        return Rig(fake, services.store, services.control)
 
     yield make
     for cleanup in reversed(cleanups):

@@ -4,6 +4,7 @@ secret token; a large body is refused before it is read, a malformed one with a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
@@ -14,11 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bot.commands import CommandRouter
+from bot.app import open_services
 from bot.telegram import TelegramChannel
 from bot.telegram.webhook import MAX_BODY_BYTES
 from engine.clock import FakeClock
-from engine.control import Control
 from engine.settings import Settings, default_sim_backends
 from engine.store import Store
 from tests.conftest import instant
@@ -52,8 +52,10 @@ class Hook:
 
 @pytest.fixture
 async def hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> AsyncIterator[Hook]:
-    monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", SECRET)  # read by Settings itself
+    stack = contextlib.AsyncExitStack()
     port = _free_port()
+    fake = FakeTelegram(http=False)
     settings = Settings(
         home=tmp_path / "home",
         backends=instant(default_sim_backends()),
@@ -62,14 +64,17 @@ async def hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
             "webhook_url": "https://bot.example.org/hook",
             "webhook_listen": "127.0.0.1",
             "webhook_port": port,
+            "bot_token": fake.token,
         },
     )
-    fake = FakeTelegram(http=False)
-    store = await Store.open(settings.db_path, clock)
-    control = Control(settings, store, clock)
+    services = await stack.enter_async_context(open_services(settings, clock=clock))
+    store = services.store
     channel = TelegramChannel(
-        settings, control, CommandRouter(control), fake.token, clock=clock, request=fake.request(),
-        get_updates_request=fake.request(), limiter_retries=0, sender_poll_s=0.01,
+        services,
+        request=fake.request(),
+        get_updates_request=fake.request(),
+        limiter_retries=0,
+        sender_poll_s=0.01,
     )
     stop = asyncio.Event()
     task = asyncio.create_task(channel.run(stop))
@@ -82,7 +87,7 @@ async def hook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
-        await store.close()
+        await stack.aclose()
         await fake.aclose()
 
 

@@ -105,3 +105,19 @@ def test_an_unknown_switchboard_variable_is_refused_by_the_cli(home: Path) -> No
         "switchboard: configuration error: environment variable SWITCHBOARD_ENGIN__MAX_SLOTS: no such setting engin "
         "(did you mean SWITCHBOARD_ENGINE__MAX_SLOTS?)\n"
     )
+
+
+def test_json_everywhere_and_global_options_after_the_command(home: Path, tmp_path: Path) -> None:
+    missing = _run(home, "jobs", "cancel", "999", "--json")
+    assert missing.returncode == 1 and json.loads(missing.stdout) == {"error": "no job #999"}
+    paused = _run(home, "backends", "pause", "sim-opus", "--json")
+    assert paused.returncode == 0 and json.loads(paused.stdout) == {"backend": "sim-opus", "paused": True}
+    resumed = _run(home, "--json", "backends", "resume", "sim-opus")
+    assert resumed.returncode == 0 and json.loads(resumed.stdout) == {"backend": "sim-opus", "paused": False}
+    config = tmp_path / "x.toml"
+    config.write_text("[engine]\nmax_slot = 3\n")
+    refused = _run(home, "doctor", "--config", str(config), "--json")  # after the command, not only before
+    assert refused.returncode == 1 and "unknown setting engine.max_slot" in json.loads(refused.stdout)["error"]
+    config.write_text("[engine]\nmax_slots = 3\n")
+    status = _run(home, "status", "--config", str(config), "--json")
+    assert json.loads(status.stdout)["slots"]["max"] == 3

@@ -73,7 +73,7 @@ def _guarded(handler: Handler) -> Handler:
             return await handler(args, settings)
         except (MemoryStoreError, OSError, ValueError) as exc:
             print(f"switchboard memory: {exc}", file=sys.stderr)
-            if args.json:  # stdout still carries one JSON document
+            if getattr(args, "json", False):  # stdout still carries one JSON document
                 print(json.dumps({"error": str(exc)}, ensure_ascii=False))
             return 1
     return run
@@ -93,7 +93,7 @@ async def _open(settings: Settings) -> AsyncIterator[SemanticMemory]:
 
 
 def _emit(args: argparse.Namespace, document: Any, text: str) -> None:
-    print(json.dumps(document, ensure_ascii=False) if args.json else text)
+    print(json.dumps(document, ensure_ascii=False) if getattr(args, "json", False) else text)
 
 
 async def _add(args: argparse.Namespace, settings: Settings) -> int:
@@ -108,7 +108,7 @@ async def _add(args: argparse.Namespace, settings: Settings) -> int:
 async def _search(args: argparse.Namespace, settings: Settings) -> int:
     async with _open(settings) as memory:
         found = await memory.search(args.query, k=args.k, project=args.project)
-    if args.json:
+    if getattr(args, "json", False):
         _emit(args, [m.model_dump() for m in found], "")
         return 0
     if not found:
@@ -123,7 +123,7 @@ async def _forget(args: argparse.Namespace, settings: Settings) -> int:
     async with _open(settings) as memory:
         removed = await memory.forget(args.id)
     if not removed:
-        if args.json:
+        if getattr(args, "json", False):
             _emit(args, {"id": args.id, "forgotten": False}, "")
         print(f"switchboard memory: no memory with id {args.id!r}", file=sys.stderr)
         return 1

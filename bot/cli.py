@@ -14,12 +14,13 @@ import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from bot import cli_memory, cli_pulse, render
 from bot.cli_common import (
     CONFIG_HELP,
     JSON_HELP,
+    all_parsers,
     emit,
     global_options_everywhere,
     json_flag,
@@ -35,8 +36,9 @@ Handler = Callable[[argparse.Namespace, Settings], Awaitable[int]]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    parser = _parser(json_errors="--json" in words)
+    args = parser.parse_args(words)
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
@@ -64,8 +66,17 @@ def _fail(args: argparse.Namespace, message: str) -> int:
     return 1
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="switchboard", description="An operator's AI work orchestrator.")
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are also ``{"error": ...}`` on stdout when ``--json`` was given."""
+
+    def error(self, message: str) -> NoReturn:
+        if getattr(self, "json_errors", False):
+            print(json.dumps({"error": message}))
+        super().error(message)
+
+
+def _parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
+    parser = _Parser(prog="switchboard", description="An operator's AI work orchestrator.")
     parser.add_argument("--config", help=CONFIG_HELP)
     parser.add_argument("--json", action="store_true", help=JSON_HELP)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -73,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     cli_memory.register(sub)
     cli_pulse.register(sub)
     global_options_everywhere(parser)
+    for command in all_parsers(parser):
+        command.json_errors = json_errors  # type: ignore[attr-defined]
     return parser
 
 

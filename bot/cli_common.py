@@ -57,6 +57,11 @@ def global_options_everywhere(parser: argparse.ArgumentParser) -> None:
         global_options_everywhere(command)
 
 
+def all_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """``parser`` and every command and action below it."""
+    return [parser, *(p for _, command in _subparsers(parser) for p in all_parsers(command))]
+
+
 def _subparsers(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.ArgumentParser]]:
     # argparse keeps no public handle on a parser's sub-commands
     groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import re
 from pathlib import Path
 
@@ -82,7 +83,7 @@ def test_json_is_accepted_by_every_command_but_run() -> None:
 
 
 @pytest.mark.parametrize(
-    ("argv", "config", "json"),
+    ("argv", "config", "as_json"),
     [
         (["doctor", "--config", "x.toml"], "x.toml", False),
         (["doctor", "--config", "x.toml", "--json"], "x.toml", True),
@@ -94,11 +95,22 @@ def test_json_is_accepted_by_every_command_but_run() -> None:
         (["run", "--config", "r.toml"], "r.toml", False),
     ],
 )
-def test_global_options_before_or_after_the_command(argv: list[str], config: str | None, json: bool) -> None:
+def test_global_options_before_or_after_the_command(argv: list[str], config: str | None, as_json: bool) -> None:
     args = _parser().parse_args(argv)
-    assert args.config == config and args.json is json
+    assert args.config == config and args.json is as_json
 
 
 def test_jobs_add_type_is_optional_as_the_readme_says() -> None:
     args = _parser().parse_args(["jobs", "add", "count the widgets"])
     assert args.type == "analysis"
+
+
+def test_a_usage_error_with_json_is_one_json_document(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["jobs", "show", "abc", "--json"])
+    out, err = capsys.readouterr()
+    assert exited.value.code == 2 and json.loads(out) == {"error": "argument id: invalid int value: 'abc'"}
+    assert "usage: switchboard jobs show" in err
+    with pytest.raises(SystemExit):
+        main(["jobs", "show", "abc"])
+    assert capsys.readouterr().out == ""  # without --json, nothing on stdout

@@ -33,6 +33,11 @@ class StoreError(Exception):
     """The database cannot be opened or written (corrupt file, full disk, permissions)."""
 
 
+class LostDatabase(StoreError):
+    """The database file is missing or empty (no tables) although the data folder shows earlier use: starting
+    would begin a new empty database and silently lose the jobs it held."""
+
+
 class Busy(Exception):
     """Another connection holds the write lock; the transaction did not start (nothing was written)."""
 
@@ -51,14 +56,23 @@ class Database:
     def _open(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            existed = self.path.exists()
+            if not existed:
+                _refuse_if_used(self.path, "is missing", _earlier_use(self.path.parent, memory=False))
             # isolation_level=None: we issue BEGIN IMMEDIATE ourselves for every read-then-write.
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            for pragma in PRAGMAS:
-                conn.execute(pragma)
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            _migrate(conn)
-            conn.execute("PRAGMA busy_timeout=0")
+            try:
+                if existed and not _has_schema(conn):  # checked before any pragma writes to the file
+                    _refuse_if_used(self.path, "is empty (no tables)", _earlier_use(self.path.parent, memory=True))
+                conn.row_factory = sqlite3.Row
+                for pragma in PRAGMAS:
+                    conn.execute(pragma)
+                conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                _migrate(conn)
+                conn.execute("PRAGMA busy_timeout=0")
+            except BaseException:
+                conn.close()
+                raise
             self._conn = conn
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
@@ -107,6 +121,45 @@ class Database:
 
             await asyncio.get_running_loop().run_in_executor(self._executor, _close)
         self._executor.shutdown(wait=True)
+
+
+def _has_schema(conn: sqlite3.Connection) -> bool:
+    sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    return conn.execute(sql).fetchone() is not None
+
+
+def _earlier_use(home: Path, *, memory: bool) -> list[str]:
+    """Signs that this data folder was used before. Job and project folders are made only by an engine with a
+    database; memory (``switchboard memory``) can be used before any database exists, so it counts only
+    when the database file is there but empty."""
+    found = []
+    for folder, what in (("jobs", "job folder(s) in jobs/"), ("projects", "project folder(s) in projects/")):
+        count = _entries(home / folder)
+        if count:
+            found.append(f"{count} {what}")
+    if memory:
+        versions = _entries(home / "core_versions")
+        if versions:
+            found.append(f"{versions} core.md version(s)")
+        if (home / "memory.lance").exists():
+            found.append("memory.lance")
+    return found
+
+
+def _entries(folder: Path) -> int:
+    try:
+        return sum(1 for _ in folder.iterdir())
+    except OSError:  # absent (or unreadable: then it says nothing either way)
+        return 0
+
+
+def _refuse_if_used(path: Path, state: str, found: list[str]) -> None:
+    if found:
+        raise LostDatabase(
+            f"{path} {state} but the data folder was used before ({', '.join(found)}): starting would begin "
+            f"a new empty database and lose its jobs, so nothing was started; restore {path.name} from a "
+            f"backup, or move the folder {path.parent} aside to start afresh"
+        )
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

@@ -22,7 +22,7 @@ from engine.models import Job, JobState, NewJob, Priority
 from engine.routing import Router
 from engine.runner import EngineHooks, JobRunner, NoHooks
 from engine.settings import Settings
-from engine.store import Completion, GateRefused, LeaseLost, Store
+from engine.store import Completion, GateRefused, LeaseLost, Store, StoreError
 from engine.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class Engine:
         self._flush_scheduled = False
         self._background: list[asyncio.Task[None]] = []
         self.backpressure = False
+        self._store_error = ""  # the store error last told (see _tell_once)
 
     # ---- public surface -------------------------------------------------------------------------------
 
@@ -127,7 +128,11 @@ class Engine:
             self._wake.clear()
             try:
                 claimed = await self._dispatch()
-            except Exception:  # the loop must survive a bad moment (busy database, full disk)
+                self._store_error = ""
+            except StoreError as exc:  # full disk, read-only folder, locked database
+                self._tell_once(exc)
+                claimed = 0
+            except Exception:  # the loop must survive a bad moment
                 log.exception("dispatch failed; retrying on the next wake-up")
                 claimed = 0
             if claimed and not self._stopping.is_set():
@@ -135,6 +140,12 @@ class Engine:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.engine.tick_s)
+
+    def _tell_once(self, exc: StoreError) -> None:
+        """A store error in one sentence, said once until it changes or clears (not at every wake-up)."""
+        if str(exc) != self._store_error:
+            self._store_error = str(exc)
+            log.error("switchboard: %s; no job is started until it is fixed", exc)
 
     async def _dispatch(self) -> int:
         running_op, running_bg = self.running_counts()
@@ -269,11 +280,16 @@ class Engine:
         while not self._stopping.is_set():
             try:
                 await self.store.kv_set_if_changed(ALIVE_KEY, f"{self.clock.now():.0f} {self.owner}")
+            except StoreError as exc:
+                self._tell_once(exc)
             except Exception:
                 log.exception("could not record the engine's heartbeat")
             await self.clock.sleep(self.settings.engine.sweep_interval_s)
             try:
                 swept = await self.store.sweep_orphans()
+            except StoreError as exc:
+                self._tell_once(exc)
+                continue
             except Exception:
                 log.exception("orphan sweep failed")
                 continue

@@ -11,6 +11,7 @@ thread, which waits for the lock with busy_timeout without blocking the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -74,6 +75,8 @@ class Database:
                 conn.close()
                 raise
             self._conn = conn
+        except sqlite3.OperationalError as exc:
+            raise translate(exc, self.path) from exc
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
         except OSError as exc:
@@ -91,6 +94,8 @@ class Database:
                 return fn(conn)
             except Busy:
                 pass
+            except sqlite3.OperationalError as exc:
+                raise translate(exc, self.path) from exc
             finally:
                 self._lock.release()
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._invoke_waiting, fn)
@@ -107,9 +112,12 @@ class Database:
             try:
                 return fn(conn)
             except Busy as exc:
-                raise StoreError(f"database is busy: another process held its lock for {BUSY_TIMEOUT_MS} ms") from exc
+                raise StoreError(_LOCKED.format(seconds=BUSY_TIMEOUT_MS / 1000)) from exc
+            except sqlite3.OperationalError as exc:
+                raise translate(exc, self.path) from exc
             finally:
-                conn.execute("PRAGMA busy_timeout=0")
+                with contextlib.suppress(sqlite3.Error):  # never hide the error above behind this one
+                    conn.execute("PRAGMA busy_timeout=0")
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -121,6 +129,27 @@ class Database:
 
             await asyncio.get_running_loop().run_in_executor(self._executor, _close)
         self._executor.shutdown(wait=True)
+
+
+_LOCKED = "the database is locked: another process held it for more than {seconds:.0f} s"
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN = 5, 6, 8, 10, 13, 14
+
+
+def translate(exc: sqlite3.OperationalError, path: Path) -> StoreError:
+    """SQLite's operational errors as one sentence an operator can act on (disk full, read-only, locked)."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF  # the primary result code
+    text = str(exc)
+    if code == _SQLITE_FULL or "disk is full" in text:
+        return StoreError(f"database or disk is full: free space on the disk holding {path.parent}")
+    if code == _SQLITE_READONLY or "readonly" in text:
+        return StoreError(f"the data folder is read-only: switchboard cannot write {path}")
+    if code in (_SQLITE_BUSY, _SQLITE_LOCKED) or "locked" in text:
+        return StoreError(_LOCKED.format(seconds=BUSY_TIMEOUT_MS / 1000))
+    if code == _SQLITE_CANTOPEN:
+        return StoreError(f"cannot open database {path}: check that the data folder exists and is writable")
+    if code == _SQLITE_IOERR:
+        return StoreError(f"disk I/O error on {path}: the disk may be full or failing")
+    return StoreError(f"database error on {path}: {text}")
 
 
 def _has_schema(conn: sqlite3.Connection) -> bool:
@@ -182,8 +211,17 @@ def _migrate(conn: sqlite3.Connection) -> None:
             )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            rollback(conn)
             raise
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open. After SQLITE_FULL (and some I/O errors) SQLite has rolled it
+    back itself, and a second ROLLBACK would raise "cannot rollback - no transaction is active", hiding the
+    real error."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):  # the original error is the one worth telling
+            conn.execute("ROLLBACK")
 
 
 def _split_sql(script: str) -> list[str]:

@@ -12,9 +12,10 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 
-from engine import notices
+from engine import notices, process
 from engine.backends.base import Backend
 from engine.capacity import Capacity
 from engine.clock import Clock
@@ -22,7 +23,7 @@ from engine.models import Job, JobState, NewJob, Priority
 from engine.routing import Router
 from engine.runner import EngineHooks, JobRunner, NoHooks
 from engine.settings import Settings
-from engine.store import Completion, GateRefused, LeaseLost, Store, StoreError
+from engine.store import Completion, EngineRunning, GateRefused, LeaseLost, Store, StoreError
 from engine.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -64,11 +65,23 @@ class Engine:
         self._background: list[asyncio.Task[None]] = []
         self.backpressure = False
         self._store_error = ""  # the store error last told (see _tell_once)
+        self._engine_lease_s = 3 * settings.engine.sweep_interval_s  # as `status` judges liveness
+        self._lease_lost = False
 
     # ---- public surface -------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Recover orphans of a previous process, then start the loop and its watchers."""
+        # The data folder's engine lease first: the sweep below takes every running job, so it must never run
+        # beside a live engine (whatever happened to the lock file).
+        holder = await self.store.engine_lease_acquire(
+            self.owner, process.current(), self._engine_lease_s, gone=process.is_gone
+        )
+        if holder is not None:
+            raise EngineRunning(
+                f"another engine is running on {self.settings.home} (pid {holder.pid} on {holder.host}, "
+                f"lease held until {time.strftime('%H:%M:%S UTC', time.gmtime(holder.expires_at))}): stop it first"
+            )
         swept = await self.store.sweep_orphans(everything_running=True)
         if swept:
             log.info("recovered %d job(s) left running by a previous process", len(swept))
@@ -120,6 +133,8 @@ class Engine:
         await asyncio.gather(*self._background, return_exceptions=True)
         await self._flush()
         await self._requeue_own_running()
+        with contextlib.suppress(Exception):
+            await self.store.engine_lease_release(self.owner)
 
     # ---- the loop -------------------------------------------------------------------------------------
 
@@ -148,6 +163,8 @@ class Engine:
             log.error("switchboard: %s; no job is started until it is fixed", exc)
 
     async def _dispatch(self) -> int:
+        if self._lease_lost:
+            return 0
         running_op, running_bg = self.running_counts()
         limits = self.capacity.limits(running_op, running_bg)
         if limits.free_slots <= 0:
@@ -191,8 +208,11 @@ class Engine:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug in one job must not take the engine down
-            log.exception("job %s crashed the runner", job.id)
-            with contextlib.suppress(Exception):
+            if isinstance(exc, StoreError):
+                self._tell_once(exc)
+            else:
+                log.exception("job %s crashed the runner", job.id)
+            try:  # fenced: only while this engine still holds the job (not after a sweep gave it to another)
                 await self.store.transition(
                     job.id,
                     JobState.FAILED,
@@ -203,7 +223,12 @@ class Engine:
                         "last_failure_class": "unknown",
                         "last_error": str(exc)[:500],
                     },
+                    owner=self.owner,
                 )
+            except LeaseLost:
+                log.warning("job %s: left as it is: its lease is no longer this engine's", job.id)
+            except Exception:
+                log.debug("job %s: could not be marked failed", job.id, exc_info=True)
         finally:
             self._tasks.pop(job.id, None)
             self._wake.set()
@@ -279,6 +304,8 @@ class Engine:
         """Sweep expired leases, and record that this engine is alive (`switchboard status --check` reads it)."""
         while not self._stopping.is_set():
             try:
+                if not await self.store.engine_lease_renew(self.owner, self._engine_lease_s):
+                    self._engine_lease_lost()
                 await self.store.kv_set_if_changed(ALIVE_KEY, f"{self.clock.now():.0f} {self.owner}")
             except StoreError as exc:
                 self._tell_once(exc)
@@ -300,6 +327,14 @@ class Engine:
             if swept:
                 self._wake.set()
 
+    def _engine_lease_lost(self) -> None:
+        """Another engine took this data folder over (this one stalled past its lease): start nothing more.
+        Its running jobs were swept by the other engine; their heartbeats and finishes are fenced and fail."""
+        if not self._lease_lost:
+            self._lease_lost = True
+            home = self.settings.home
+            log.error("switchboard: another engine took over %s; this one starts no more jobs: stop it", home)
+
     async def _requeue_own_running(self) -> None:
         """Jobs this process still holds go back to the queue (no attempt used): nothing is lost."""
         for job in await self.store.list_jobs(states=[JobState.RUNNING], limit=10_000):
@@ -311,4 +346,5 @@ class Engine:
                         "shutdown: returned to the queue",
                         fields={"lease_owner": None, "lease_expires_at": None},
                         expected=[JobState.RUNNING],
+                        owner=self.owner,
                     )

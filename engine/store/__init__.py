@@ -3,13 +3,14 @@
 
 from engine.models import NewAttempt, NewOutbox, NewReview
 from engine.store.completion import Completion, ParentUpdate
-from engine.store.db import LostDatabase, StoreError
+from engine.store.db import EngineRunning, LostDatabase, StoreError
+from engine.store.lease import EngineLease
 from engine.store.stats import ReviewStats, Stats
 from engine.store.store import Store
 from engine.store.transitions import GateRefused, LeaseLost
 
 __all__ = [
-    "Completion", "GateRefused", "LeaseLost", "LostDatabase", "NewAttempt", "NewOutbox", "NewReview", "ParentUpdate",
-    "ReviewStats",
+    "Completion", "EngineLease", "EngineRunning", "GateRefused", "LeaseLost", "LostDatabase", "NewAttempt",
+    "NewOutbox", "NewReview", "ParentUpdate", "ReviewStats",
     "Stats", "Store", "StoreError",
 ]

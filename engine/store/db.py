@@ -39,6 +39,10 @@ class LostDatabase(StoreError):
     would begin a new empty database and silently lose the jobs it held."""
 
 
+class EngineRunning(StoreError):
+    """Another engine holds this data folder's engine lease and is alive (``lease.py``)."""
+
+
 class Busy(Exception):
     """Another connection holds the write lock; the transaction did not start (nothing was written)."""
 

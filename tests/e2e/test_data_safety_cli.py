@@ -10,6 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from engine.clock import SystemClock
+from engine.jobs import new_job
+from engine.settings import load_settings
+from engine.store import Store
+from tests.e2e.test_crash_restart import Process, _eventually, _query, _scalar, write_config
+
 
 def _switchboard(home: Path, *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SWITCHBOARD_HOME": str(home), "SWITCHBOARD_DETECT_BACKENDS": "false"}
@@ -80,3 +86,43 @@ def test_empty_database_with_memory_history_is_refused(tmp_path: Path) -> None:
     result = _switchboard(home, "jobs", "list")
     assert result.returncode == 1
     assert "1 core.md version(s), memory.lance" in result.stderr
+
+
+
+def _running_owners(home: Path) -> dict[int, str]:
+    return {r["id"]: r["lease_owner"] for r in _query(home, "SELECT id, lease_owner FROM jobs WHERE state = 'running'")}
+
+
+def _sweeps(home: Path) -> int:
+    return _scalar(home, "SELECT COUNT(*) FROM events WHERE reason LIKE 'orphan sweep%'")
+
+
+async def test_second_run_refuses_while_the_first_lives_even_without_the_lock_file(tmp_path: Path) -> None:
+    """Two `switchboard run` on one data folder, engine.lock deleted in between: the second refuses (the lease
+    in the database), the first keeps its six running jobs (none taken over, none run twice). Once the first
+    is killed, a new run takes the folder at once (its holder is gone) and recovers the jobs."""
+    home = tmp_path / "home"
+    config = write_config(tmp_path, latency_ms=60_000)
+    settings = load_settings(config).model_copy(update={"home": home})
+    store = await Store.open(settings.db_path, SystemClock())
+    try:
+        await store.enqueue_many([new_job(settings, type="analysis", prompt=f"job {i}") for i in range(6)])
+    finally:
+        await store.close()
+    first, second, third = Process(home, config), Process(home, config), Process(home, config)
+    try:
+        await first.start()
+        await _eventually(lambda: len(_running_owners(home)) == 6, 30, "six running jobs")
+        owners = _running_owners(home)
+        (home / "engine.lock").unlink()
+        with pytest.raises(AssertionError, match=r"did not start \(exit 1\)"):
+            await second.start()
+        assert "another engine is running on" in second.err_text() and "stop it first" in second.err_text()
+        assert _running_owners(home) == owners and _sweeps(home) == 0  # nothing taken over, nothing run twice
+        assert await first.kill() == -9
+        await third.start()  # the holder is gone: no wait for the lease to expire
+        await _eventually(lambda: _sweeps(home) == 6, 30, "the six jobs recovered")
+        assert _query(home, "SELECT owner FROM engine_lease")[0]["owner"] not in set(owners.values())
+    finally:
+        for proc in (first, second, third):
+            await proc.ensure_stopped()

@@ -50,7 +50,7 @@ async def test_read_only_database_is_one_sentence(store: Store, settings: Settin
     job, _ = await store.enqueue(new_job(settings, type="analysis", prompt="written before"))
     conn = _connection(store)
     conn.execute("PRAGMA query_only=ON")  # root ignores chmod; SQLite's own read-only mode is genuine
-    with pytest.raises(StoreError, match="^the data folder is read-only: switchboard cannot write "):
+    with pytest.raises(StoreError, match=r"^the data folder is read-only: switchboard cannot write "):
         await store.enqueue(new_job(settings, type="analysis", prompt="refused"))
     with pytest.raises(StoreError, match="read-only"):
         await store.cancel(job.id)

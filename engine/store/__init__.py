@@ -1,13 +1,13 @@
 """The durable job store (SQLite). All SQL of Switchboard lives in this package, one module per concern
 (``store.py`` lists them)."""
 
+from engine.errors import GateRefused, LeaseLost, StoreError
 from engine.models import NewAttempt, NewOutbox, NewReview
 from engine.store.completion import Completion, ParentUpdate
-from engine.store.db import EngineRunning, LostDatabase, StoreError
+from engine.store.db import EngineRunning, LostDatabase
 from engine.store.lease import EngineLease
 from engine.store.stats import ReviewStats, Stats
 from engine.store.store import Store
-from engine.store.transitions import GateRefused, LeaseLost
 
 __all__ = [
     "Completion", "EngineLease", "EngineRunning", "GateRefused", "LeaseLost", "LostDatabase", "NewAttempt",

@@ -14,7 +14,8 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from engine.clock import Clock
-from engine.store.db import Busy, Database, rollback
+from engine.errors import Busy
+from engine.store.db import Database, rollback
 
 T = TypeVar("T")
 

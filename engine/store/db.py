@@ -20,6 +20,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TypeVar
 
+from engine.errors import Busy, StoreError
+
 T = TypeVar("T")
 
 PRAGMAS = (
@@ -30,10 +32,6 @@ PRAGMAS = (
 BUSY_TIMEOUT_MS = 10_000
 
 
-class StoreError(Exception):
-    """The database cannot be opened or written (corrupt file, full disk, permissions)."""
-
-
 class LostDatabase(StoreError):
     """The database file is missing or empty (no tables) although the data folder shows earlier use: starting
     would begin a new empty database and silently lose the jobs it held."""
@@ -41,10 +39,6 @@ class LostDatabase(StoreError):
 
 class EngineRunning(StoreError):
     """Another engine holds this data folder's engine lease and is alive (``lease.py``)."""
-
-
-class Busy(Exception):
-    """Another connection holds the write lock; the transaction did not start (nothing was written)."""
 
 
 class Database:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine.clock import SystemClock
-from engine.jobs import new_job
+from engine.job_factory import new_job
 from engine.settings import load_settings
 from engine.store import Store
 from tests.e2e.test_crash_restart import Process, _eventually, _query, _scalar, write_config

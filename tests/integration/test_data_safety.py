@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from engine.clock import FakeClock
-from engine.jobs import new_job
+from engine.job_factory import new_job
 from engine.models import JobState
 from engine.settings import Settings
 from engine.store import Store, StoreError
@@ -77,7 +77,7 @@ async def test_engine_says_a_store_error_once(
 ) -> None:
     engine = await make_engine(settings, store, clock)  # type: ignore[operator]
     _connection(store).execute("PRAGMA query_only=ON")
-    with caplog.at_level(logging.ERROR, logger="engine.scheduler"):
+    with caplog.at_level(logging.ERROR, logger="engine.loop"):
         for _ in range(5):
             engine.wake()
             await asyncio.sleep(0.02)

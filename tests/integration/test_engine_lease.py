@@ -13,10 +13,10 @@ import pytest
 from engine import process
 from engine.backends.sim import SimBackend
 from engine.clock import FakeClock
-from engine.jobs import new_job
+from engine.job_factory import new_job
+from engine.loop import Engine
 from engine.models import Job, JobState
 from engine.runner import JobContext
-from engine.scheduler import Engine
 from engine.settings import Settings
 from engine.store import EngineRunning, Store
 

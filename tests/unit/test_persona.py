@@ -4,14 +4,7 @@ import json
 
 import pytest
 
-from engine.actions import (
-    EnqueueAction,
-    NoAction,
-    ReviewVerdict,
-    UnparseableReview,
-    parse_persona_reply,
-    parse_review,
-)
+from engine.persona import EnqueueAction, NoAction, parse_persona_reply
 
 
 def _block(data: object) -> str:
@@ -178,77 +171,3 @@ def test_errors_are_short_and_do_not_echo_the_input() -> None:
 
 def test_non_text_input_is_an_error() -> None:
     assert parse_persona_reply(None)[2] is not None  # type: ignore[arg-type]
-
-
-# --- Reviewer verdicts --------------------------------------------------------------------------------------
-
-VERDICT = {
-    "criteria": [
-        {"name": "task_fit", "critique": "Does what was asked.", "score": 8},
-        {"name": "correctness", "critique": "One off-by-one in the loop.", "score": 6},
-    ],
-    "overall_critique": "Good, fix the loop.",
-    "score": 7,
-    "verdict": "pass",
-}
-
-
-def test_bare_verdict() -> None:
-    verdict = parse_review(json.dumps(VERDICT))
-    assert isinstance(verdict, ReviewVerdict)
-    assert verdict.score == 7 and verdict.verdict == "pass"
-    assert verdict.scores == {"task_fit": 8.0, "correctness": 6.0}
-    assert verdict.passes(7.0) and not verdict.passes(7.5)
-    assert verdict.critique.startswith("Good, fix the loop.\n- task_fit (8/10): Does what was asked.")
-
-
-def test_verdict_in_a_fence_or_in_prose() -> None:
-    assert parse_review("Here is my review:\n```json\n" + json.dumps(VERDICT) + "\n```\nThanks.").score == 7
-    assert parse_review("My verdict: " + json.dumps(VERDICT) + " -- end").verdict == "pass"
-
-
-def test_revise_verdict_never_passes() -> None:
-    verdict = parse_review(json.dumps({**VERDICT, "verdict": "Revise", "score": 9.5}))
-    assert verdict.verdict == "revise" and not verdict.passes(7.0)
-
-
-def test_missing_overall_score_is_the_mean_of_the_criteria() -> None:
-    data = {key: value for key, value in VERDICT.items() if key != "score"}
-    assert parse_review(json.dumps(data)).score == 7.0
-
-
-def test_fractional_criterion_score_is_rounded() -> None:
-    data = {**VERDICT, "criteria": [{"name": "a", "critique": "", "score": 6.6}]}
-    assert parse_review(json.dumps(data)).criteria[0].score == 7
-
-
-@pytest.mark.parametrize(
-    ("text", "fragment"),
-    [
-        ("", "empty"),
-        ("   \n", "empty"),
-        ("Looks good to me!", "no JSON object"),
-        ("{not json}", "not valid JSON"),
-        ('```json\n["pass"]\n```', "expected a JSON object"),
-        (json.dumps({**VERDICT, "score": 11}), "score"),
-        (json.dumps({**VERDICT, "score": -1}), "score"),
-        (json.dumps({**VERDICT, "score": True}), "score"),
-        (json.dumps({**VERDICT, "score": "high"}), "score"),
-        (json.dumps({**VERDICT, "verdict": "maybe"}), "verdict"),
-        (json.dumps({**VERDICT, "criteria": []}), "criteria"),
-        (json.dumps({**VERDICT, "criteria": [{"name": "a", "score": 12}]}), "criteria.0.score"),
-        (json.dumps({**VERDICT, "criteria": [{"name": "", "score": 5}]}), "criteria.0.name"),
-        (json.dumps({**VERDICT, "criteria": "all good"}), "criteria"),
-        ('{"criteria": ' + "[" * 50_000 + "]" * 50_000 + "}", "nested too deeply"),
-    ],
-)
-def test_garbage_reviews_raise_with_a_clear_reason(text: str, fragment: str) -> None:
-    with pytest.raises(UnparseableReview) as info:
-        parse_review(text)
-    assert fragment in str(info.value)
-    assert len(str(info.value)) <= 400
-
-
-def test_non_text_review_raises() -> None:
-    with pytest.raises(UnparseableReview):
-        parse_review(None)  # type: ignore[arg-type]

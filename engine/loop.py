@@ -19,6 +19,7 @@ from engine import notices, process
 from engine.backends.base import Backend
 from engine.capacity import Capacity
 from engine.clock import Clock
+from engine.errors import describe_error
 from engine.models import Job, JobState, NewJob, Priority
 from engine.routing import Router
 from engine.runner import EngineHooks, JobRunner, NoHooks
@@ -227,8 +228,9 @@ class Engine:
                 )
             except LeaseLost:
                 log.warning("job %s: left as it is: its lease is no longer this engine's", job.id)
-            except Exception:
-                log.debug("job %s: could not be marked failed", job.id, exc_info=True)
+            except Exception as mark_exc:
+                log.warning("job %s: could not mark it failed after the crash (%s); the orphan sweep takes "
+                            "it when its lease expires", job.id, describe_error(mark_exc))
         finally:
             self._tasks.pop(job.id, None)
             self._wake.set()
@@ -339,7 +341,7 @@ class Engine:
         """Jobs this process still holds go back to the queue (no attempt used): nothing is lost."""
         for job in await self.store.list_jobs(states=[JobState.RUNNING], limit=10_000):
             if job.lease_owner == self.owner:
-                with contextlib.suppress(Exception):
+                try:
                     await self.store.transition(
                         job.id,
                         JobState.QUEUED,
@@ -348,3 +350,6 @@ class Engine:
                         expected=[JobState.RUNNING],
                         owner=self.owner,
                     )
+                except Exception as exc:
+                    log.warning("job %s: could not return it to the queue at shutdown (%s); the orphan sweep at "
+                                "the next start requeues it", job.id, describe_error(exc))

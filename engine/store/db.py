@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TypeVar
 
-from engine.errors import Busy, StoreError
+from engine.errors import Busy, LostDatabase, StoreError
 
 T = TypeVar("T")
 
@@ -30,15 +30,6 @@ PRAGMAS = (
     "PRAGMA foreign_keys=ON",
 )
 BUSY_TIMEOUT_MS = 10_000
-
-
-class LostDatabase(StoreError):
-    """The database file is missing or empty (no tables) although the data folder shows earlier use: starting
-    would begin a new empty database and silently lose the jobs it held."""
-
-
-class EngineRunning(StoreError):
-    """Another engine holds this data folder's engine lease and is alive (``lease.py``)."""
 
 
 class Database:

@@ -574,6 +574,7 @@ class FakeTelegram:
         self._files: dict[str, _StoredFile] = {}
         self._file_ids = itertools.count(1)
         self._scripted: dict[str, collections.deque[_ApiError]] = collections.defaultdict(collections.deque)
+        self._delays: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
         self._changed = _Signal()
         self._handlers: dict[str, Callable[[JSON, dict[str, UploadedFile]], Awaitable[Any]]] = {
             "getme": self._get_me, "getupdates": self._get_updates, "sendmessage": self._send_message,
@@ -705,6 +706,11 @@ class FakeTelegram:
         for _ in range(times):
             self._scripted[method.lower()].append(_ApiError(error_code, description, retry_after))
 
+    def script_slow_answer(self, method: str, delay_s: float, times: int = 1) -> None:
+        """The next `times` calls of `method` are carried out at once (a message is sent) but answered only
+        after `delay_s`: a client with a shorter read timeout gives up on a request that succeeded."""
+        self._delays[method.lower()].extend([delay_s] * times)
+
     # -- the test's side: what the bot did -----------------------------------------------------------------
 
     @property
@@ -809,6 +815,9 @@ class FakeTelegram:
         if match:
             self.requests.append(Call(method, params, status))
         self._changed.notify()
+        delays = self._delays.get(method.lower())
+        if delays:
+            await asyncio.sleep(delays.popleft())
         return status, json.dumps(body).encode(), "application/json"
 
     def _serve_file(self, token: str, file_path: str) -> tuple[int, bytes, str]:

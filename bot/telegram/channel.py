@@ -12,7 +12,7 @@ import contextlib
 import datetime as dtm
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from telegram import BotCommand, Update
 from telegram.error import InvalidToken, NetworkError, TimedOut
@@ -82,7 +82,7 @@ class TelegramChannel:
         self.live = LiveActivity(settings, control.store, self.app.bot, self._clock, tick_s=live_tick_s)
         Handlers(Services(settings, control, commands, self.sender.wake)).install(self.app)
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, ready: Callable[[], None] | None = None) -> None:
         if not await self._connect(stop):
             return
         async with self.app:  # initialized by _connect; shut down on the way out
@@ -94,6 +94,8 @@ class TelegramChannel:
                 asyncio.create_task(self.sender.run(stop), name="telegram-outbox"),
                 asyncio.create_task(self.live.run(stop), name="telegram-live"),
             ]
+            if ready is not None:
+                ready()
             try:
                 await stop.wait()
             finally:

@@ -13,7 +13,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.configs import READY_LINE, READY_TIMEOUT_S, SWITCHBOARD, sim_backends_toml
+from tests.e2e.configs import READY_LINE, READY_TIMEOUT_S, REPO, SWITCHBOARD, sim_backends_toml
 from tests.fakes.fake_telegram import FakeTelegram
 
 OPERATOR = 4242
@@ -64,6 +64,7 @@ class Switchboard:
             "TELEGRAM_BOT_TOKEN": self._token,
             "SWITCHBOARD_HOME": str(self.home),
             "MPLCONFIGDIR": str(self.home / "mpl"),
+            "PYTHONPATH": str(REPO),
         }
         self.process = await asyncio.create_subprocess_exec(
             str(SWITCHBOARD),
@@ -89,7 +90,12 @@ class Switchboard:
                     return True
             return False  # exited first
 
-        if not await asyncio.wait_for(ready_line(), READY_TIMEOUT_S):
+        try:
+            ready = await asyncio.wait_for(ready_line(), READY_TIMEOUT_S)
+        except TimeoutError:
+            await self.ensure_stopped()  # the caller's clean-up has not begun: no process is left behind
+            raise AssertionError(f"switchboard was not ready within {READY_TIMEOUT_S:.0f} s") from None
+        if not ready:
             code = await self._finish(30.0)
             raise AssertionError(f"switchboard exited ({code}) before it was ready: {self.stderr.decode()[-3000:]}")
 

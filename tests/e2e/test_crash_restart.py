@@ -42,7 +42,7 @@ from engine.clock import SystemClock
 from engine.jobs import new_job
 from engine.settings import Settings, load_settings
 from engine.store import Store
-from tests.e2e.configs import READY_LINE, READY_TIMEOUT_S, SWITCHBOARD, sim_backends_toml
+from tests.e2e.configs import READY_LINE, READY_TIMEOUT_S, REPO, SWITCHBOARD, sim_backends_toml
 
 SEED = 20_240_607
 KILLS = 6
@@ -170,6 +170,7 @@ def _env(home: Path) -> dict[str, str]:
         "SWITCHBOARD_HOME": str(home),
         "PYTHONIOENCODING": "utf-8",
         "MPLCONFIGDIR": str(home / "mpl"),
+        "PYTHONPATH": str(REPO),
     }
 
 
@@ -227,7 +228,12 @@ async def _cli_adds(home: Path, config: Path) -> list[dict[str, Any]]:
             stderr=asyncio.subprocess.PIPE,
             env=_env(home),
         )
-        out, err = await asyncio.wait_for(process.communicate(), 120.0)
+        try:
+            out, err = await asyncio.wait_for(process.communicate(), 120.0)
+        finally:  # cancelled with the test (it failed elsewhere): no process, no transport left behind
+            if process.returncode is None:
+                process.kill()
+                await process.communicate()
         assert process.returncode == 0, err.decode()
         return json.loads(out)
 
@@ -285,9 +291,10 @@ async def test_sigkill_at_random_moments_then_every_job_done_once_and_notified_o
         code = await final.terminate(60.0)
         assert code == 0, final.err_text()
     finally:
-        for task in (feeder, cli):
-            if task is not None and not task.done():
-                task.cancel()
+        tasks = [task for task in (feeder, cli) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # their clean-up runs before the loop closes
         for process in processes:
             await process.ensure_stopped()
         await store.close()

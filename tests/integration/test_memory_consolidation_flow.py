@@ -197,7 +197,7 @@ async def test_consolidation_runs_end_to_end_through_the_engine(
             pending = {r.id for r in await semantic.records(kind="episodic", unconsolidated=True)}
             return pending == set(ids["lone"])
 
-        await eventually(only_the_lone_episode_pending, timeout_s=10)
+        await eventually(only_the_lone_episode_pending, timeout_s=120)
         found = [r.text for r in await semantic.records(kind="semantic") if r.source_job == CONSOLIDATION_SOURCE]
         assert len(found) == 2 and all(text.startswith("Lesson C") for text in found)
         done = await store.get_job(job.id)

@@ -36,7 +36,6 @@ from telegram import Bot, InputFile, Message
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError, TimedOut
 
-from bot import charts
 from bot.console import CONSOLE_CHAT_ID
 from bot.telegram import format as fmt
 from engine.clock import Clock
@@ -241,6 +240,8 @@ class OutboxSender:
         return f"job-{job.id}-result.md", text.encode("utf-8")
 
     async def _send_stats(self, chat_id: int, message: OutboxMessage, since: float) -> int | None:
+        from bot import charts  # matplotlib (numpy, fonts): paid by the first chart, not by every start
+
         stats = await self._store.stats(since)
         png = await asyncio.to_thread(charts.stats_chart_png, stats)
         caption = message.text if fmt.utf16_len(message.text) <= fmt.MAX_CAPTION_UTF16 else None

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import sys
 import threading
+from collections.abc import Callable
 
 from bot.services import Services
 from engine.store import Store
@@ -38,7 +39,7 @@ class ConsoleChannel:
         # A terminal (default: whether stdin is one) gets the prompt and the line-limit warning.
         self._interactive = interactive
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, ready: Callable[[], None] | None = None) -> None:
         reading = self._read_stdin and sys.stdin is not None and not sys.stdin.closed
         if self._interactive is None:
             self._interactive = reading and sys.stdin.isatty()
@@ -46,6 +47,8 @@ class ConsoleChannel:
         tasks = [asyncio.create_task(deliver_to_console(self._control.store, stop, prompt=prompt))]
         if reading:
             tasks.append(asyncio.create_task(self._read(stop)))
+        if ready is not None:
+            ready()
         await stop.wait()
         for task in tasks:
             task.cancel()

@@ -1,7 +1,8 @@
 """`switchboard doctor`: what `switchboard run` needs, checked the way run will meet it.
 
 The configuration (strict, times and zones included) was already checked by ``load_settings``: doctor and run
-refuse a bad one with the same line. Then: the data folder (writable, 0700), disk space, Telegram (the
+refuse a bad one with the same line. Then: the data folder (writable, 0700, no engine already running on it),
+disk space, Telegram (the
 channel's own refusals, then ``getMe`` with a short timeout: reachable, token accepted, the bot's name), the
 worker sandbox, the pulse's time zone and times, each backend's credentials, and a warning when a reviewed job
 type has no reviewer of another family. A check is ``ok``, ``warn`` (run starts, but look) or ``fail``; the
@@ -11,6 +12,7 @@ exit code is 0 only when nothing failed, that is when run would start cleanly.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import shutil
 import stat
 import tempfile
@@ -47,6 +49,7 @@ def check_line(check: dict[str, Any]) -> str:
 async def run_checks(settings: Settings, *, telegram_timeout_s: float = TELEGRAM_TIMEOUT_S) -> list[dict[str, Any]]:
     checks = [_check("config", True, f"{len(settings.backends)} backend(s), data in {settings.home}")]
     checks.append(_data_folder(settings))
+    checks.append(_engine_lock(settings))
     checks.append(_disk(settings))
     checks.append(await telegram_check(settings, timeout_s=telegram_timeout_s))
     sandbox, sandbox_check = _sandbox(settings)
@@ -69,6 +72,24 @@ def _data_folder(settings: Settings) -> dict[str, Any]:
     if mode & 0o077:
         return _check("data folder", False, f"{home} is {mode:04o}, readable by others: chmod 700 {home}")
     return _check("data folder", True, f"{home} is writable and private ({mode:04o})")
+
+
+def _engine_lock(settings: Settings) -> dict[str, Any]:
+    """Run refuses to start while another engine holds the data folder's lock (``bot.app.engine_lock``)."""
+    path = settings.home / "engine.lock"
+    if not path.exists():
+        return _check("engine", True, "no engine running on this data folder")
+    try:
+        with path.open("a") as handle:  # "a": never truncate the running engine's pid
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    except BlockingIOError:
+        pid = path.read_text(encoding="utf-8").strip() or "?"
+        return _check("engine", False, f"another switchboard (pid {pid}) is already running on {settings.home}: "
+                      "run would refuse to start")
+    except OSError as exc:
+        return _check("engine", False, f"{path}: {exc.strerror}")
+    return _check("engine", True, "no engine running on this data folder")
 
 
 def _disk(settings: Settings) -> dict[str, Any]:

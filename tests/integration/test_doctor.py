@@ -126,3 +126,19 @@ async def test_the_cli_exits_1_on_a_rejected_token_and_never_prints_it(tmp_path:
     assert json.loads(outputs[1][0])["ok"] is False  # one JSON document on stdout
     for output in (text for pair in outputs for text in pair):
         assert BAD_TOKEN not in output and BAD_TOKEN.split(":")[1] not in output
+
+
+async def test_an_engine_already_running_on_the_data_folder_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.app import engine_lock
+
+    monkeypatch.delenv("TELEGRAM_BOT_TOKEN", raising=False)
+    settings = _settings(tmp_path, "http://127.0.0.1:9", None)
+    with engine_lock(settings.home):  # what `switchboard run` holds while it runs
+        checks = await run_checks(settings)
+        [engine] = [c for c in checks if c["check"] == "engine"]
+        assert engine["level"] == "fail" and f"(pid {os.getpid()})" in engine["detail"] and not passed(checks)
+        assert (settings.home / "engine.lock").read_text() == str(os.getpid())  # doctor left the pid alone
+    [engine] = [c for c in await run_checks(settings) if c["check"] == "engine"]
+    assert engine["level"] == "ok"

@@ -106,7 +106,7 @@ async def test_reviewed_types_with_one_family_warn_but_pass(tmp_path: Path, monk
     assert [c["check"] for c in await run_checks(mixed) if c["check"] == "time"] == ["time"]
 
 
-async def test_the_cli_exits_1_on_a_rejected_token_and_never_prints_it(tmp_path: Path) -> None:
+async def test_doctor_and_run_exit_1_on_a_rejected_token_and_never_print_it(tmp_path: Path) -> None:
     async with FakeTelegram() as fake:
         config = tmp_path / "switchboard.toml"
         config.write_text(f'[telegram]\noperator_ids = [{OPERATOR}]\napi_base_url = "{_root(fake)}"\n')
@@ -114,16 +114,22 @@ async def test_the_cli_exits_1_on_a_rejected_token_and_never_prints_it(tmp_path:
                "TELEGRAM_BOT_TOKEN": BAD_TOKEN}
         env.pop("SWITCHBOARD_CONFIG", None)
         outputs = []
-        for extra in ([], ["--json"]):
+        for command in (["doctor"], ["doctor", "--json"], ["run", "--no-console"]):
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bot.cli", "--config", str(config), "doctor", *extra, env=env,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                sys.executable, "-m", "bot.cli", "--config", str(config), *command, env=env,
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             )
-            out, err = await asyncio.wait_for(process.communicate(), 120)
-            assert process.returncode == 1
+            try:
+                out, err = await asyncio.wait_for(process.communicate(), 120)
+            finally:  # no process left behind if it hung
+                if process.returncode is None:
+                    process.kill()
+                    await process.communicate()
+            assert process.returncode == 1, err.decode()
             outputs.append((out.decode(), err.decode()))
     assert "FAIL telegram: Telegram rejected the bot token in TELEGRAM_BOT_TOKEN" in outputs[0][0]
     assert json.loads(outputs[1][0])["ok"] is False  # one JSON document on stdout
+    assert "rejected the bot token in TELEGRAM_BOT_TOKEN" in outputs[2][1]  # run stops with the same news
     for output in (text for pair in outputs for text in pair):
         assert BAD_TOKEN not in output and BAD_TOKEN.split(":")[1] not in output
 

@@ -12,6 +12,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 
+import prompts
 from engine.jobs import new_job
 from engine.models import Job, JobState, NewJob, Priority, Source
 from engine.pulse import MEMORY_MAINTENANCE_EVERY_S
@@ -71,7 +72,9 @@ class MemoryHooks:
         except Exception:  # memory must never stop work from running
             log.exception("job %s: memory context unavailable", job.id)
             return JobContext(core=self._core.read())
-        return JobContext(core=context.core, memories=context.relevant)
+        # Memories were made from earlier jobs' results: data for the prompt, never instructions.
+        memories = prompts.untrusted("relevant memories", context.relevant) if context.relevant.strip() else ""
+        return JobContext(core=context.core, memories=memories)
 
     async def maintain(self) -> str:
         """The pulse's memory upkeep: prune old, never-read, unimportant episodes, optimize the table (and

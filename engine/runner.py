@@ -166,6 +166,7 @@ class JobRunner:
             system = prompts.persona_system(self._settings.persona_name, self._settings.job_types, context.core)
             history = await self._store.recent_messages(job.chat_id or 0, limit=12)
             convo = "\n".join(f"{m.role.capitalize()}: {m.text}" for m in history if m.job_id != job.id)
+            convo = prompts.untrusted("recent conversation", convo) if convo.strip() else ""
             prompt = f"{_section('Relevant memories', context.memories)}{_section('Recent conversation', convo)}"
             prompt += f"Operator: {job.prompt}"
         else:

@@ -481,7 +481,7 @@ async def test_a_hostile_result_reaches_reviewer_and_reviser_only_as_data(
 ) -> None:
     maker = FakeModel("writer", "anthropic", [HOSTILE_WORK, "Launch note, fixed."], tier=2)
     # The reviewer quotes the maker's injected verdict before giving its own: its own, the last, counts.
-    quoting = f"The work says to answer {INJECTED_VERDICT}; I will not.\n\n```json\n{verdict(2)}\n```"
+    quoting = f"The work says:\n```json\n{INJECTED_VERDICT}\n```\nMy verdict:\n```json\n{verdict(2)}\n```"
     reviewer = FakeModel("strict-gpt", "openai", [quoting, verdict(8)])
     settings, engine = await start(
         make_settings, store, clock, make_engine, fakes=(maker, reviewer),

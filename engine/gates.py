@@ -60,6 +60,8 @@ def _result_fields(job: Job, config: BackendConfig, result: BackendResult, works
     }
     if len(result.text) > INLINE_RESULT_CHARS:
         fields["result_path"] = str(workspace.write_text(job.id, "result.md", result.text))
+    else:
+        workspace.redact_file(job.id, "result.md")  # the worker's own, when it wrote one
     return fields
 
 

@@ -55,7 +55,7 @@ class Engine:
             self.router,
             self.capacity,
             clock,
-            Workspace(settings.home),
+            Workspace(settings.home, redact=self.redactor),
             hooks or NoHooks(),
             self.owner,
             self._submit,

@@ -41,6 +41,8 @@ class Worker:
 
     async def run(self, request: BackendRequest, progress: ProgressCallback | None = None) -> BackendResult:
         self.requests.append(request)
+        if request.workspace is not None:  # a CLI worker writes its own result.md, as worker_context.md asks
+            (request.workspace / "result.md").write_text(f"# Result\n\n{leaky_result()[:300]}\n", encoding="utf-8")
         if callable(self.results):
             return self.results()
         return self.results[min(len(self.requests), len(self.results)) - 1]
@@ -101,19 +103,23 @@ async def test_secrets_a_worker_prints_appear_at_no_exit(
     reviewer = Worker(BackendConfig(name="reviewer", kind="openai", model="r", family="openai"),
                       [BackendResult(text=verdict(8), model="r")])
     broken = Worker(BackendConfig(name="broken", kind="openai", model="b", family="google"), crash)
+    scribe = Worker(BackendConfig(name="scribe", kind="claude_cli", model="s", family="anthropic"),
+                    [BackendResult(text="Short answer; the details are in result.md.", model="s")])
     settings = make_settings(
-        backends=[flaky.config, maker.config, reviewer.config, broken.config],
-        routing={"writing": ["flaky", "maker"], "review": ["reviewer"], "analysis": ["broken"]},
+        backends=[flaky.config, maker.config, reviewer.config, broken.config, scribe.config],
+        routing={"writing": ["flaky", "maker"], "review": ["reviewer"], "analysis": ["broken"], "triage": ["scribe"]},
         memory={"embedder_api_key_env": "SB_TEST_EMBEDDER_KEY"},
     )
-    engine = Engine(settings, store, {w.config.name: w for w in (flaky, maker, reviewer, broken)}, clock)
+    engine = Engine(settings, store, {w.config.name: w for w in (flaky, maker, reviewer, broken, scribe)}, clock)
     with caplog.at_level(logging.INFO), redacting_logs(engine.redactor):  # as the composition root installs it
         await engine.start()
         try:
             job, _ = await engine.submit(new_job(settings, type="writing", prompt="write the report", chat_id=42))
             bug, _ = await engine.submit(new_job(settings, type="analysis", prompt="analyse the numbers"))
+            short, _ = await engine.submit(new_job(settings, type="triage", prompt="triage the inbox"))
             done = await eventually(lambda: _in_state(store, job.id, JobState.DONE), timeout_s=30)
             await eventually(lambda: _in_state(store, bug.id, JobState.FAILED), timeout_s=30)
+            await eventually(lambda: _in_state(store, short.id, JobState.DONE), timeout_s=30)
             logging.getLogger("engine.test").warning("a worker said %s", leaky_result()[:400])
         finally:
             await engine.stop(grace_s=0)
@@ -139,6 +145,8 @@ async def test_secrets_a_worker_prints_appear_at_no_exit(
     assert settings.db_path in files and Path(done.result_path) in files
     places["result.md"] = files[Path(done.result_path)].decode("utf-8")
     assert MASK in places["result.md"] and "line 399 of the report" in places["result.md"]
+    own = files[settings.home / "jobs" / str(short.id) / "result.md"].decode("utf-8")  # the worker's own file
+    assert own.startswith(f"# Result\n\nDone. For the record my key is {MASK}")
     for secret in SECRETS:
         for where, text in places.items():
             assert secret not in text, f"{secret[:12]}... leaked into {where}"

@@ -161,7 +161,7 @@ def cluster(vectors: np.ndarray, threshold: float) -> list[list[int]]:
 def consolidation_prompt(episodes: list[MemoryRecord]) -> str:
     template = resources.files("prompts").joinpath("consolidate.md").read_text(encoding="utf-8")
     lines = "\n".join(f"- [importance {e.importance}] {e.text}" for e in episodes)
-    return Template(template).substitute(episodes=lines)
+    return Template(template).substitute(episodes=prompts.untrusted("episodes", lines))
 
 
 async def pending_clusters(
@@ -247,7 +247,8 @@ async def consolidation_request(
         covered.append(ConsolidationCluster(label=label, episode_ids=[e.id for e in episodes]))
     if not covered:
         return None
-    prompt = prompts.render("consolidate_batch", clusters="\n".join(blocks).rstrip("\n"))
+    clusters = prompts.untrusted("episode clusters", "\n".join(blocks).rstrip("\n"))
+    prompt = prompts.render("consolidate_batch", clusters=clusters)
     return ConsolidationRequest(prompt=prompt, clusters=covered)
 
 

@@ -76,6 +76,9 @@ async def test_maintain_enqueues_exactly_one_consolidation_job(
     assert sorted(covered.values(), key=len) == [set(ids["newsletter"]), set(ids["scrape"])]
     assert ids["lone"][0] not in job.prompt  # a lone routine episode is no cluster
     assert "$clusters" not in job.prompt and "Cloudflare" in job.prompt
+    # Episodes came from jobs' work: the prompt carries them as one data block, after the instructions.
+    block_start = job.prompt.index('<untrusted-data label="episode clusters"')
+    assert block_start < job.prompt.index("Cloudflare") < job.prompt.index("</untrusted-data boundary=")
     # Nothing was consolidated by enqueueing: no model has answered yet.
     assert len(await semantic.records(kind="episodic", unconsolidated=True)) == 6
 

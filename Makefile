@@ -1,5 +1,6 @@
 # `make run` starts Switchboard on its embedded defaults; `make test` runs the whole suite.
-# Both create .venv and install what they need on a fresh machine.
+# Both create .venv and install what they need on a fresh machine. Install bubblewrap yourself
+# (`apt-get install bubblewrap`): CLI workers run in it, and its tests are skipped without it.
 
 PYTHON ?= python3
 VENV := .venv
@@ -28,6 +29,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check bot engine memory prompts tests bench
 
 test: $(VENV)/.installed $(CLAUDE_BIN) lint
+	@command -v bwrap >/dev/null || echo "note: bubblewrap is not installed (apt-get install bubblewrap): the worker sandbox tests are skipped"
 	SWITCHBOARD_CLAUDE_BIN=$(abspath $(CLAUDE_BIN)) $(VENV)/bin/pytest -q
 
 bench: $(VENV)/.installed

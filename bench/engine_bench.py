@@ -31,10 +31,10 @@ from pathlib import Path
 
 from engine.backends.base import BackendRequest, BackendResult, CredentialStatus, ProgressCallback
 from engine.clock import SystemClock
-from engine.jobs import new_job
+from engine.job_factory import new_job
+from engine.loop import Engine
 from engine.models import Job
 from engine.runner import JobContext
-from engine.scheduler import Engine
 from engine.settings import BackendConfig, Settings, default_sim_backends
 from engine.store import Store
 

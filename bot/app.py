@@ -1,6 +1,8 @@
-"""The composition root: build settings, store, backends, memory, engine and channels; run; shut down.
+"""The composition root: open the services (store, backends, memory, engine, pulse, control, commands) into one
+typed ``Services``, run a channel on them, shut down.
 
-Everything is opened here, in order, and closed in reverse. Nothing else constructs services.
+``open_services`` is the one place that builds them, in one ``AsyncExitStack``: opened in order, closed in
+reverse. ``switchboard run``, every CLI command, the console and the tests build them through it.
 """
 
 from __future__ import annotations
@@ -14,26 +16,30 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.commands import CommandRouter
 from bot.console import ConsoleChannel
 from bot.memory_commands import memory_commands
+from bot.services import Services
 from engine.backends.base import Backend
 from engine.backends.registry import build_backend
 from engine.clock import Clock, SystemClock
 from engine.control import Control
+from engine.errors import AlreadyRunning, SandboxUnavailable
+from engine.loop import Engine
 from engine.pulse import Pulse, PulseTrigger
 from engine.redaction import Redactor, redacting_logs
-from engine.runner import EngineHooks, NoHooks
-from engine.scheduler import Engine
+from engine.runner import NoHooks
+from engine.sandbox import Sandbox
 from engine.settings import Settings
 from engine.store import Store, StoreError
 
+if TYPE_CHECKING:
+    from bot.telegram import TelegramChannel
+    from engine.memory_link import MemoryHooks
+
 log = logging.getLogger("switchboard")
-
-
-class AlreadyRunning(Exception):
-    pass
 
 
 @contextlib.contextmanager
@@ -55,10 +61,10 @@ def engine_lock(home: Path):  # type: ignore[no-untyped-def]
 
 
 @contextlib.asynccontextmanager
-async def open_memory(settings: Settings, clock: Clock) -> AsyncIterator[EngineHooks]:
-    """Memory is helpful, never required: if it cannot open, the engine runs without it and says so."""
+async def open_memory(settings: Settings, clock: Clock) -> AsyncIterator[MemoryHooks | None]:
+    """Memory is helpful, never required: if it cannot open, the engine runs without it (None) and says so."""
     if not settings.memory.enabled:
-        yield NoHooks()
+        yield None
         return
     try:
         from engine.memory_link import MemoryHooks
@@ -71,35 +77,85 @@ async def open_memory(settings: Settings, clock: Clock) -> AsyncIterator[EngineH
         core = CoreMemory(settings.home, settings.memory.core_max_bytes, now=clock.now)
     except Exception as exc:
         log.warning("memory unavailable, running without it: %s", exc)
-        yield NoHooks()
+        yield None
         return
     try:
         yield MemoryHooks(core, semantic, settings.memory.context_budget_bytes, settings=settings)
     finally:
         await semantic.close()
+        await embedder.aclose()  # the OpenAI-compatible embedder holds an httpx client
 
 
-def build_backends(settings: Settings, clock: Clock) -> dict[str, Backend]:
-    return {config.name: build_backend(config, clock=clock) for config in settings.backends}
+def build_backends(settings: Settings, clock: Clock, sandbox: Sandbox | None = None) -> dict[str, Backend]:
+    sandbox = sandbox or Sandbox.for_settings(settings)
+    return {config.name: build_backend(config, clock=clock, sandbox=sandbox) for config in settings.backends}
+
+
+@contextlib.asynccontextmanager
+async def open_services(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    engine: bool = False,
+    memory: bool = False,
+    pulse: bool = False,
+    backends: dict[str, Backend] | None = None,
+    redactor: Redactor | None = None,
+) -> AsyncIterator[Services]:
+    """Open what an entry point needs, in order, and close it in reverse: store, backends, memory, engine,
+    pulse. The CLI asks for the store alone; ``switchboard run`` for everything; tests for what they exercise.
+    ``backends`` (default: built from the settings) are closed with the rest. ``redactor`` (default: built from
+    the settings) is the engine's: every backend's traffic and every completion pass it."""
+    clock = clock or SystemClock()
+    async with contextlib.AsyncExitStack() as stack:
+        store = await Store.open(settings.db_path, clock)
+        stack.push_async_callback(store.close)
+        if backends is None:
+            backends = build_backends(settings, clock) if engine or pulse else {}
+        stack.push_async_callback(_close_backends, backends)
+        hooks = await stack.enter_async_context(open_memory(settings, clock)) if memory else None
+        running: Engine | None = None
+        if engine:
+            running = Engine(settings, store, backends, clock, hooks=hooks or NoHooks(), redactor=redactor)
+            if hooks is not None:  # memory's consolidation runs as an ordinary job
+                hooks.enqueue = running.submit
+            await running.start()
+            stack.push_async_callback(running.stop)
+        trigger: PulseTrigger | None = None
+        if pulse:
+            # The pulse and schedules: APScheduler triggers ticks; what is due is decided from the database.
+            maintain = hooks.maintain if hooks is not None else None  # memory upkeep, when memory is open
+            wake = running.wake if running is not None else None
+            trigger = PulseTrigger(Pulse(settings, store, clock, backends, maintain_memory=maintain, wake=wake))
+            trigger.start()
+            stack.push_async_callback(trigger.shutdown)
+        control = Control(settings, store, clock, running)
+        commands = CommandRouter(control, extra=memory_commands(hooks))
+        yield Services(settings, clock, store, backends, hooks, running, trigger, control, commands)
+
+
+async def _close_backends(backends: dict[str, Backend]) -> None:
+    for backend in backends.values():
+        try:
+            await backend.aclose()
+        except Exception:  # closing at shutdown: nothing left to do about it
+            log.debug("closing a backend failed", exc_info=True)
 
 
 async def run_switchboard(settings: Settings, *, console: bool = True, clock: Clock | None = None) -> int:
     clock = clock or SystemClock()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines carry the bot token in URLs
-    if os.environ.get("TELEGRAM_BOT_TOKEN"):
-        from bot.telegram_channel import refusal
+    from bot.telegram import ChannelRefused, refusal
 
-        problem = refusal(settings)
-        if problem:  # fail closed, before anything is opened
-            print(f"switchboard: {problem}", file=sys.stderr)
-            return 1
-    from bot.telegram import ChannelRefused
-
+    problem = refusal(settings) if settings.telegram.bot_token else None
+    if problem:  # fail closed, before anything is opened
+        print(f"switchboard: {problem}", file=sys.stderr)
+        return 1
     try:
         redactor = Redactor.from_settings(settings)  # one redactor for every exit: the engine's and the logs'
         with engine_lock(settings.home), redacting_logs(redactor):
             return await _serve(settings, clock, console, redactor)
-    except (AlreadyRunning, StoreError, ChannelRefused) as exc:
+    except (AlreadyRunning, StoreError, ChannelRefused, SandboxUnavailable) as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return 1
 
@@ -109,46 +165,25 @@ async def _serve(settings: Settings, clock: Clock, console: bool, redactor: Reda
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    store = await Store.open(settings.db_path, clock)
-    backends = build_backends(settings, clock)
-    try:
-        async with open_memory(settings, clock) as hooks:
-            engine = Engine(settings, store, backends, clock, hooks=hooks, redactor=redactor)
-            if hasattr(hooks, "enqueue"):  # memory's consolidation runs as an ordinary job
-                hooks.enqueue = engine.submit
-            await engine.start()
-            # The pulse and schedules: APScheduler triggers ticks; what is due is decided from the database.
-            maintain = getattr(hooks, "maintain", None)  # memory upkeep, when memory is open
-            pulse = PulseTrigger(Pulse(settings, store, clock, backends, maintain_memory=maintain, wake=engine.wake))
-            pulse.start()
-            control = Control(settings, store, clock, engine)
-            _announce(settings)
-            try:
-                await _run_channel(settings, control, stop, console, hooks, clock)
-            finally:
-                await pulse.shutdown()
-                await engine.stop()
-    finally:
-        for backend in backends.values():
-            with contextlib.suppress(Exception):
-                await backend.aclose()
-        await store.close()
+    sandbox = Sandbox.for_settings(settings)  # before anything is opened: "bwrap" without it refuses to start
+    backends = build_backends(settings, clock, sandbox)
+    async with open_services(
+        settings, clock=clock, engine=True, memory=True, pulse=True, backends=backends, redactor=redactor
+    ) as services:
+        _announce(settings)
+        print(f"switchboard: worker sandbox: {sandbox.describe()}", file=sys.stderr, flush=True)
+        await build_channel(services, read_stdin=console).run(stop)
     print("switchboard: stopped cleanly", file=sys.stderr, flush=True)
     return 0
 
 
-async def _run_channel(
-    settings: Settings, control: Control, stop: asyncio.Event, console: bool, hooks: EngineHooks, clock: Clock
-) -> None:
-    commands = CommandRouter(control, extra=memory_commands(hooks))
-    token = os.environ.get("TELEGRAM_BOT_TOKEN")
-    if token:
-        from bot.telegram_channel import TelegramChannel
+def build_channel(services: Services, *, read_stdin: bool = True) -> TelegramChannel | ConsoleChannel:
+    """Telegram when the settings hold a bot token, else the console."""
+    if services.settings.telegram.bot_token:
+        from bot.telegram import TelegramChannel
 
-        channel = TelegramChannel(settings, control, commands, token, clock=clock)
-        await channel.run(stop)
-        return
-    await ConsoleChannel(control, commands, read_stdin=console).run(stop)
+        return TelegramChannel(services)
+    return ConsoleChannel(services, read_stdin=read_stdin)
 
 
 def _announce(settings: Settings) -> None:
@@ -172,7 +207,7 @@ def _announce(settings: Settings) -> None:
         print(f"switchboard: running with backends {names}", file=sys.stderr, flush=True)
     channel = (
         f"Telegram channel for operators {settings.telegram.operator_ids}"
-        if os.environ.get("TELEGRAM_BOT_TOKEN")
+        if settings.telegram.bot_token
         else "console channel: type a message or /help"
     )
     print(f"switchboard: data in {settings.home}; {channel}", file=sys.stderr, flush=True)

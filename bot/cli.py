@@ -14,12 +14,10 @@ from collections.abc import Awaitable, Callable
 
 from bot import cli_memory, cli_pulse, render
 from bot.cli_common import emit, json_flag, with_control
-from engine.control import Control, NotFound, parse_duration
-from engine.jobs import InvalidJob
+from engine.control import Control, parse_duration
+from engine.errors import OPERATOR_ERRORS, ConfigError, StoreError, describe_error
 from engine.models import JobState, Priority
-from engine.settings import ConfigError, Settings, load_settings
-from engine.states import IllegalTransition
-from engine.store import GateRefused, StoreError
+from engine.settings import Settings, load_settings
 
 Handler = Callable[[argparse.Namespace, Settings], Awaitable[int]]
 
@@ -34,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        print(f"switchboard: configuration error: {exc}", file=sys.stderr)
+        print(f"switchboard: {describe_error(exc)}", file=sys.stderr)
         return 1
     try:
         return asyncio.run(args.func(args, settings))
@@ -43,9 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head`: not an error
         sys.stderr.close()
         return 0
-    except (StoreError, ValueError, KeyError, NotFound, IllegalTransition, GateRefused, InvalidJob) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"switchboard: {message}", file=sys.stderr)
+    except (StoreError, *OPERATOR_ERRORS) as exc:
+        print(f"switchboard: {describe_error(exc)}", file=sys.stderr)
         return 1
 
 

@@ -1,5 +1,5 @@
 """What the ``switchboard`` commands share: the ``--json`` flag, printing one JSON document or text, and
-opening the store around one command.
+opening the services (``bot.app.open_services``: the store and a ``Control``) around one command.
 
 Used by ``bot.cli`` and ``bot.cli_pulse``. (``bot.cli_memory`` opens memory, not the store, and prints its
 JSON on one line with non-ASCII text kept, so it keeps its own.)
@@ -12,10 +12,8 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from engine.clock import SystemClock
 from engine.control import Control
 from engine.settings import Settings
-from engine.store import Store
 
 
 def json_flag(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -29,10 +27,9 @@ def emit(args: argparse.Namespace, data: Any, text: str) -> None:
 
 
 async def with_control(settings: Settings, fn: Callable[[Control], Awaitable[int]]) -> int:
-    """Open the store, run ``fn`` on a ``Control`` over it, close the store whatever happens."""
-    clock = SystemClock()
-    store = await Store.open(settings.db_path, clock)
-    try:
-        return await fn(Control(settings, store, clock))
-    finally:
-        await store.close()
+    """Open the services a command needs (the store; no engine), run ``fn`` on their ``Control``, close them
+    whatever happens."""
+    from bot.app import open_services
+
+    async with open_services(settings) as services:
+        return await fn(services.control)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from bot import render
 from bot.cli_common import emit, json_flag, with_control
-from engine.control import Control, NotFound
-from engine.models import Project, Schedule
+from bot.render import job_line, project_line, schedule_line
+from engine.control import Control
+from engine.errors import NotFound
 from engine.pulse import Pulse
 from engine.settings import Settings
 
@@ -67,29 +67,6 @@ def _subcommands(parser: argparse.ArgumentParser | None) -> Any:
         if isinstance(action, argparse._SubParsersAction):
             return action
     return None
-
-
-def schedule_line(schedule: Schedule) -> str:
-    when = f"every {_interval(schedule.interval_s)}" if schedule.interval_s else f"daily {schedule.daily_at}"
-    flags = "" if schedule.catch_up else " (no catch-up)"
-    project = f" [{schedule.project}]" if schedule.project else ""
-    return (
-        f"{schedule.name:<16} {when:<12} {schedule.job_type:<10} next {render.when(schedule.next_run_at)}"
-        f"{flags}{project}  {schedule.prompt[:60]}"
-    )
-
-
-def project_line(project: Project) -> str:
-    goal = f": {project.goal[:70]}" if project.goal else ""
-    return f"{project.name:<20} {project.status:<7} advanced {render.when(project.last_advanced_at)}{goal}"
-
-
-def _interval(seconds: float | None) -> str:
-    seconds = seconds or 0
-    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds)}s"
 
 
 async def _schedule_add(args: argparse.Namespace, settings: Settings) -> int:
@@ -150,7 +127,7 @@ async def _projects_show(args: argparse.Namespace, settings: Settings) -> int:
         data = {"project": project.model_dump(), "jobs": [j.model_dump(mode="json", exclude={"result_text"})
                                                          for j in jobs]}
         text = "\n".join([project_line(project), f"folder {project.workspace}", ""]
-                         + [render.job_line(j) for j in jobs]) if jobs else project_line(project) + "\nno jobs yet"
+                         + [job_line(j) for j in jobs]) if jobs else project_line(project) + "\nno jobs yet"
         emit(args, data, text)
         return 0
 
@@ -176,4 +153,4 @@ async def _answer(args: argparse.Namespace, settings: Settings) -> int:
     return await with_control(settings, go)
 
 
-__all__ = ["project_line", "register", "schedule_line"]
+__all__ = ["register"]

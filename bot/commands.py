@@ -6,12 +6,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from bot import render
-from bot.cli_pulse import project_line, schedule_line
-from engine.control import Control, NotFound, parse_duration
+from engine.control import Control, parse_duration
+from engine.errors import OPERATOR_ERRORS, describe_error
 from engine.models import JobState
 from engine.runner import QUESTION_PREFIX
-from engine.states import IllegalTransition
-from engine.store import GateRefused
 from engine.workspace import sanitize_name
 
 COMMANDS: dict[str, str] = {
@@ -64,9 +62,8 @@ class CommandRouter:
             if method is None:
                 return f"Unknown command /{name}. Try /help."
             return await method(args)
-        except (NotFound, ValueError, KeyError, IllegalTransition, GateRefused) as exc:
-            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            return f"Cannot do that: {message}"
+        except OPERATOR_ERRORS as exc:
+            return f"Cannot do that: {describe_error(exc)}"
 
     async def _cmd_start(self, args: str) -> str:
         name = self._control.settings.persona_name
@@ -159,12 +156,12 @@ class CommandRouter:
             if project is None:
                 return f"No project named {args.strip()!r}. {PROJECTS_USAGE}"
             jobs = await store.list_jobs(project=project.name, limit=15)
-            lines = [project_line(project)] + [render.job_line(j) for j in jobs]
+            lines = [render.project_line(project)] + [render.job_line(j) for j in jobs]
             return "\n".join(lines if jobs else [*lines, "No jobs yet."])
         projects = await store.list_projects()
         if not projects:
             return f"No projects yet. {PROJECTS_USAGE}"
-        return "\n".join(project_line(p) for p in projects)
+        return "\n".join(render.project_line(p) for p in projects)
 
     async def _cmd_schedule(self, args: str) -> str:
         store = self._control.store
@@ -174,7 +171,7 @@ class CommandRouter:
             schedules = await store.list_schedules()
             if not schedules:
                 return f"No schedules yet. {SCHEDULE_USAGE}"
-            return "\n".join(schedule_line(s) for s in schedules)
+            return "\n".join(render.schedule_line(s) for s in schedules)
         if verb == "remove":
             name = rest.strip()
             if not name:
@@ -187,7 +184,7 @@ class CommandRouter:
         if isinstance(spec, str):
             return spec
         schedule = await self._control.add_schedule(**spec)
-        return f"Schedule added: {schedule_line(schedule)}"
+        return f"Schedule added: {render.schedule_line(schedule)}"
 
     async def _parse_schedule(self, rest: str) -> dict[str, object] | str:
         tokens = rest.split()

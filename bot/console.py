@@ -7,8 +7,7 @@ import logging
 import sys
 import threading
 
-from bot.commands import CommandRouter
-from engine.control import Control
+from bot.services import Services
 from engine.store import Store
 
 log = logging.getLogger(__name__)
@@ -16,9 +15,9 @@ CONSOLE_CHAT_ID = 0
 
 
 class ConsoleChannel:
-    def __init__(self, control: Control, commands: CommandRouter, *, read_stdin: bool = True) -> None:
-        self._control = control
-        self._commands = commands
+    def __init__(self, services: Services, *, read_stdin: bool = True) -> None:
+        self._control = services.control
+        self._commands = services.commands
         self._read_stdin = read_stdin
 
     async def run(self, stop: asyncio.Event) -> None:

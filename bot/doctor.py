@@ -1,16 +1,18 @@
-"""`switchboard doctor`: config, credentials, CLI binaries and versions, reachability, data folder."""
+"""`switchboard doctor`: config, worker sandbox, credentials, CLI binaries and versions, reachability, data
+folder."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import tempfile
 from typing import Any
 
 from engine.backends.registry import build_backend
 from engine.clock import SystemClock
-from engine.settings import Settings
+from engine.errors import SandboxUnavailable
+from engine.sandbox import Sandbox
+from engine.settings import BOT_TOKEN_ENV, Settings
 
 
 def _check(name: str, ok: bool, detail: str) -> dict[str, Any]:
@@ -22,8 +24,7 @@ async def run_checks(settings: Settings) -> list[dict[str, Any]]:
     checks.append(_data_folder(settings))
     free = shutil.disk_usage(settings.home if settings.home.exists() else settings.home.parent).free
     checks.append(_check("disk", free > 200 * 2**20, f"{free / 2**30:.1f} GiB free"))
-    token = os.environ.get("TELEGRAM_BOT_TOKEN")
-    if token:
+    if settings.telegram.bot_token:
         ids = settings.telegram.operator_ids
         checks.append(
             _check(
@@ -35,10 +36,16 @@ async def run_checks(settings: Settings) -> list[dict[str, Any]]:
             )
         )
     else:
-        checks.append(_check("telegram", True, "no TELEGRAM_BOT_TOKEN: console channel"))
+        checks.append(_check("telegram", True, f"no {BOT_TOKEN_ENV}: console channel"))
+    try:
+        sandbox = Sandbox.for_settings(settings)
+        checks.append(_check("sandbox", sandbox.isolated or settings.engine.sandbox == "off", sandbox.describe()))
+    except SandboxUnavailable as exc:
+        sandbox = Sandbox(mode="off", problem=str(exc))
+        checks.append(_check("sandbox", False, f"{exc}: switchboard run refuses to start"))
     clock = SystemClock()
     for config in settings.backends:
-        backend = build_backend(config, clock=clock)
+        backend = build_backend(config, clock=clock, sandbox=sandbox)
         try:
             status = await asyncio.wait_for(backend.check_credentials(), timeout=15)
             label = " [simulated]" if config.simulated else ""

@@ -5,26 +5,28 @@ With memory disabled (or unavailable) each still answers, saying so.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bot.commands import Extra
-from engine.runner import EngineHooks, NoHooks
+
+if TYPE_CHECKING:  # imports the vector store: only when memory is on
+    from engine.memory_link import MemoryHooks
 
 _OFF = "Memory is off. Enable [memory] in switchboard.toml (it needs the embedder) and restart."
 MAX_MEMORY_CHARS = 2_000
 
 
-def memory_commands(hooks: EngineHooks) -> dict[str, Extra]:
-    if isinstance(hooks, NoHooks):
+def memory_commands(memory: MemoryHooks | None) -> dict[str, Extra]:
+    """The three commands over the open memory; with ``None`` (memory off or unavailable) each says so."""
+    if memory is None:
 
         async def off(args: str) -> str:
             return _OFF
 
         return {"memory": off, "remember": off, "forget": off}
-    from engine.memory_link import MemoryHooks  # imports the vector store: only when memory is on
     from memory import MemoryStoreError
 
-    if not isinstance(hooks, MemoryHooks):
-        return {}
-    semantic = hooks.semantic
+    semantic = memory.semantic
 
     async def search(args: str) -> str:
         if not args:

@@ -1,11 +1,11 @@
-"""Plain-text views of jobs, status and stats, shared by the CLI, the console and Telegram."""
+"""Plain-text views of jobs, schedules, projects, status and stats, shared by the CLI, the console and Telegram."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from engine.models import Attempt, Event, Job, Review
+from engine.models import Attempt, Event, Job, Project, Review, Schedule
 from engine.store import Stats
 
 
@@ -106,3 +106,26 @@ def status_text(status: dict[str, Any]) -> str:
     if status.get("strangers"):
         lines.append(f"Strangers turned away: {status['strangers']}")
     return "\n".join(lines)
+
+
+def schedule_line(schedule: Schedule) -> str:
+    when = f"every {_interval(schedule.interval_s)}" if schedule.interval_s else f"daily {schedule.daily_at}"
+    flags = "" if schedule.catch_up else " (no catch-up)"
+    project = f" [{schedule.project}]" if schedule.project else ""
+    return (
+        f"{schedule.name:<16} {when:<12} {schedule.job_type:<10} next {when(schedule.next_run_at)}"
+        f"{flags}{project}  {schedule.prompt[:60]}"
+    )
+
+
+def project_line(project: Project) -> str:
+    goal = f": {project.goal[:70]}" if project.goal else ""
+    return f"{project.name:<20} {project.status:<7} advanced {when(project.last_advanced_at)}{goal}"
+
+
+def _interval(seconds: float | None) -> str:
+    seconds = seconds or 0
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"

@@ -10,19 +10,16 @@ from typing import Any
 
 from engine import schedule_times
 from engine.clock import Clock
-from engine.jobs import MAX_PROMPT_CHARS, new_job
+from engine.errors import NotFound
+from engine.job_factory import MAX_PROMPT_CHARS, new_job
+from engine.loop import ALIVE_KEY, Engine
 from engine.models import Job, JobState, Priority, Project, Schedule, Source
 from engine.runner import QUESTION_PREFIX
-from engine.scheduler import ALIVE_KEY, Engine
 from engine.settings import Settings
-from engine.store import Store
+from engine.store import NewOutbox, Store
 from engine.workspace import Workspace
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
-
-
-class NotFound(LookupError):
-    pass
 
 
 def parse_duration(text: str) -> float:
@@ -75,6 +72,18 @@ class Control:
         created = await self.store.accept_operator_message(update_id, chat_id, text, job)
         self._wake()
         return created
+
+    async def claim_update(self, update_id: int) -> bool:
+        """A channel records an update id before handling it. False when it was already handled (a redelivery)."""
+        return await self.store.inbox_claim(update_id)
+
+    async def reply(
+        self, dedupe_key: str, chat_id: int | None, text: str, payload: dict[str, object] | None = None
+    ) -> bool:
+        """A channel's answer to a command or a button, through the outbox (durable, ordered, sent once).
+        False when this answer was already queued (``dedupe_key`` seen)."""
+        message = NewOutbox(dedupe_key=dedupe_key, kind="command", text=text, chat_id=chat_id, payload=payload or {})
+        return await self.store.add_outbox(message)
 
     async def job(self, job_id: int) -> Job:
         job = await self.store.get_job(job_id)

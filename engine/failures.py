@@ -62,6 +62,79 @@ class Failure(BaseModel):
     signature: str = ""
 
 
+# --- The phrase table -----------------------------------------------------------------------------------------
+#
+# One table for every backend: a phrase found in a failure's text (compared lowercased) gives its class. It is
+# read top to bottom and the first phrase found wins, so a more specific phrase comes before a broader one of
+# another class ("api usage limits" is quota, before the rate limit's "usage limit"; "prompt is too long"
+# before anything else a long error text may mention). The text only refines what the structure says: an HTTP
+# status decides first (``classify_http`` reads the text for quota, overload, context and refusal), the CLIs'
+# structured fields decide first (``classify_cli_result``, ``classify_codex_error``), and the table decides
+# when nothing else does.
+FAILURE_PHRASES: tuple[tuple[str, FailureClass], ...] = (
+    # Money: an exhausted balance or a spend cap does not go away by waiting a minute.
+    ("insufficient_quota", FailureClass.QUOTA),
+    ("exceeded your current quota", FailureClass.QUOTA),
+    ("spend limit", FailureClass.QUOTA),
+    ("spending limit", FailureClass.QUOTA),
+    ("credit balance", FailureClass.QUOTA),
+    ("billing", FailureClass.QUOTA),
+    ("payment required", FailureClass.QUOTA),
+    ("insufficient credits", FailureClass.QUOTA),
+    ("insufficient balance", FailureClass.QUOTA),
+    ("api usage limits", FailureClass.QUOTA),
+    # The prompt does not fit the model.
+    ("prompt is too long", FailureClass.CONTEXT_OVERFLOW),
+    ("context length", FailureClass.CONTEXT_OVERFLOW),
+    ("context_length", FailureClass.CONTEXT_OVERFLOW),
+    ("maximum context", FailureClass.CONTEXT_OVERFLOW),
+    ("context window", FailureClass.CONTEXT_OVERFLOW),
+    ("too many tokens", FailureClass.CONTEXT_OVERFLOW),
+    ("input is too long", FailureClass.CONTEXT_OVERFLOW),
+    ("reduce the length", FailureClass.CONTEXT_OVERFLOW),
+    ("tokens exceeds", FailureClass.CONTEXT_OVERFLOW),
+    ("request too large", FailureClass.CONTEXT_OVERFLOW),
+    # The model or its provider refused the content.
+    ("safeguards flagged", FailureClass.CONTENT_REFUSED),
+    ("usage policy", FailureClass.CONTENT_REFUSED),
+    ("content policy", FailureClass.CONTENT_REFUSED),
+    ("content_policy", FailureClass.CONTENT_REFUSED),
+    ("content_filter", FailureClass.CONTENT_REFUSED),
+    ("content management policy", FailureClass.CONTENT_REFUSED),
+    ("moderation", FailureClass.CONTENT_REFUSED),
+    ("safety system", FailureClass.CONTENT_REFUSED),
+    # The credential is missing, wrong or expired.
+    ("not logged in", FailureClass.AUTH),
+    ("login", FailureClass.AUTH),
+    ("invalid api key", FailureClass.AUTH),
+    ("oauth token has expired", FailureClass.AUTH),
+    ("oauth token revoked", FailureClass.AUTH),
+    ("authentication_error", FailureClass.AUTH),
+    ("failed to authenticate", FailureClass.AUTH),
+    ("invalid bearer token", FailureClass.AUTH),
+    ("unauthorized", FailureClass.AUTH),
+    # A rate or subscription-window limit: wait for the reset.
+    ("usage limit", FailureClass.RATE_LIMITED),
+    ("rate limit", FailureClass.RATE_LIMITED),
+    ("too many requests", FailureClass.RATE_LIMITED),
+    # The other side is down or shedding load; a plain timeout, or a connection that failed some other way.
+    ("overloaded", FailureClass.OVERLOADED),
+    ("stream disconnected", FailureClass.OVERLOADED),
+    ("timed out", FailureClass.TIMEOUT),
+    ("timeout", FailureClass.TIMEOUT),
+    ("connection", FailureClass.OVERLOADED),
+    # Broad refusal words last: "flagged" and "refus" also occur in texts that say something more specific.
+    ("flagged", FailureClass.CONTENT_REFUSED),
+    ("refus", FailureClass.CONTENT_REFUSED),
+)
+
+
+def classify_text(text: str) -> FailureClass | None:
+    """The class of the first ``FAILURE_PHRASES`` phrase found in ``text``, or None if none is."""
+    lowered = text.lower()
+    return next((cls for phrase, cls in FAILURE_PHRASES if phrase in lowered), None)
+
+
 # --- Classification -----------------------------------------------------------------------------------------
 #
 # Functions below turn what a provider said (an HTTP status and body, an exception) into a ``Failure``. They
@@ -71,18 +144,6 @@ class Failure(BaseModel):
 # per-minute window of every provider we talk to.
 DEFAULT_RATE_LIMIT_PAUSE_S = 60.0
 _MAX_MESSAGE_CHARS = 500
-_QUOTA_HINTS = (
-    "insufficient_quota", "exceeded your current quota", "spend limit", "spending limit", "credit balance",
-    "billing", "payment required", "insufficient credits", "insufficient balance", "api usage limits",
-)
-_CONTEXT_HINTS = (
-    "prompt is too long", "context length", "context_length", "maximum context", "context window",
-    "too many tokens", "input is too long", "reduce the length", "tokens exceeds", "request too large",
-)
-_REFUSAL_HINTS = (
-    "content policy", "content_policy", "content_filter", "content management policy", "flagged",
-    "moderation", "safety system", "refus",
-)
 
 
 class _ErrorDetail(BaseModel):
@@ -132,10 +193,6 @@ def _short(text: str, secrets: Iterable[str | SecretStr | None]) -> str:
     return redact(text, secrets)
 
 
-def _has(text: str, hints: tuple[str, ...]) -> bool:
-    return any(hint in text for hint in hints)
-
-
 def classify_http(
     status: int,
     body_text: str,
@@ -147,7 +204,7 @@ def classify_http(
     """Classify a non-success HTTP answer from a model API. Pure: ``now`` is epoch seconds."""
     secrets = list(secrets)
     kind, detail = _parse_error_body(body_text)
-    haystack = f"{kind} {detail}".lower()
+    hinted = classify_text(f"{kind} {detail}")
     head = f"HTTP {status} {kind}".strip()
     message = _short(f"{head}: {detail}" if detail else head, secrets)
     # From the redacted text: a signature lands in kv keys and dedupe keys, so an echoed key must not.
@@ -160,21 +217,21 @@ def classify_http(
 
     # Quota before rate limits: OpenAI reports an exhausted balance as 429 insufficient_quota, Anthropic an
     # empty credit balance as 400. Neither goes away by waiting a minute.
-    if status == 402 or (status in (400, 403, 429) and _has(haystack, _QUOTA_HINTS)):
+    if status == 402 or (status in (400, 403, 429) and hinted == FailureClass.QUOTA):
         return make(FailureClass.QUOTA, hinted_resume)
     if status == 429:
         return make(FailureClass.RATE_LIMITED, hinted_resume or now + DEFAULT_RATE_LIMIT_PAUSE_S)
     if status in (401, 403):
         return make(FailureClass.AUTH)
-    if status in (503, 529) or "overloaded" in haystack:
+    if status in (503, 529) or hinted == FailureClass.OVERLOADED:
         return make(FailureClass.OVERLOADED, hinted_resume)
     if 500 <= status <= 599:
         return make(FailureClass.SERVER_ERROR, hinted_resume)
     if status == 408:
         return make(FailureClass.TIMEOUT)
-    if status == 413 or (status in (400, 422) and _has(haystack, _CONTEXT_HINTS)):
+    if status == 413 or (status in (400, 422) and hinted == FailureClass.CONTEXT_OVERFLOW):
         return make(FailureClass.CONTEXT_OVERFLOW)
-    if status in (400, 422) and _has(haystack, _REFUSAL_HINTS):
+    if status in (400, 422) and hinted == FailureClass.CONTENT_REFUSED:
         return make(FailureClass.CONTENT_REFUSED)
     if status in (400, 422):
         return make(FailureClass.BAD_REQUEST)

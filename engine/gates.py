@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import prompts
 from engine import notices
-from engine.actions import EnqueueAction, UnparseableReview, parse_persona_reply, parse_review
 from engine.backends.base import BackendResult
-from engine.jobs import new_job
+from engine.errors import UnparseableReview
+from engine.job_factory import new_job
 from engine.models import Job, JobState, Priority, Source
 from engine.settings import BackendConfig, Settings
 from engine.store import Completion, NewAttempt, NewReview, ParentUpdate, Store
+from engine.verdict import parse_review
 from engine.workspace import Workspace
 
-SUMMARY_CHARS = 600
 INLINE_RESULT_CHARS = 4000
 CHECKS_FAMILY = "deterministic-checks"
 
@@ -50,7 +50,7 @@ async def revision_prompt(store: Store, job: Job) -> str:
 def _result_fields(job: Job, config: BackendConfig, result: BackendResult, workspace: Workspace) -> dict[str, object]:
     fields: dict[str, object] = {
         "result_text": result.text,
-        "result_summary": _summary(result.text),
+        "result_summary": notices.summarize(result.text),
         "maker_backend": config.name,
         "maker_family": config.family,
         "session_id": result.session_id or job.session_id,
@@ -79,7 +79,7 @@ async def complete_maker(
     base = Completion(job_id=job.id, owner=owner, to_state=JobState.DONE, reason="", attempts=attempts, fields=fields)
     if not job.review_required:
         finished = job.model_copy(update=fields)
-        done = notices.job_done(finished, now, backend=config.name, score=None, summary=_summary(result.text))
+        done = notices.job_done(finished, now, backend=config.name, score=None, summary=notices.summarize(result.text))
         return base.model_copy(update={"reason": f"done by {config.name}", "outbox": [done]})
     type_config = settings.job_type(job.type)
     evidence = workspace.test_evidence(job.id) if type_config.require_test_evidence else None
@@ -217,52 +217,3 @@ async def complete_review(
         job_id=parent.id, to_state=JobState.NEEDS_HUMAN, reason=f"rejected after {parent.revision} revision(s)"
     )
     return base.model_copy(update={"reviews": [review], "parent_updates": [update], "outbox": [ask]})
-
-
-def complete_chat(
-    settings: Settings,
-    job: Job,
-    attempts: list[NewAttempt],
-    result: BackendResult,
-    owner: str,
-) -> Completion:
-    """The persona answered: send its words, and queue the job its action asks for."""
-    prose, action, error = parse_persona_reply(result.text, job_types=settings.job_types)
-    text = prose or ("Queued." if isinstance(action, EnqueueAction) else "(no answer)")
-    if error:
-        text += f"\n\n(I tried to queue something but the request was malformed: {error[:200]})"
-    reply = notices.info(f"job:{job.id}:reply", text, chat_id=job.chat_id, job_id=job.id)
-    reply = reply.model_copy(update={"kind": "chat_reply"})
-    new_jobs = []
-    if isinstance(action, EnqueueAction):
-        new_jobs.append(
-            new_job(
-                settings,
-                type=action.type,
-                prompt=action.prompt,
-                title=action.title,
-                project=action.project,
-                priority=Priority.parse(action.priority),
-                source=Source.CHAT,
-                chat_id=job.chat_id,
-                parent_id=job.id,
-                idempotency_key=f"chat:{job.id}:action",
-            )
-        )
-    return Completion(
-        job_id=job.id,
-        owner=owner,
-        to_state=JobState.DONE,
-        reason="persona answered",
-        attempts=attempts,
-        fields={"result_text": text, "result_summary": _summary(text), "session_id": result.session_id},
-        outbox=[reply],
-        new_jobs=new_jobs,
-        announce_new_jobs=True,
-        assistant_message=text,
-    )
-
-
-def _summary(text: str) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= SUMMARY_CHARS else flat[: SUMMARY_CHARS - 3] + "..."

@@ -1,24 +1,23 @@
-"""What each failure class does to the backend that failed, and what a success after failures undoes.
+"""Carrying out what a failure does to the backend that failed, and what a success after failures undoes.
 
-The runner decides what happens to the job; this module decides what happens to the backend: a pause until
-its reset (rate limits, quota), the circuit breaker (repeated overloads and server errors: one alert per
+``engine.policy`` says which action a failure class takes (``backend_action``); this module does it: a pause
+until the reset (rate limits, quota), the circuit breaker (repeated overloads and server errors: one alert per
 outage, one recovery notice), disabling on bad credentials (one urgent alert; the pulse's credential check
-re-enables it), and the first-sight alert for a failure signature never seen before.
+re-enables it), and the first-sight alert for a failure signature never seen before. It decides no route: the
+backend states it writes are what the next route plan (and the end of this run) is decided from.
 """
 
 from __future__ import annotations
 
-import time
-
 from engine import notices
 from engine.clock import Clock
 from engine.failures import Failure, FailureClass
+from engine.models import BackendState
+from engine.policy import BackendAction, backend_action, hm
 from engine.routing import Router
 from engine.settings import Settings
 from engine.store import Store
 
-PAUSING = frozenset({FailureClass.RATE_LIMITED, FailureClass.QUOTA})
-BREAKER = frozenset({FailureClass.OVERLOADED, FailureClass.SERVER_ERROR, FailureClass.TIMEOUT})
 DEFAULT_PAUSE_S = 60.0
 
 
@@ -29,17 +28,20 @@ class BackendHealth:
         self._router = router
         self._clock = clock
 
-    async def after_failure(self, name: str, failure: Failure) -> None:
-        cls = failure.failure_class
-        if cls in PAUSING:
+    async def after_failure(self, name: str, failure: Failure) -> dict[str, BackendState]:
+        """Apply the failure's backend action; return the backend states as they now are (also the router's
+        cache), so the end of this run is decided on what this failure changed."""
+        action = backend_action(failure.failure_class)
+        if action is BackendAction.PAUSE:
             await self._pause(name, failure)
-        elif cls in BREAKER:
+        elif action is BackendAction.BREAKER:
             await self._count_toward_breaker(name, failure)
-        elif cls is FailureClass.AUTH:
+        elif action is BackendAction.DISABLE:
             await self._disable(name, failure)
-        elif cls is FailureClass.UNKNOWN:
+        elif action is BackendAction.FIRST_SIGHT:
             await self._first_sight(name, failure)
         self._router.states = await self._store.backend_states()
+        return self._router.states
 
     async def after_success(self, name: str) -> None:
         """Reset failure counts only when there were some: a healthy backend costs no write per job."""
@@ -109,7 +111,3 @@ class BackendHealth:
                 )
             ],
         )
-
-
-def hm(ts: float) -> str:
-    return time.strftime("%H:%M UTC", time.gmtime(ts))

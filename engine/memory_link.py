@@ -13,7 +13,7 @@ import math
 from collections.abc import Awaitable, Callable
 
 import prompts
-from engine.jobs import new_job
+from engine.job_factory import new_job
 from engine.models import Job, JobState, NewJob, Priority, Source
 from engine.pulse import MEMORY_MAINTENANCE_EVERY_S
 from engine.runner import JobContext

@@ -10,6 +10,14 @@ from typing import Any
 
 from engine.models import Job, NewOutbox
 
+SUMMARY_CHARS = 600
+
+
+def summarize(text: str) -> str:
+    """A result flattened to one paragraph of at most ``SUMMARY_CHARS``: what a notice and ``result_summary`` show."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= SUMMARY_CHARS else flat[: SUMMARY_CHARS - 3] + "..."
+
 
 def _about(job: Job, kind: str, key: str, text: str, payload: dict[str, Any], *, urgent: bool = False) -> NewOutbox:
     """A notice about ``job``: to the chat the job came from, sent once per ``job:<id>:<key>``."""

@@ -19,7 +19,6 @@ tests drive the same methods on a ``FakeClock`` with ``advance_to``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import math
@@ -34,20 +33,21 @@ import prompts
 from engine import notices
 from engine.backends.base import Backend, CredentialStatus
 from engine.clock import Clock
-from engine.jobs import InvalidJob, new_job
+from engine.errors import InvalidJob, describe_error
+from engine.job_factory import new_job
 from engine.models import Job, JobState, Priority, Schedule, Source
 from engine.schedule_times import (
     due_slots,
+    in_quiet_hours,
     latest_daily_at_or_before,
     local_date,
     next_daily_after,
     zone,
 )
-from engine.schedule_times import in_quiet_hours as _in_window
-from engine.settings import PulseSettings, Settings
+from engine.settings import Settings
 from engine.store import NewOutbox, Store
 
-__all__ = ["Digest", "Pulse", "PulseReport", "PulseTrigger", "in_quiet_hours"]
+__all__ = ["Digest", "Pulse", "PulseReport", "PulseTrigger"]
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +62,6 @@ DISK_LOW_FRACTION = 0.05
 PROJECT_JOB_TYPE = "analysis"
 CREDENTIAL_CHECK_TIMEOUT_S = 60.0
 MaintainMemory = Callable[[], Awaitable[str | None]]
-
-
-def in_quiet_hours(settings: PulseSettings, now: float) -> bool:
-    """True during ``pulse.quiet_hours`` (local to ``pulse.timezone``): channels hold non-urgent messages then."""
-    return _in_window(settings.quiet_hours, now, zone(settings.timezone))
 
 
 @dataclass
@@ -163,9 +158,6 @@ class Pulse:
             ticks += 1
         return ticks
 
-    def in_quiet_hours(self, now: float | None = None) -> bool:
-        return in_quiet_hours(self.settings.pulse, self.clock.now() if now is None else now)
-
     def _slot(self, now: float) -> int:
         return math.floor(now / self.interval_s)
 
@@ -199,8 +191,10 @@ class Pulse:
             f"{len(report.advanced)} project(s) advanced" + (f", failed: {', '.join(report.failures)}" if
                                                               report.failures else "")
         )
-        with contextlib.suppress(Exception):
+        try:
             await self.store.add_event(None, "pulse", summary, {"health": report.health, "failures": report.failures})
+        except Exception as exc:  # the pulse did its work; only its record is missing
+            log.warning("pulse: could not record its summary event (%s)", describe_error(exc))
         if report.advanced and self._wake is not None:
             self._wake()
         return report
@@ -417,7 +411,8 @@ class Pulse:
         since = until - 86_400
         stats = await self.store.stats(since)
         numbers = await self.store.digest_numbers(since)
-        held = sum(1 for t in numbers.pop("non_urgent_message_times") if self.in_quiet_hours(t))
+        quiet = self.settings.pulse.quiet_hours
+        held = sum(1 for t in numbers.pop("non_urgent_message_times") if in_quiet_hours(quiet, t, self.tz))
         numbers |= {"held_messages": held, **stats.model_dump(include={
             "total_jobs", "done", "failed", "cancelled", "active", "cost_usd", "tokens_in", "tokens_out"})}
         text = prompts.render(

@@ -3,16 +3,17 @@ another vendor's model or a log.
 
 Two layers, applied together:
 
-- every configured secret by value: each backend's key (``api_key_env``), the Telegram bot token, the webhook
-  secret and the embedder's key, read once from the environment when the ``Redactor`` is built;
+- every configured secret by value: each variable ``Settings.secret_env_names`` names (each backend's key, the
+  Telegram bot token, the webhook secret, the embedder's key), read once from the environment when the
+  ``Redactor`` is built, and the Telegram secrets ``Settings`` holds as ``SecretStr``;
 - patterns of tokens and keys of any length: ``Bearer ...``, ``api_key=...`` and its kin, ``sk-...``, Google,
   GitHub and Slack keys, JWTs, and Telegram bot tokens (``<digits>:<20 or more token characters>``), which
   catch a key the configuration does not know (a worker's own, one pasted into a prompt).
 
-The composition root builds one ``Redactor`` from ``Settings`` and hands it to the engine (which applies it to
-what every backend returns and is sent, and to every ``Completion`` before it is written) and to the log filter
-(``redacting_logs``). ``redact(text, secrets)`` is the same masking for callers that hold their own secrets
-(a backend masking its key in an error message).
+The composition root (``bot.app``) builds one ``Redactor`` from ``Settings`` and hands it to the engine through
+``open_services`` (the engine applies it to what every backend returns and is sent, and to every ``Completion``
+before it is written) and to the log filter (``redacting_logs``). ``redact(text, secrets)`` is the same masking
+for callers that hold their own secrets (a backend masking its key in an error message).
 """
 
 from __future__ import annotations
@@ -38,8 +39,6 @@ MASK = "***"
 # Secrets shorter than this are not masked by value: masking "x" everywhere would destroy the message, and a
 # real key is never that short.
 _MIN_SECRET_CHARS = 4
-# The environment variable of the Telegram bot token (the composition root reads the same name).
-TELEGRAM_TOKEN_ENV = "TELEGRAM_BOT_TOKEN"
 
 _KEY_NAMES = r"x-api-key|api[_-]?key|apikey|authorization|access[_-]?token|refresh[_-]?token|auth[_-]?token|" \
              r"client[_-]?secret|secret[_-]?key|secret|password|passwd|private[_-]?key"
@@ -89,12 +88,12 @@ class Redactor:
 
     @classmethod
     def from_settings(cls, settings: Settings, environ: Mapping[str, str] | None = None) -> Redactor:
-        """Every secret the configuration names: backend keys, the Telegram token, the webhook secret and the
-        embedder's key, read from ``environ`` (default: this process's environment)."""
+        """Every secret the configuration names (``Settings.secret_env_names``: backend keys, the Telegram token,
+        the webhook secret, the embedder's key) read from ``environ`` (default: this process's environment), and
+        the Telegram secrets ``Settings`` holds."""
         env = os.environ if environ is None else environ
-        names = [b.api_key_env for b in settings.backends]
-        names += [TELEGRAM_TOKEN_ENV, settings.telegram.webhook_secret_env, settings.memory.embedder_api_key_env]
-        values = {env.get(name, "") for name in names if name}
+        values = {env.get(name, "") for name in settings.secret_env_names()}
+        values |= {_value(settings.telegram.bot_token), _value(settings.telegram.webhook_secret)}
         return cls(tuple(sorted((v for v in values if len(v) >= _MIN_SECRET_CHARS), key=len, reverse=True)))
 
     def __call__(self, text: str) -> str:

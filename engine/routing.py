@@ -2,14 +2,17 @@
 
 The chain comes from the settings (a job type's configured chain, else its tier's default chain). Each
 backend is then checked: disabled (auth), paused (rate limit, quota, circuit open, operator), the maker's own
-family for reviews, context window, per-backend concurrency, the daily USD cap. The reasons are written to
-the job's events so every routing decision can be read back.
+family for reviews, context window, per-backend concurrency, the daily USD cap. Each backend passed over gets
+a ``SkipReason``; the ones about a backend's state (paused, disabled, budget) are written to the job's events so
+the routing can be read back. The plan keeps the chain and the backend states it was made from:
+``engine.policy`` decides the end of a run from them.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from enum import Enum
 
 from engine.backends.base import Backend
 from engine.clock import Clock
@@ -19,15 +22,61 @@ from engine.settings import BackendConfig, Settings
 CHARS_PER_TOKEN = 4
 
 
+class SkipReason(Enum):
+    """Why routing passed a backend over. The value is the text written to the job's events."""
+
+    NOT_CONFIGURED = "not configured"
+    OPERATOR_AVOIDED = "the operator asked for another backend"
+    DISABLED_IN_CONFIG = "disabled in config"
+    DISABLED = "disabled"  # by the engine: its credentials failed
+    PAUSED = "paused"  # rate limit, quota, circuit open, operator
+    SAME_FAMILY = "same family as the maker"
+    CONTEXT_TOO_SMALL = "context window too small"
+    AT_CONCURRENCY_LIMIT = "at its concurrency limit"
+    DAILY_BUDGET = "daily budget reached"
+
+    @property
+    def noteworthy(self) -> bool:
+        """A skip for the backend's state is part of the job's routing history; a routine one (busy, off in the
+        config) is not, so a healthy job costs no extra write."""
+        return self in (SkipReason.PAUSED, SkipReason.DISABLED, SkipReason.DAILY_BUDGET)
+
+
+@dataclass(frozen=True)
+class Skip:
+    """One backend passed over: the reason, and for a pause or a disable what the backend state says."""
+
+    reason: SkipReason
+    note: str = ""  # the pause reason (paused) or what disabled it (disabled)
+    until: float | None = None  # paused: when it comes back
+
+    @property
+    def text(self) -> str:
+        """The display text, as the job's routing event has always carried it."""
+        if self.reason is SkipReason.PAUSED:
+            return f"paused ({self.note}) until {self.until or 0:.0f}"
+        if self.reason is SkipReason.DISABLED:
+            return f"disabled: {self.note}"
+        return self.reason.value
+
+
 @dataclass
 class RoutePlan:
-    candidates: list[BackendConfig]
-    skipped: dict[str, str] = field(default_factory=dict)
-    # Earliest moment a paused backend of the chain comes back (for snoozing).
-    earliest_resume: float | None = None
-    blocked_by_family: bool = False
-    blocked_by_budget: bool = False
-    blocked_by_concurrency: bool = False
+    """The backends that may take a job now, in order, and the facts the plan was made from: the chain and the
+    backend states. The policy decides the end of a run from these, without reading the database again."""
+
+    chain: list[str]
+    states: dict[str, BackendState]
+    candidates: list[BackendConfig] = field(default_factory=list)
+    skipped: dict[str, Skip] = field(default_factory=dict)
+
+    def blocked_by(self, reason: SkipReason) -> bool:
+        """True if some backend of the chain was passed over for ``reason``."""
+        return any(skip.reason is reason for skip in self.skipped.values())
+
+    def noteworthy_skips(self) -> dict[str, str]:
+        """The skips worth an event of the job (name -> display text)."""
+        return {name: skip.text for name, skip in self.skipped.items() if skip.reason.noteworthy}
 
 
 class Router:
@@ -55,28 +104,22 @@ class Router:
         avoid_backend: str | None = None,
     ) -> RoutePlan:
         now = self._clock.now()
-        plan = RoutePlan(candidates=[])
+        plan = RoutePlan(chain=self._settings.chain_for(job_type), states=states)
         needed_tokens = prompt_chars // CHARS_PER_TOKEN
         over_budget = spent_today_usd >= self._settings.engine.daily_budget_usd
-        for name in self._settings.chain_for(job_type):
+        for name in plan.chain:
             if name not in self._backends:
-                plan.skipped[name] = "not configured"
+                plan.skipped[name] = Skip(SkipReason.NOT_CONFIGURED)
                 continue
             if name == avoid_backend:
-                plan.skipped[name] = "the operator asked for another backend"
+                plan.skipped[name] = Skip(SkipReason.OPERATOR_AVOIDED)
                 continue
             config = self._backends[name].config
-            state = states.get(name)
-            reason = self._unavailable(config, state, now, needed_tokens, exclude_family, over_budget)
-            if reason is None:
+            skip = self._unavailable(config, states.get(name), now, needed_tokens, exclude_family, over_budget)
+            if skip is None:
                 plan.candidates.append(config)
-                continue
-            plan.skipped[name] = reason
-            if reason.startswith("paused") and state is not None and state.paused_until is not None:
-                plan.earliest_resume = min(plan.earliest_resume or state.paused_until, state.paused_until)
-            plan.blocked_by_family |= reason == "same family as the maker"
-            plan.blocked_by_budget |= reason == "daily budget reached"
-            plan.blocked_by_concurrency |= reason == "at its concurrency limit"
+            else:
+                plan.skipped[name] = skip
         return plan
 
     def _unavailable(
@@ -87,19 +130,19 @@ class Router:
         needed_tokens: int,
         exclude_family: str | None,
         over_budget: bool,
-    ) -> str | None:
+    ) -> Skip | None:
         if not config.enabled:
-            return "disabled in config"
+            return Skip(SkipReason.DISABLED_IN_CONFIG)
         if state is not None and state.disabled:
-            return f"disabled: {state.pause_reason or 'credentials'}"
+            return Skip(SkipReason.DISABLED, state.pause_reason or "credentials")
         if state is not None and state.paused_until is not None and state.paused_until > now:
-            return f"paused ({state.pause_reason}) until {state.paused_until:.0f}"
+            return Skip(SkipReason.PAUSED, str(state.pause_reason), state.paused_until)
         if exclude_family is not None and config.family == exclude_family:
-            return "same family as the maker"
+            return Skip(SkipReason.SAME_FAMILY)
         if needed_tokens > config.context_window:
-            return "context window too small"
+            return Skip(SkipReason.CONTEXT_TOO_SMALL)
         if self.running[config.name] >= config.max_concurrency:
-            return "at its concurrency limit"
+            return Skip(SkipReason.AT_CONCURRENCY_LIMIT)
         if over_budget and config.pay_per_token:
-            return "daily budget reached"
+            return Skip(SkipReason.DAILY_BUDGET)
         return None

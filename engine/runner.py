@@ -1,7 +1,9 @@
-"""Running one claimed job: route it, call backends down the chain, act on each failure class, finish it.
+"""Running one claimed job: build the request, call backends down the route plan, apply the policy's decision.
 
-The runner never writes a job's state itself: it builds a ``Completion`` and hands it to the engine,
-which applies it fenced on the lease (grouped with others into one transaction).
+What to do after each outcome (fall through, snooze, park for budget, retry later, fail, ask the operator) is
+chosen by ``engine.policy``; this module gathers the facts for it and turns its decisions into a ``Completion``.
+The runner never writes a job's state itself: it hands the completion to the engine, which applies it fenced on
+the lease (grouped with others into one transaction).
 """
 
 from __future__ import annotations
@@ -14,13 +16,29 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import prompts
-from engine import gates, notices
+from engine import gates, notices, persona
 from engine.backends.base import BackendRequest, BackendResult
 from engine.capacity import Capacity
 from engine.clock import Clock
 from engine.failures import Failure, FailureClass
-from engine.health import PAUSING, BackendHealth, hm
-from engine.models import Job, JobState
+from engine.health import BackendHealth
+from engine.models import BackendState, Job, JobState
+from engine.policy import (
+    DAY_S,
+    BudgetBlock,
+    BudgetFacts,
+    RunDecision,
+    RunKind,
+    RunOutcome,
+    Step,
+    after_attempt,
+    after_chain,
+    budget_block,
+    budget_resets_at,
+    day_start,
+    hm,
+    job_budget_failure,
+)
 from engine.redaction import redact
 from engine.routing import CHARS_PER_TOKEN, RoutePlan, Router
 from engine.settings import BackendConfig, Settings
@@ -29,20 +47,6 @@ from engine.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-_FALL_THROUGH = {
-    FailureClass.RATE_LIMITED,
-    FailureClass.QUOTA,
-    FailureClass.OVERLOADED,
-    FailureClass.SERVER_ERROR,
-    FailureClass.TIMEOUT,
-    FailureClass.AUTH,
-    FailureClass.EMPTY_OUTPUT,
-    FailureClass.UNKNOWN,
-    FailureClass.CONTEXT_OVERFLOW,
-    FailureClass.CONTENT_REFUSED,
-}
-RETRY_BASE_S = 30.0
-SNOOZE_BUSY_S = 5.0
 # A job waiting in needs_input keeps its worker's question in ``progress`` behind this prefix.
 QUESTION_PREFIX = "Question for the operator: "
 Submit = Callable[[Completion], Awaitable[Job | None]]
@@ -75,12 +79,19 @@ class _Run:
     """The bookkeeping of one run of one job."""
 
     job: Job
+    # What memory contributes, asked once per run: every search bumps the access counts of what it finds.
+    context: JobContext = field(default_factory=JobContext)
     attempts: list[NewAttempt] = field(default_factory=list)
     tried: list[str] = field(default_factory=list)
     last_failure: Failure | None = None
+    states: dict[str, BackendState] = field(default_factory=dict)  # as refreshed after this run's failures
+    cap_reached: bool = False  # a pay-per-token backend was passed over: today's USD cap is spent
     progress: str | None = None
     has_workspace: bool = False  # a worker with files ran: look for its question.md
     lease_lost: bool = False
+
+    def outcome(self) -> RunOutcome:
+        return RunOutcome(self.last_failure, self.states, self.cap_reached)
 
 
 class JobRunner:
@@ -122,46 +133,50 @@ class JobRunner:
             await self._hooks.job_finished(finished)
 
     async def _route_and_call(self, run: _Run) -> Completion | None:
+        """Build the request, call the plan's backends in order until one succeeds or the policy says stop,
+        then apply the policy's decision for the run."""
         job = run.job
-        states = self._router.states  # refreshed once per dispatch, and after every backend failure
-        exclude = job.maker_family if job.type == "review" else None
-        request = await self._build_request(job)
-        plan = self._router.plan(
-            job.type,
-            states,
-            prompt_chars=len(request.system) + len(request.prompt),
-            exclude_family=exclude,
-            spent_today_usd=await self._spent_today(),
-            avoid_backend=job.avoid_backend,
-        )
-        # The routing history: a backend passed over for its state (paused, disabled, budget) is an event of the
-        # job. Routine reasons (a busy backend, one off in the config) are not: no extra write per healthy job.
-        skipped = {n: r for n, r in plan.skipped.items() if r.startswith(("paused", "disabled:", "daily budget"))}
-        if skipped:
-            reason = "skipped " + "; ".join(f"{n}: {r}" for n, r in skipped.items())
-            await self._store.add_event(job.id, "routing", reason, {"skipped": skipped})
+        run.context = await self._hooks.context_for(job)
+        request = await self._build_request(job, run.context)
+        plan = await self._plan(job, request)
         remaining = list(plan.candidates)
         while remaining:
             config = remaining.pop(0)
             if self._job_budget_spent(run):
                 break
-            block = await self._budget_block(config)  # before each call: a fallback may not overspend either
-            if block is not None:
-                plan.blocked_by_budget |= block == "spent"  # else calls in flight may use it up: wait briefly
+            if await self._budget_blocked(run, config):  # before each call: a fallback may not overspend either
                 continue
             result = await self._call(run, config, request)
             if result.ok:
                 return await self._on_success(run, config, result)
             failure = result.failure
             assert failure is not None
-            verdict = await self._act_on_failure(run, config, failure)
-            if verdict == "stop":
+            run.states = await self._health.after_failure(config.name, failure)
+            then = after_attempt(failure, config, remaining)
+            if then.step is Step.STOP:
                 break
-            remaining = self._narrow(remaining, config, failure)
-        return await self._on_exhausted(run, plan)
+            remaining = then.remaining
+        decision = after_chain(run.outcome(), plan, job, self._clock.now(), jitter=random.random())
+        return await self._apply(run, decision)
 
-    async def _build_request(self, job: Job) -> BackendRequest:
-        context = await self._hooks.context_for(job)
+    async def _plan(self, job: Job, request: BackendRequest) -> RoutePlan:
+        """Route on the backend states the engine refreshed at this dispatch (and after every failure); a backend
+        passed over for its state (paused, disabled, budget) is an event of the job, a routine skip is not."""
+        plan = self._router.plan(
+            job.type,
+            self._router.states,
+            prompt_chars=len(request.system) + len(request.prompt),
+            exclude_family=job.maker_family if job.type == "review" else None,
+            spent_today_usd=await self._spent_today(),
+            avoid_backend=job.avoid_backend,
+        )
+        skipped = plan.noteworthy_skips()
+        if skipped:
+            reason = "skipped " + "; ".join(f"{n}: {r}" for n, r in skipped.items())
+            await self._store.add_event(job.id, "routing", reason, {"skipped": skipped})
+        return plan
+
+    async def _build_request(self, job: Job, context: JobContext) -> BackendRequest:
         type_config = self._settings.job_type(job.type)
         if job.type == "chat":
             system = prompts.persona_system(self._settings.persona_name, self._settings.job_types, context.core)
@@ -191,12 +206,18 @@ class JobRunner:
         job = run.job
         needs_files = self._settings.job_type(job.type).require_test_evidence
         if config.kind in ("claude_cli", "codex_cli") or needs_files:
-            context = await self._hooks.context_for(job)
             path = self._workspace.prepare(
-                job, memories=context.memories, core=context.core, instructions=prompts.job_instructions(job.type)
+                job,
+                memories=run.context.memories,
+                core=run.context.core,
+                instructions=prompts.job_instructions(job.type),
             )
+            work = self._workspace.workspace_for(job)
+            # A job with a worktree of its own reads its project's folder; otherwise it works in that folder.
+            read = [self._workspace.project_dir(job.project)] if job.workspace and job.project else []
             request = request.model_copy(
-                update={"workspace": path, "timeout_s": min(request.timeout_s, config.timeout_s)}
+                update={"workspace": path, "timeout_s": min(request.timeout_s, config.timeout_s),
+                        "work_dir": work if work != path else None, "read_dirs": read}
             )
             run.has_workspace = True
         backend = self._router.backend(config.name)
@@ -284,26 +305,12 @@ class JobRunner:
                     worker.cancel()
                 return
 
-    async def _act_on_failure(self, run: _Run, config: BackendConfig, failure: Failure) -> str:
-        """Apply the failure class's action to the backend. Returns 'next' (fall through) or 'stop'."""
-        await self._health.after_failure(config.name, failure)
-        cls = failure.failure_class
-        return "next" if cls in _FALL_THROUGH else "stop"
-
-    def _narrow(self, remaining: list[BackendConfig], failed: BackendConfig, failure: Failure) -> list[BackendConfig]:
-        cls = failure.failure_class
-        if cls is FailureClass.CONTEXT_OVERFLOW:
-            return [c for c in remaining if c.context_window > failed.context_window]
-        if cls is FailureClass.CONTENT_REFUSED:
-            return [c for c in remaining if c.family != failed.family]
-        return remaining
-
     async def _on_success(self, run: _Run, config: BackendConfig, result: BackendResult) -> Completion:
         await self._health.after_success(config.name)
         if run.job.type == "review":
             return await gates.complete_review(self._settings, self._store, run.job, run.attempts, result, self._owner)
         if run.job.type == "chat":
-            return gates.complete_chat(self._settings, run.job, run.attempts, result, self._owner)
+            return persona.complete_chat(self._settings, run.job, run.attempts, result, self._owner)
         question = self._workspace.take_question(run.job.id) if run.has_workspace else None
         if question is not None:  # the worker asked the operator: wait in needs_input, same session on resume
             return self._ask_operator(run, config, result, question)
@@ -329,155 +336,89 @@ class JobRunner:
             outbox=[notices.question(job, question)],
         )
 
-    async def _on_exhausted(self, run: _Run, plan: RoutePlan) -> Completion:
-        """No backend produced a result in this run: snooze, retry later, or fail."""
-        job = run.job
-        now = self._clock.now()
-        failure = run.last_failure
-        states = await self._store.backend_states()
-        chain = self._settings.chain_for(job.type)
-        paused = [states[n].paused_until for n in chain if n in states and (states[n].paused_until or 0) > now]
-        usable = [n for n in chain if not (n in states and states[n].disabled)]
-        all_paused = bool(paused) and len(paused) >= len([n for n in chain if not (n in states and states[n].disabled)])
-        fields = {
+    async def _apply(self, run: _Run, decision: RunDecision) -> Completion:
+        """Turn the policy's end-of-run decision into the job's completion: its state, fields and notices."""
+        job, failure, kind = run.job, run.last_failure, decision.kind
+        fields: dict[str, object] = {
             "last_failure_class": failure.failure_class.value if failure else None,
             "last_error": failure.message[:1000] if failure else None,
             "progress": None,
         }
-        base = Completion(job_id=job.id, owner=self._owner, to_state=JobState.SNOOZED, reason="", attempts=run.attempts)
-        if failure is None and plan.blocked_by_budget:
-            return await self._park_for_budget(run, base, fields, paused)
-        if failure is None or all_paused or (failure.failure_class in PAUSING and paused):
-            return await self._snooze(run, base, fields, min(paused) if paused else None)
-        if failure.failure_class is FailureClass.BUDGET_EXCEEDED:  # more attempts cannot help: the operator decides
+        base = Completion(
+            job_id=job.id, owner=self._owner, to_state=JobState.SNOOZED, reason=decision.reason, attempts=run.attempts
+        )
+        if kind is RunKind.SNOOZE or kind is RunKind.PARK_FOR_BUDGET:
+            outbox = self._waiting_notices(job)
+            if kind is RunKind.PARK_FOR_BUDGET:
+                outbox.append(await self._budget_alert())
+            return base.model_copy(update={"fields": fields | {"run_after": decision.at}, "outbox": outbox})
+        assert failure is not None  # the policy retries, fails or asks the operator only after a failure
+        if kind is RunKind.NEEDS_HUMAN:
+            notice = notices.needs_human(job, failure.message, None, why=decision.why)
+            return base.model_copy(update={"to_state": JobState.NEEDS_HUMAN, "fields": fields, "outbox": [notice]})
+        fields |= {"attempt": job.attempt + 1}
+        if kind is RunKind.RETRY_LATER:
             return base.model_copy(
-                update={
-                    "to_state": JobState.NEEDS_HUMAN,
-                    "reason": f"budget exceeded: {failure.message}",
-                    "fields": fields,
-                    "outbox": [notices.needs_human(job, failure.message, None, why="It ran out of budget.")],
-                }
+                update={"to_state": JobState.RETRY_WAIT, "fields": fields | {"run_after": decision.at}}
             )
-        if failure.failure_class is FailureClass.BAD_REQUEST or not usable:
-            return self._fail(run, base, fields, failure)
-        if failure.failure_class is FailureClass.CONTENT_REFUSED:
-            return base.model_copy(
-                update={
-                    "to_state": JobState.NEEDS_HUMAN,
-                    "reason": "every family refused",
-                    "fields": fields,
-                    "outbox": [notices.needs_human(job, failure.message, None)],
-                }
-            )
-        if job.attempt + 1 >= job.max_attempts:
-            return self._fail(run, base, fields, failure)
-        delay = RETRY_BASE_S * (2**job.attempt) * (0.75 + random.random() / 2)
-        fields |= {"attempt": job.attempt + 1, "run_after": now + delay}
-        return base.model_copy(
-            update={
-                "to_state": JobState.RETRY_WAIT,
-                "fields": fields,
-                "reason": f"{failure.failure_class.value} on every backend tried; retry in {delay:.0f}s",
-            }
-        )
-
-    async def _snooze(self, run: _Run, base: Completion, fields: dict[str, object], until: float | None) -> Completion:
-        job = run.job
-        now = self._clock.now()
-        wake = until if until is not None and until > now else now + SNOOZE_BUSY_S
-        fields |= {"run_after": wake}
-        outbox: list[NewOutbox] = []
-        if job.type == "review":
-            outbox.append(
-                notices.info(
-                    f"job:{job.parent_id}:review_waits",
-                    f"Job #{job.parent_id} waits for a reviewer of another model "
-                    f"family than {job.maker_family}; none is available now.",
-                    chat_id=job.chat_id,
-                    job_id=job.parent_id,
-                )
-            )
-        return base.model_copy(
-            update={
-                "fields": fields,
-                "outbox": outbox,
-                "reason": f"no backend available; snoozed until {hm(wake)} (no attempt used)",
-            }
-        )
-
-    async def _park_for_budget(
-        self, run: _Run, base: Completion, fields: dict[str, object], paused: list[float | None]
-    ) -> Completion:
-        """The daily USD cap left no backend: wait (no attempt used) until the budget resets at UTC midnight,
-        or a paused backend of the chain comes back; tell the operator once a day."""
-        now = self._clock.now()
-        midnight = now - now % 86_400 + 86_400  # _spent_today counts from UTC midnight
-        parked = await self._snooze(run, base, fields, min([p for p in paused if p is not None] + [midnight]))
-        cap, spent = self._settings.engine.daily_budget_usd, await self._spent_today()
-        alert = notices.alert(
-            f"budget:{int(now // 86_400)}",
-            f"Daily budget reached: ${spent:.2f} of ${cap:.2f} spent on pay-per-token backends today. Jobs that "
-            f"need them wait until {hm(midnight)}; raise engine.daily_budget_usd to go on sooner.",
-            urgent=False,
-        )
-        wake = parked.fields.get("run_after")
-        return parked.model_copy(
-            update={
-                "outbox": [*parked.outbox, alert],
-                "reason": f"daily budget reached; parked until {hm(float(wake or midnight))} (no attempt used)",
-            }
-        )
-
-    def _fail(self, run: _Run, base: Completion, fields: dict[str, object], failure: Failure) -> Completion:
-        job = run.job
         # A failed review is reported through its job, which the store hands to the operator (needs_human).
         outbox = (
             []
             if job.type == "review"
             else [notices.job_failed(job, failure.failure_class.value, failure.message, run.tried)]
         )
-        fields |= {"attempt": job.attempt + 1}
-        return base.model_copy(
-            update={
-                "to_state": JobState.FAILED,
-                "fields": fields,
-                "outbox": outbox,
-                "reason": f"failed: {failure.failure_class.value}",
-            }
+        return base.model_copy(update={"to_state": JobState.FAILED, "fields": fields, "outbox": outbox})
+
+    def _waiting_notices(self, job: Job) -> list[NewOutbox]:
+        """A review that waits tells its maker's job why (a reviewer of another family is needed)."""
+        if job.type != "review":
+            return []
+        return [
+            notices.info(
+                f"job:{job.parent_id}:review_waits",
+                f"Job #{job.parent_id} waits for a reviewer of another model "
+                f"family than {job.maker_family}; none is available now.",
+                chat_id=job.chat_id,
+                job_id=job.parent_id,
+            )
+        ]
+
+    async def _budget_alert(self) -> NewOutbox:
+        """Parked for the daily USD cap: tell the operator once a day when the budget resets."""
+        now = self._clock.now()
+        midnight = budget_resets_at(now)
+        cap, spent = self._settings.engine.daily_budget_usd, await self._spent_today()
+        return notices.alert(
+            f"budget:{int(now // DAY_S)}",
+            f"Daily budget reached: ${spent:.2f} of ${cap:.2f} spent on pay-per-token backends today. Jobs that "
+            f"need them wait until {hm(midnight)}; raise engine.daily_budget_usd to go on sooner.",
+            urgent=False,
         )
 
     async def _spent_today(self) -> float:
         paying = [b.name for b in self._settings.backends if b.pay_per_token]
         if not paying:
             return 0.0
-        now = self._clock.now()
-        midnight = now - (now % 86_400)
-        return await self._store.spend_since(midnight, paying)
+        return await self._store.spend_since(day_start(self._clock.now()), paying)
 
     def _job_budget_spent(self, run: _Run) -> bool:
-        """The job type's own budget (``budget_usd``), counted over every run of the job, checked before each call."""
-        budget = self._settings.job_type(run.job.type).budget_usd
-        if budget is None:
-            return False
+        """The job type's own budget, checked before each call; reached, it is the run's last failure."""
         spent = run.job.cost_usd + sum(a.cost_usd for a in run.attempts)
-        if spent < budget:
-            return False
-        run.last_failure = Failure(
-            failure_class=FailureClass.BUDGET_EXCEEDED,
-            message=f"job budget reached: ${spent:.4f} of ${budget:.2f}",
-            signature="job_budget",
-        )
-        return True
+        over = job_budget_failure(self._settings.job_type(run.job.type).budget_usd, spent)
+        if over is not None:
+            run.last_failure = over
+        return over is not None
 
-    async def _budget_block(self, config: BackendConfig) -> str | None:
-        """'spent' when today's cap is reached; 'in_flight' when calls still running (at their estimated price)
-        could reach it, so jobs routed at the same moment cannot all spend past the cap; None to go ahead."""
+    async def _budget_blocked(self, run: _Run, config: BackendConfig) -> bool:
+        """Today's USD cap forbids calling ``config`` now (a backend that is not pay-per-token costs no read)."""
         if not config.pay_per_token:
-            return None
-        spent, cap = await self._spent_today(), self._settings.engine.daily_budget_usd
-        if spent >= cap:
-            return "spent"
-        return "in_flight" if spent + self._router.in_flight_usd >= cap else None
+            return False
+        facts = BudgetFacts(
+            await self._spent_today(), self._settings.engine.daily_budget_usd, self._router.in_flight_usd
+        )
+        block = budget_block(config, facts)
+        run.cap_reached |= block is BudgetBlock.SPENT  # IN_FLIGHT: calls still running may use it up: wait briefly
+        return block is not None
 
 
 def _estimated_cost(config: BackendConfig, request: BackendRequest) -> float:

@@ -137,7 +137,10 @@ def due_slots(
 
 
 def in_quiet_hours(spec: str | None, now: float, tz: ZoneInfo) -> bool:
-    """Whether ``now`` falls in the window ``"HH:MM-HH:MM"`` (local time; may wrap midnight; end excluded)."""
+    """Whether ``now`` falls in the window ``"HH:MM-HH:MM"`` (local time; may wrap midnight; end excluded).
+
+    The one test of ``[pulse] quiet_hours``: the Telegram sender and live activity hold non-urgent messages
+    with it, and the digest counts what was held."""
     if not spec:
         return False
     start_text, _, end_text = spec.partition("-")

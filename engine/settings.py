@@ -11,6 +11,7 @@ A malformed or contradictory configuration raises ``ConfigError`` with one messa
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from engine.errors import ConfigError
 from memory.settings import MemorySettings
 
 JOB_TYPES: tuple[str, ...] = (
@@ -35,10 +37,8 @@ JOB_TYPES: tuple[str, ...] = (
     "media",
 )
 BackendKind = Literal["claude_cli", "codex_cli", "openai", "anthropic", "sim"]
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used. The message names the offending key."""
+BOT_TOKEN_ENV = "TELEGRAM_BOT_TOKEN"
+_FILE_SECRETS = ("bot_token", "webhook_secret")
 
 
 class TelegramSettings(BaseModel):
@@ -50,6 +50,10 @@ class TelegramSettings(BaseModel):
     webhook_listen: str = "127.0.0.1"
     webhook_port: int = 8443
     progress_edit_interval_s: float = 20.0
+    # Secrets, never in the file: ``Settings`` reads them from $TELEGRAM_BOT_TOKEN and $webhook_secret_env.
+    # As SecretStr they print as '**********' in any repr, log line or dump.
+    bot_token: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
 
 
 class EngineSettings(BaseModel):
@@ -68,6 +72,9 @@ class EngineSettings(BaseModel):
     max_attempts: int = Field(3, ge=1)
     circuit_breaker_failures: int = Field(3, ge=1)
     circuit_breaker_cooldown_s: float = Field(300.0, gt=0)
+    # The CLI workers' boundary (engine/sandbox.py): bubblewrap when it works here ("auto"), required ("bwrap"),
+    # or the environment allow-list alone ("off").
+    sandbox: Literal["auto", "bwrap", "off"] = "auto"
 
     @model_validator(mode="after")
     def _reserved_below_max(self) -> EngineSettings:
@@ -104,6 +111,8 @@ class BackendConfig(BaseModel):
     api_key_env: str | None = None
     binary: str | None = None
     extra_args: list[str] = Field(default_factory=list)
+    # Variables a CLI worker gets besides its allow-list (engine/sandbox.py); never another's secret.
+    env_passthrough: list[str] = Field(default_factory=list)
     price_in_per_mtok: float = Field(0.0, ge=0)
     price_out_per_mtok: float = Field(0.0, ge=0)
     price_cache_read_per_mtok: float = Field(0.0, ge=0)
@@ -115,6 +124,14 @@ class BackendConfig(BaseModel):
     timeout_s: float = Field(1800.0, gt=0)
     enabled: bool = True
     sim: SimProfile = Field(default_factory=SimProfile)
+
+    @field_validator("env_passthrough")
+    @classmethod
+    def _variable_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+        return names
 
     @property
     def simulated(self) -> bool:
@@ -236,9 +253,41 @@ class Settings(BaseSettings):
             for name in chain:
                 if name not in names:
                     raise ValueError(f"routing.{job_type}: unknown backend {name!r} (known: {', '.join(names)})")
+        self._read_telegram_secrets()
         return self
 
+    def _read_telegram_secrets(self) -> None:
+        """The bot token and the webhook secret come from the environment, unless given directly (tests)."""
+        telegram = self.telegram
+        if telegram.bot_token is None and (token := os.environ.get(BOT_TOKEN_ENV)):
+            telegram.bot_token = SecretStr(token)
+        if telegram.webhook_secret is None and (secret := os.environ.get(telegram.webhook_secret_env)):
+            telegram.webhook_secret = SecretStr(secret)
+
+    @model_validator(mode="after")
+    def _passthrough_not_secret(self) -> Settings:
+        secrets = self.secret_env_names()
+        for config in self.backends:
+            for name in config.env_passthrough:
+                if name in secrets and name != config.api_key_env:
+                    raise ValueError(f"backends.{config.name}.env_passthrough: {name} holds another secret "
+                                     "(the Telegram token, the webhook secret or another backend's key)")
+        return self
+
+    def secret_env_names(self) -> set[str]:
+        """The variables holding secrets: the Telegram token and webhook secret, every key a backend or the
+        embedder names."""
+        names = {BOT_TOKEN_ENV, self.telegram.webhook_secret_env, self.memory.embedder_api_key_env or ""}
+        names.update(b.api_key_env for b in self.backends if b.api_key_env)
+        return names - {""}
+
     _detected: bool = PrivateAttr(False)
+    _config_path: Path | None = PrivateAttr(None)
+
+    @property
+    def config_path(self) -> Path | None:
+        """The config file load_settings read, if any: workers never see it."""
+        return self._config_path
 
     @property
     def backends_detected(self) -> bool:
@@ -307,6 +356,13 @@ def load_settings(config_path: str | os.PathLike[str] | None = None, **overrides
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    telegram = data.get("telegram")
+    for key in _FILE_SECRETS:
+        if isinstance(telegram, dict) and key in telegram:
+            raise ConfigError(
+                f"{path}: telegram.{key}: secrets are never in the file; put it in the environment "
+                f"(${BOT_TOKEN_ENV} for the bot token, $TELEGRAM_WEBHOOK_SECRET or telegram.webhook_secret_env)"
+            )
     data.update(overrides)
     try:
         settings = Settings(**data)
@@ -317,6 +373,7 @@ def load_settings(config_path: str | os.PathLike[str] | None = None, **overrides
             if detected:
                 settings = Settings(**{**data, "backends": detected})
                 settings._detected = True
+        settings._config_path = path.resolve() if path is not None else None
         return settings
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path)) from None

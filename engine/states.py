@@ -6,6 +6,7 @@ An illegal transition raises ``IllegalTransition`` and nothing is written.
 
 from __future__ import annotations
 
+from engine.errors import IllegalTransition
 from engine.models import JobState
 
 S = JobState
@@ -25,14 +26,6 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     S.FAILED: frozenset({S.QUEUED}),  # operator retry
     S.CANCELLED: frozenset({S.QUEUED}),  # operator retry
 }
-
-
-class IllegalTransition(Exception):
-    def __init__(self, job_id: int, from_state: JobState, to_state: JobState) -> None:
-        super().__init__(f"job {job_id}: illegal transition {from_state.value} -> {to_state.value}")
-        self.job_id = job_id
-        self.from_state = from_state
-        self.to_state = to_state
 
 
 def is_legal(from_state: JobState, to_state: JobState) -> bool:

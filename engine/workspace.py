@@ -27,9 +27,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import prompts
+from engine.errors import WorkspaceError
 from engine.models import Job
 
-__all__ = ["MAX_NAME_CHARS", "Workspace", "WorkspaceError", "sanitize_name"]
+__all__ = ["MAX_NAME_CHARS", "Workspace", "sanitize_name"]
 
 MAX_NAME_CHARS = 64
 # File systems limit a name to 255 bytes; non-Latin letters take up to 4 bytes each in UTF-8.
@@ -45,10 +46,6 @@ _UNSAFE_RUN_RE = re.compile(r"[^\w.-]+")
 _DASHES_RE = re.compile(r"-{2,}")
 _QUESTION_FILE = "question.md"
 _ARCHIVED_QUESTION_RE = re.compile(r"^question-(\d+)\.md$")
-
-
-class WorkspaceError(ValueError):
-    """A path would leave its job folder, or a job id or file name is not acceptable."""
 
 
 def _short_hash(text: str) -> str:

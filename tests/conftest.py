@@ -12,7 +12,7 @@ import pytest
 from engine.backends.base import Backend
 from engine.backends.sim import SimBackend
 from engine.clock import Clock, FakeClock
-from engine.scheduler import Engine
+from engine.loop import Engine
 from engine.settings import BackendConfig, Settings, default_sim_backends
 from engine.store import Store
 from tests.fakes.scenario import wait_for
@@ -56,14 +56,15 @@ def sim_backends(settings: Settings, clock: Clock) -> dict[str, Backend]:
 
 @pytest.fixture
 async def make_engine() -> AsyncIterator[Callable[..., Any]]:
-    """``await make_engine(settings, store, clock, backends=None)``: a started Engine, stopped at teardown.
-    ``backends`` defaults to a SimBackend for every configured backend."""
+    """``await make_engine(settings, store, clock, backends=None, hooks=None)``: a started Engine, stopped at
+    teardown. ``backends`` defaults to a SimBackend for every configured backend; other keywords go to Engine."""
     engines: list[Engine] = []
 
     async def make(
-        settings: Settings, store: Store, clock: Clock, backends: dict[str, Backend] | None = None
+        settings: Settings, store: Store, clock: Clock, backends: dict[str, Backend] | None = None, **engine_kw: Any
     ) -> Engine:
-        engine = Engine(settings, store, backends if backends is not None else sim_backends(settings, clock), clock)
+        backends = backends if backends is not None else sim_backends(settings, clock)
+        engine = Engine(settings, store, backends, clock, **engine_kw)
         await engine.start()
         engines.append(engine)
         return engine

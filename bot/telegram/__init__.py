@@ -4,6 +4,7 @@ Modules: ``channel`` (the Application and its lifecycle), ``handlers`` (guard, t
 ``sender`` (the outbox, sent once), ``live`` (typing indicator, progress cards), ``format`` (Telegram's limits).
 """
 
-from bot.telegram.channel import ChannelRefused, TelegramChannel, refusal
+from bot.telegram.channel import TelegramChannel, refusal
+from engine.errors import ChannelRefused
 
 __all__ = ["ChannelRefused", "TelegramChannel", "refusal"]

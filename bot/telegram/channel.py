@@ -8,44 +8,36 @@ token), then the outbox sender and the live activity loop; on ``stop`` everythin
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dtm
 import logging
-import os
-from collections.abc import Mapping
 
 from telegram import BotCommand, Update
 from telegram.error import InvalidToken, NetworkError, TimedOut
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
 from telegram.request import BaseRequest
 
-from bot.commands import COMMANDS, CommandRouter
-from bot.telegram.handlers import Handlers, Services
+from bot.commands import COMMANDS
+from bot.services import Services
+from bot.telegram.handlers import Handlers
 from bot.telegram.live import LiveActivity
 from bot.telegram.sender import OutboxSender
-from engine.clock import Clock, SystemClock
-from engine.control import Control
-from engine.settings import Settings
+from engine.errors import ChannelRefused
+from engine.settings import BOT_TOKEN_ENV, Settings
 
 log = logging.getLogger(__name__)
 
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
 
 
-class ChannelRefused(Exception):
-    """The Telegram channel will not start with this configuration (the message says why)."""
-
-
-def refusal(settings: Settings, environ: Mapping[str, str] | None = None) -> str | None:
+def refusal(settings: Settings) -> str | None:
     """Why the Telegram channel must not start, or None. Fail closed: no operator, no bot."""
-    env = os.environ if environ is None else environ
     telegram = settings.telegram
     if not telegram.operator_ids:
         return (
-            "TELEGRAM_BOT_TOKEN is set but [telegram] operator_ids is empty: refusing to serve anyone. "
+            f"{BOT_TOKEN_ENV} is set but [telegram] operator_ids is empty: refusing to serve anyone. "
             "Add your numeric Telegram user id to switchboard.toml."
         )
-    if telegram.webhook_url and not env.get(telegram.webhook_secret_env):
+    if telegram.webhook_url and not telegram.webhook_secret:
         return (
             f"[telegram] webhook_url is set but ${telegram.webhook_secret_env} is empty: a webhook without a "
             "secret token would accept forged updates. Set it, or remove webhook_url to use long polling."
@@ -54,14 +46,12 @@ def refusal(settings: Settings, environ: Mapping[str, str] | None = None) -> str
 
 
 class TelegramChannel:
+    """The channel over ``services``; the bot token is ``services.settings.telegram.bot_token``."""
+
     def __init__(
         self,
-        settings: Settings,
-        control: Control,
-        commands: CommandRouter,
-        token: str,
+        services: Services,
         *,
-        clock: Clock | None = None,
         request: BaseRequest | None = None,
         get_updates_request: BaseRequest | None = None,
         limiter_retries: int = 3,
@@ -69,18 +59,21 @@ class TelegramChannel:
         sender_poll_s: float = 0.25,
         live_tick_s: float = 1.0,
     ) -> None:
+        settings = services.settings
         problem = refusal(settings)
         if problem:
             raise ChannelRefused(problem)
+        token = settings.telegram.bot_token
+        if token is None:
+            raise ChannelRefused(f"no bot token: set {BOT_TOKEN_ENV}")
         logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines carry the token in URLs
         self._settings = settings
-        self._control = control
-        self._clock = clock or SystemClock()
+        self._clock = services.clock
         self._poll_timeout_s = poll_timeout_s
-        self.app = _build_app(settings, token, request, get_updates_request, limiter_retries)
-        self.sender = OutboxSender(settings, control.store, self.app.bot, self._clock, poll_s=sender_poll_s)
-        self.live = LiveActivity(settings, control.store, self.app.bot, self._clock, tick_s=live_tick_s)
-        Handlers(Services(settings, control, commands, self.sender.wake)).install(self.app)
+        self.app = _build_app(settings, token.get_secret_value(), request, get_updates_request, limiter_retries)
+        self.sender = OutboxSender(settings, services.store, self.app.bot, self._clock, poll_s=sender_poll_s)
+        self.live = LiveActivity(settings, services.store, self.app.bot, self._clock, tick_s=live_tick_s)
+        Handlers(services, self.sender.wake).install(self.app)
 
     async def run(self, stop: asyncio.Event) -> None:
         if not await self._connect(stop):
@@ -114,7 +107,7 @@ class TelegramChannel:
                 return True
             except InvalidToken as exc:
                 raise ChannelRefused(
-                    f"Telegram rejected the bot token in TELEGRAM_BOT_TOKEN ({exc}); get a new one from @BotFather"
+                    f"Telegram rejected the bot token in {BOT_TOKEN_ENV} ({exc}); get a new one from @BotFather"
                 ) from None
             except (NetworkError, TimedOut) as exc:
                 log.warning("Telegram is unreachable (%s); retrying in %.0f s", exc, delay_s)
@@ -136,7 +129,7 @@ class TelegramChannel:
         assert updater is not None
         telegram = self._settings.telegram
         if telegram.webhook_url:
-            secret = os.environ.get(telegram.webhook_secret_env, "")
+            secret = telegram.webhook_secret.get_secret_value() if telegram.webhook_secret else ""
             await updater.start_webhook(
                 listen=telegram.webhook_listen,
                 port=telegram.webhook_port,
@@ -146,8 +139,11 @@ class TelegramChannel:
                 drop_pending_updates=False,
             )
             return
-        with contextlib.suppress(Exception):  # a webhook left by an earlier deployment blocks getUpdates
+        try:  # a webhook left by an earlier deployment blocks getUpdates
             await self.app.bot.delete_webhook(drop_pending_updates=False)
+        except Exception as exc:
+            # Only the type: a Telegram error's text may quote the request. Polling says more if it is refused.
+            log.warning("could not delete an earlier webhook (%s); polling may be refused", type(exc).__name__)
         await updater.start_polling(
             poll_interval=0.0,
             timeout=dtm.timedelta(seconds=self._poll_timeout_s),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from telegram import Update
 from telegram.constants import ChatAction
@@ -24,30 +23,21 @@ from telegram.ext import (
     filters,
 )
 
-from bot.commands import CommandRouter
-from engine.control import Control, NotFound, parse_duration
-from engine.settings import Settings
-from engine.states import IllegalTransition
-from engine.store import GateRefused, NewOutbox
+from bot.services import Services
+from engine.control import parse_duration
+from engine.errors import OPERATOR_ERRORS, describe_error
 
 log = logging.getLogger(__name__)
 
 MAX_INPUT_CHARS = 20_000  # Telegram caps a message at 4096; anything longer is not from Telegram
 
 
-@dataclass(frozen=True)
-class Services:
-    """What the handlers reach: typed, passed in, never looked up by string key."""
-
-    settings: Settings
-    control: Control
-    commands: CommandRouter
-    wake_sender: Callable[[], None]
-
-
 class Handlers:
-    def __init__(self, services: Services) -> None:
+    """Reach the engine through ``services.control`` (typed, passed in, never looked up by string key)."""
+
+    def __init__(self, services: Services, wake_sender: Callable[[], None]) -> None:
         self._s = services
+        self._wake_sender = wake_sender
         self._operators = frozenset(services.settings.telegram.operator_ids)
 
     def install(self, app: Application) -> None:  # type: ignore[type-arg]
@@ -73,7 +63,7 @@ class Handlers:
         message = update.message
         if message is not None and message.text and not filters.COMMAND.check_update(update):
             return  # free text: on_text records the update, the message and its job in one transaction
-        if not await self._s.control.store.inbox_claim(update.update_id):
+        if not await self._s.control.claim_update(update.update_id):
             log.info("update %d was already handled; ignoring the redelivery", update.update_id)
             raise ApplicationHandlerStop
 
@@ -115,8 +105,8 @@ class Handlers:
         job_id = int(raw_id)
         try:
             text, toast = await action(self, job_id)
-        except (NotFound, ValueError, IllegalTransition, GateRefused) as exc:
-            text, toast = f"Cannot do that: {exc}", "Cannot do that"
+        except OPERATOR_ERRORS as exc:
+            text, toast = f"Cannot do that: {describe_error(exc)}", "Cannot do that"
         await _answer_query(query, toast)
         chat_id = query.message.chat.id if query.message is not None else None
         await self._answer(f"button:{update.update_id}", chat_id, text)
@@ -159,9 +149,8 @@ class Handlers:
     # ---- answers ----------------------------------------------------------------------------------------
 
     async def _answer(self, key: str, chat_id: int | None, text: str, payload: dict[str, object] | None = None) -> None:
-        message = NewOutbox(dedupe_key=key, kind="command", text=text, chat_id=chat_id, payload=payload or {})
-        await self._s.control.store.add_outbox(message)
-        self._s.wake_sender()
+        await self._s.control.reply(key, chat_id, text, payload)
+        self._wake_sender()
 
 
 _BUTTONS: dict[str, Callable[[Handlers, int], Awaitable[tuple[str, str]]]] = {

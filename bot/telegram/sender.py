@@ -163,8 +163,11 @@ class OutboxSender:
             return 0
         except BaseException:
             # A bug or a cancellation: give the row back rather than leave it 'sending'.
-            with contextlib.suppress(Exception):
+            try:
                 await asyncio.shield(self._store.outbox_mark_retry(message.id, 5.0, "interrupted"))
+            except Exception as exc:
+                log.warning("outbox row %d: could not give it back after an interruption (%s); it stays 'sending' "
+                            "until the next sender start recovers it", message.id, type(exc).__name__)
             raise
         await self._store.outbox_mark_sent(message.id, first_id)
         return 1

@@ -41,6 +41,10 @@ class BackendRequest(BaseModel):
     # The variable part: relevant memories, then the task itself.
     prompt: str
     workspace: Path | None = None
+    # For CLI workers, besides their job folder (``workspace``): the folder where the work itself happens
+    # (a project folder, a worktree; read-write) and folders they may only read. Nothing else is visible.
+    work_dir: Path | None = None
+    read_dirs: list[Path] = Field(default_factory=list)
     # Resume a previous session (claude_cli / codex_cli) where the backend supports it.
     session_id: str | None = None
     max_turns: int | None = None

@@ -7,7 +7,8 @@ carries text, usage, cost and session id; its error fields are read in this orde
 1. ``is_error`` with ``api_error`` / ``api_error_status`` (a rate limit's ``resetsAt`` comes from the
    ``rate_limit_event`` line before it),
 2. ``terminal_reason`` (``prompt_too_long``, ``budget_exhausted``, ``max_turns``, ``api_error``),
-3. ``subtype`` (``error_max_turns``, ``error_max_budget_usd``, ``error_during_execution``).
+3. ``subtype`` (``error_max_turns``, ``error_max_budget_usd``, ``error_during_execution``),
+4. the text, by the one phrase table every backend shares (``engine.failures.FAILURE_PHRASES``).
 
 No ``result`` line means we killed it (timeout) or it crashed (unknown, or auth when it said "Not logged in").
 """
@@ -33,15 +34,23 @@ from engine.failures import (
     Failure,
     FailureClass,
     classify_http,
+    classify_text,
     normalise_signature,
 )
 from engine.ratelimit import parse_resets_at, parse_resets_text
 from engine.redaction import redact
 
 BINARY_ENV = "SWITCHBOARD_CLAUDE_BIN"
-_AUTH_HINTS = ("not logged in", "/login", "invalid api key", "oauth token has expired", "oauth token revoked",
-               "authentication_error", "failed to authenticate", "invalid bearer token")
-_QUOTA_HINTS = ("credit balance is too low", "spend limit", "billing")
+# The signature of a failure known only by its text (engine.failures.FAILURE_PHRASES gives the class).
+_TEXT_SIGNATURES = {
+    FailureClass.AUTH: "cli:auth",
+    FailureClass.QUOTA: "cli:quota",
+    FailureClass.TIMEOUT: "cli:request_timeout",
+    FailureClass.OVERLOADED: "cli:overloaded",
+    FailureClass.CONTENT_REFUSED: "cli:refusal",
+    FailureClass.CONTEXT_OVERFLOW: "cli:prompt_too_long",
+    FailureClass.RATE_LIMITED: "cli:rate_limit",
+}
 
 
 # --- The stream, as pydantic models tolerant of everything the CLI may add ----------------------------------
@@ -266,28 +275,27 @@ def classify_cli_result(
 
     # 2. How the turn loop ended.
     reason = result.terminal_reason or ""
-    if result.stop_reason == "refusal" or result.safety_stops or "safeguards flagged" in lowered:
+    if result.stop_reason == "refusal" or result.safety_stops:
         return make(FailureClass.CONTENT_REFUSED, "cli:refusal")
-    if reason == "prompt_too_long" or "prompt is too long" in lowered:
+    if reason == "prompt_too_long":
         return make(FailureClass.CONTEXT_OVERFLOW, "cli:prompt_too_long")
     if reason == "budget_exhausted" or result.subtype == "error_max_budget_usd":
         return make(FailureClass.BUDGET_EXCEEDED, "cli:max_budget_usd")
     if reason == "max_turns" or result.subtype == "error_max_turns":
         # The job's turn allowance is a budget too: park it rather than burn the same turns elsewhere.
         return make(FailureClass.BUDGET_EXCEEDED, "cli:max_turns")
-    if any(hint in lowered for hint in _AUTH_HINTS):
-        return make(FailureClass.AUTH, "cli:not_logged_in" if "not logged in" in lowered else "cli:auth")
-    if any(hint in lowered for hint in _QUOTA_HINTS):
-        return make(FailureClass.QUOTA, "cli:quota")
-    if "timed out" in lowered or "timeout" in lowered:
-        return make(FailureClass.TIMEOUT, "cli:request_timeout")
-    if "overloaded" in lowered:
-        return make(FailureClass.OVERLOADED, "cli:overloaded")
-    if "usage policy" in lowered or "content policy" in lowered:
-        return make(FailureClass.CONTENT_REFUSED, "cli:refusal")
+    # 3. What the text says, by the one phrase table.
+    hinted = classify_text(message_text)
+    if hinted == FailureClass.AUTH and "not logged in" in lowered:
+        return make(hinted, "cli:not_logged_in")
+    if hinted == FailureClass.RATE_LIMITED:
+        return make(hinted, _TEXT_SIGNATURES[hinted],
+                    resume_at=parse_resets_text(message_text, now) or now + DEFAULT_RATE_LIMIT_PAUSE_S)
+    if hinted is not None:
+        return make(hinted, _TEXT_SIGNATURES.get(hinted, f"cli:{hinted}"))
     if not result.is_error and not (result.result or "").strip():
         return make(FailureClass.EMPTY_OUTPUT, "cli:empty_result")
-    # 3. Whatever else the subtype says: new to us, so the operator hears about it once.
+    # 4. Whatever else the subtype says: new to us, so the operator hears about it once.
     return make(FailureClass.UNKNOWN,
                 f"cli:{result.subtype or 'error'}:{reason or 'none'}:{normalise_signature(message_text)}")
 
@@ -297,7 +305,7 @@ def _no_result(*, timed_out: bool, exit_code: int | None, stderr: str, secrets: 
     if timed_out:
         return Failure(failure_class=FailureClass.TIMEOUT, message="killed: no result before the timeout",
                        signature="cli:killed_timeout")
-    if any(hint in stderr.lower() for hint in _AUTH_HINTS):
+    if classify_text(stderr) == FailureClass.AUTH:
         return Failure(failure_class=FailureClass.AUTH, message=detail or "not logged in",
                        signature="cli:not_logged_in")
     return Failure(failure_class=FailureClass.UNKNOWN,
@@ -308,26 +316,33 @@ def _no_result(*, timed_out: bool, exit_code: int | None, stderr: str, secrets: 
 # --- The backend ---------------------------------------------------------------------------------------------
 
 class ClaudeCliBackend(CliBackend):
-    """``claude -p`` per job. ``env`` is the child's whole environment (default: this process's)."""
+    """``claude -p`` per job, in the worker sandbox. ``env`` stands for the engine's environment."""
 
     tool = "claude"
     binary_env = BINARY_ENV
     signature = "cli"
+
+    config_dir_env = "CLAUDE_CONFIG_DIR"
+    config_dir_name = ".claude"
+    # The CLI's own settings and credentials; a credential another backend names as its key is still held back.
+    own_vars = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "DISABLE_AUTOUPDATER",
+                "DISABLE_TELEMETRY", "DISABLE_ERROR_REPORTING", "DISABLE_NON_ESSENTIAL_MODEL_CALLS")
+    own_prefixes = ("CLAUDE_CODE_",)
 
     def _api_key(self, env: dict[str, str]) -> str | None:
         if not self.config.api_key_env:
             return None
         return env.get(self.config.api_key_env) or os.environ.get(self.config.api_key_env) or None
 
-    def child_env(self) -> dict[str, str]:
-        env = self._base_env()
+    def credentials(self, env: dict[str, str]) -> dict[str, str]:
+        values = {}
         key = self._api_key(env)
         if key:
             # API-key mode: the configured variable becomes the one the CLI reads.
-            env["ANTHROPIC_API_KEY"] = key
+            values["ANTHROPIC_API_KEY"] = key
         if self.config.base_url:
-            env["ANTHROPIC_BASE_URL"] = self.config.base_url
-        return env
+            values["ANTHROPIC_BASE_URL"] = self.config.base_url
+        return values
 
     def build_command(self, binary: str, request: BackendRequest) -> list[str]:
         argv = [binary, "-p", "--output-format", "stream-json", "--verbose"]
@@ -370,17 +385,17 @@ class ClaudeCliBackend(CliBackend):
         if binary is None:
             return CredentialStatus(ok=False, message="claude binary not found (config.binary, "
                                                       f"${BINARY_ENV} or PATH)")
-        version = await _version(binary, self.child_env())
+        version = await _version(binary, self.version_env())
         if version is None:
             return CredentialStatus(ok=False, message=f"{binary} --version failed")
         env = self.child_env()
         if self.config.api_key_env:
-            if not self._api_key(env):
+            if not self._api_key(self._base_env()):
                 return CredentialStatus(ok=False, message=f"claude {version}: ${self.config.api_key_env} is not set")
             return CredentialStatus(ok=True, message=f"claude {version}, API key from ${self.config.api_key_env}")
         if env.get("ANTHROPIC_API_KEY") or env.get("CLAUDE_CODE_OAUTH_TOKEN"):
             return CredentialStatus(ok=True, message=f"claude {version}, credentials from the environment")
-        return _oauth_status(version, env)
+        return _oauth_status(version, self.config_dir())
 
 
 async def _version(binary: str, env: dict[str, str]) -> str | None:
@@ -400,10 +415,9 @@ class _CredentialsFile(Loose):
     claudeAiOauth: _OAuth | None = None
 
 
-def _oauth_status(version: str, env: dict[str, str]) -> CredentialStatus:
+def _oauth_status(version: str, config_dir: Path) -> CredentialStatus:
     """Subscription mode: the CLI keeps its OAuth login in ``.credentials.json`` (Linux)."""
-    config_dir = env.get("CLAUDE_CONFIG_DIR") or str(Path(env.get("HOME") or Path.home()) / ".claude")
-    path = Path(config_dir) / ".credentials.json"
+    path = config_dir / ".credentials.json"
     try:
         creds = _CredentialsFile.model_validate_json(path.read_bytes())
     except (OSError, ValidationError):

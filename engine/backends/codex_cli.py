@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -29,6 +28,7 @@ from engine.failures import (
     Failure,
     FailureClass,
     classify_http,
+    classify_text,
     normalise_signature,
 )
 from engine.ratelimit import parse_resets_text
@@ -55,7 +55,7 @@ class CodexUsage(Loose):
     output_tokens: int = 0
 
 
-class CodexError(Loose):
+class CodexErrorBody(Loose):
     message: str = ""
 
 
@@ -79,7 +79,7 @@ class CodexEvent(Loose):
     usage: CodexUsage | None = None
     item: CodexItem | None = None
     # turn.failed has {"error": {"message": ...}}; the top-level error event has {"message": ...}.
-    error: CodexError | None = None
+    error: CodexErrorBody | None = None
     message: str | None = None
 
 
@@ -147,11 +147,22 @@ class CodexState:
             self.error = _error_text(event) or self.error or event.type
 
 
+# The signature of a failure known only by its text (engine.failures.FAILURE_PHRASES gives the class).
+_TEXT_SIGNATURES = {
+    FailureClass.AUTH: "codex:auth",
+    FailureClass.QUOTA: "codex:quota",
+    FailureClass.CONTEXT_OVERFLOW: "codex:context_overflow",
+    FailureClass.OVERLOADED: "codex:disconnected",
+    FailureClass.TIMEOUT: "codex:timeout",
+    FailureClass.CONTENT_REFUSED: "codex:refusal",
+}
+
+
 def classify_codex_error(message: str, now: float) -> Failure:
-    """Codex errors are text only: find a status code or a known phrase."""
-    lowered = message.lower()
-    signature_tail = normalise_signature(message)
-    if "usage limit" in lowered or "rate limit" in lowered or "too many requests" in lowered:
+    """Codex errors are text only: a rate limit by its phrase, else a status code in the text, else the class
+    of the first known phrase (engine.failures.FAILURE_PHRASES)."""
+    hinted = classify_text(message)
+    if hinted == FailureClass.RATE_LIMITED:
         resume_at = _retry_hint(message, now) or now + DEFAULT_RATE_LIMIT_PAUSE_S
         return Failure(failure_class=FailureClass.RATE_LIMITED, message=message[:500], resume_at=resume_at,
                        http_status=429, signature="codex:rate_limited")
@@ -161,18 +172,11 @@ def classify_codex_error(message: str, now: float) -> Failure:
         body = json.dumps({"error": {"message": message}})
         failure = classify_http(status, body, {}, now)
         return failure.model_copy(update={"message": message[:500], "signature": f"codex:{failure.signature}"})
-    if "not logged in" in lowered or "unauthorized" in lowered or "login" in lowered:
-        return Failure(failure_class=FailureClass.AUTH, message=message[:500], signature="codex:auth")
-    if "quota" in lowered or "billing" in lowered:
-        return Failure(failure_class=FailureClass.QUOTA, message=message[:500], signature="codex:quota")
-    if "context window" in lowered or "context_length" in lowered or "too long" in lowered:
-        return Failure(failure_class=FailureClass.CONTEXT_OVERFLOW, message=message[:500],
-                       signature="codex:context_overflow")
-    if "stream disconnected" in lowered or "connection" in lowered or "overloaded" in lowered:
-        return Failure(failure_class=FailureClass.OVERLOADED, message=message[:500], signature="codex:disconnected")
-    if "timed out" in lowered or "timeout" in lowered:
-        return Failure(failure_class=FailureClass.TIMEOUT, message=message[:500], signature="codex:timeout")
-    return Failure(failure_class=FailureClass.UNKNOWN, message=message[:500], signature=f"codex:{signature_tail}")
+    if hinted is not None:
+        return Failure(failure_class=hinted, message=message[:500],
+                       signature=_TEXT_SIGNATURES.get(hinted, f"codex:{hinted}"))
+    return Failure(failure_class=FailureClass.UNKNOWN, message=message[:500],
+                   signature=f"codex:{normalise_signature(message)}")
 
 
 def _retry_hint(message: str, now: float) -> float | None:
@@ -215,19 +219,23 @@ def codex_result(state: CodexState, *, now: float, timed_out: bool, exit_code: i
 
 
 class CodexCliBackend(CliBackend):
-    """``codex exec --json`` per job. ``env`` is the child's whole environment (default: this process's)."""
+    """``codex exec --json`` per job, in the worker sandbox. ``env`` stands for the engine's environment."""
 
     tool = "codex"
     binary_env = BINARY_ENV
     signature = "codex"
 
-    def child_env(self) -> dict[str, str]:
-        env = self._base_env()
+    config_dir_env = "CODEX_HOME"
+    config_dir_name = ".codex"
+    # The CLI's own credentials; one another backend names as its key is still held back.
+    own_vars = ("OPENAI_API_KEY", "CODEX_API_KEY", "OPENAI_BASE_URL")
+
+    def credentials(self, env: dict[str, str]) -> dict[str, str]:
         if self.config.api_key_env:
             key = env.get(self.config.api_key_env) or os.environ.get(self.config.api_key_env)
             if key:
-                env["OPENAI_API_KEY"] = key
-        return env
+                return {"OPENAI_API_KEY": key}
+        return {}
 
     def build_command(self, binary: str, request: BackendRequest) -> list[str]:
         argv = [binary, "exec", "--json", "--skip-git-repo-check"]
@@ -265,8 +273,8 @@ class CodexCliBackend(CliBackend):
         binary = self.binary()
         if binary is None:
             return CredentialStatus(ok=False, message=f"codex binary not found (config.binary, ${BINARY_ENV} or PATH)")
+        output = await version_output(binary, self.version_env())
         env = self.child_env()
-        output = await version_output(binary, env)
         if output is None:
             return CredentialStatus(ok=False, message=f"{binary} --version failed")
         version = output[1].strip() or "unknown version"
@@ -274,7 +282,7 @@ class CodexCliBackend(CliBackend):
             return CredentialStatus(ok=False, message=f"{version}: ${self.config.api_key_env} is not set")
         if env.get("OPENAI_API_KEY") or env.get("CODEX_API_KEY"):
             return CredentialStatus(ok=True, message=f"{version}, API key from the environment")
-        codex_home = Path(env.get("CODEX_HOME") or Path(env.get("HOME") or Path.home()) / ".codex")
+        codex_home = self.config_dir()
         if (codex_home / "auth.json").is_file():
             return CredentialStatus(ok=True, message=f"{version}, logged in ({codex_home / 'auth.json'})")
         return CredentialStatus(ok=False, message=f"{version}: not logged in (no auth.json in {codex_home})")

@@ -1,12 +1,11 @@
 """The durable job store (SQLite). All SQL of Switchboard lives in this package, one module per concern
 (``store.py`` lists them)."""
 
+from engine.errors import GateRefused, LeaseLost, StoreError
 from engine.models import NewAttempt, NewOutbox, NewReview
 from engine.store.completion import Completion, ParentUpdate
-from engine.store.db import StoreError
 from engine.store.stats import ReviewStats, Stats
 from engine.store.store import Store
-from engine.store.transitions import GateRefused, LeaseLost
 
 __all__ = [
     "Completion", "GateRefused", "LeaseLost", "NewAttempt", "NewOutbox", "NewReview", "ParentUpdate",

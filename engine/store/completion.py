@@ -9,10 +9,11 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from engine import notices
+from engine.errors import GateRefused, LeaseLost
 from engine.models import Job, JobState, NewAttempt, NewJob, NewOutbox, NewReview
 from engine.store.core import StoreCore
 from engine.store.rows import _job_or_none
-from engine.store.transitions import _CLEAR_LEASE, GateRefused, LeaseLost, _set_state
+from engine.store.transitions import _CLEAR_LEASE, _set_state
 from engine.store.writes import _add_event, _add_outbox, _add_review, _enqueue
 
 

@@ -14,7 +14,8 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from engine.clock import Clock
-from engine.store.db import Busy, Database, StoreError
+from engine.errors import Busy, StoreError
+from engine.store.db import Database
 
 T = TypeVar("T")
 

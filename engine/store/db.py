@@ -19,6 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TypeVar
 
+from engine.errors import Busy, StoreError
+
 T = TypeVar("T")
 
 PRAGMAS = (
@@ -27,14 +29,6 @@ PRAGMAS = (
     "PRAGMA foreign_keys=ON",
 )
 BUSY_TIMEOUT_MS = 10_000
-
-
-class StoreError(Exception):
-    """The database cannot be opened or written (corrupt file, full disk, permissions)."""
-
-
-class Busy(Exception):
-    """Another connection holds the write lock; the transaction did not start (nothing was written)."""
 
 
 class Database:

@@ -9,10 +9,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from engine import notices
+from engine.errors import GateRefused
 from engine.models import Attempt, Event, Job, JobState, NewJob, NewOutbox, Priority, Review
 from engine.store.core import StoreCore
 from engine.store.rows import _event, _job, _job_or_none, _review
-from engine.store.transitions import _CLEAR_LEASE, GateRefused, _set_state
+from engine.store.transitions import _CLEAR_LEASE, _set_state
 from engine.store.writes import _add_event, _add_outbox, _enqueue
 
 

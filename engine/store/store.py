@@ -4,8 +4,10 @@ Every public method is one transaction and one hop to the store's thread (see ``
 
 - ``jobs.py``: enqueue, read and list jobs, claim, heartbeat, transition, cancel, retry, the orphan sweep
 - ``completion.py``: ``Completion`` and ``complete``/``complete_many``, which end one run of a job
-- ``transitions.py``: ``_set_state`` (every job state change, with its event), ``LeaseLost``, ``GateRefused``
-- ``outbox.py``: messages to the operator (outbox), handled updates (inbox), the conversation, key/value facts
+- ``transitions.py``: ``_set_state`` (every job state change, with its event; raises ``engine.errors.LeaseLost``)
+- ``outbox.py``: messages to the operator, claimed, sent and retried by a channel
+- ``conversation.py``: handled updates (inbox), the operator's message with its chat job, the conversation
+- ``kv.py``: key/value facts, their change announced through the outbox
 - ``backends.py``: ``backend_state``, the rate-limit and circuit-breaker cache
 - ``schedules.py`` and ``projects.py``: schedules and projects
 - ``stats.py``: capacity and money, ``stats``, the daily digest's numbers
@@ -21,9 +23,11 @@ from pathlib import Path
 from engine.clock import Clock
 from engine.store.backends import BackendsMixin
 from engine.store.completion import CompletionsMixin
+from engine.store.conversation import ConversationMixin
 from engine.store.core import StoreCore
 from engine.store.db import Database
 from engine.store.jobs import JobsMixin
+from engine.store.kv import KvMixin
 from engine.store.outbox import OutboxMixin
 from engine.store.projects import ProjectsMixin
 from engine.store.schedules import SchedulesMixin
@@ -34,6 +38,8 @@ class Store(
     JobsMixin,
     CompletionsMixin,
     OutboxMixin,
+    ConversationMixin,
+    KvMixin,
     BackendsMixin,
     SchedulesMixin,
     ProjectsMixin,

@@ -1,5 +1,6 @@
 """Every job state change goes through ``_set_state``, which checks the transition table and writes an event
-row in the same transaction. Also the errors a state change raises (``LeaseLost``, ``GateRefused``)."""
+row in the same transaction. The errors a state change raises (``LeaseLost``, ``GateRefused``) live in
+``engine.errors``."""
 
 from __future__ import annotations
 
@@ -7,20 +8,13 @@ import sqlite3
 from typing import Any
 
 from engine import notices
+from engine.errors import LeaseLost
 from engine.models import Job, JobState, Priority
 from engine.states import check_transition
 from engine.store.rows import _job_or_none
 from engine.store.writes import _add_event, _add_outbox
 
 JOB_COLUMNS = frozenset(Job.model_fields) - {"id"}
-
-
-class LeaseLost(Exception):
-    """The worker no longer owns the job (lease expired and swept, or the job was cancelled)."""
-
-
-class GateRefused(Exception):
-    """The database refused to mark a reviewed job done without a passing review by another family."""
 
 
 _CLEAR_LEASE: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}

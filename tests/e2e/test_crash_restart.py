@@ -38,7 +38,7 @@ from typing import Any
 import pytest
 
 from engine.clock import SystemClock
-from engine.jobs import new_job
+from engine.job_factory import new_job
 from engine.settings import Settings, load_settings
 from engine.store import Store
 from tests.e2e.configs import SWITCHBOARD, sim_backends_toml

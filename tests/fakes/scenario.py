@@ -17,9 +17,9 @@ from typing import Any
 from engine.backends.base import Backend
 from engine.backends.registry import build_backend
 from engine.clock import FakeClock
-from engine.jobs import new_job
+from engine.job_factory import new_job
+from engine.loop import Engine
 from engine.models import Attempt, Job, JobState, OutboxMessage
-from engine.scheduler import Engine
 from engine.settings import BackendConfig, EngineSettings, Settings
 from engine.store import Store
 from tests.fakes.scripted_http import ScriptedServer

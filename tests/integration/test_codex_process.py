@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from engine.backends.codex_cli import CodexCliBackend
 from engine.clock import FakeClock
 from engine.failures import FailureClass
 from engine.settings import BackendConfig
-from tests.processes import processes_in
+from tests.processes import processes_in, worker_python
 
 SCRIPT = """#!{python}
 import json, os, sys, time
@@ -40,16 +39,17 @@ emit({{"type": "turn.completed", "usage": {{"input_tokens": 100, "cached_input_t
 @pytest.fixture
 def fake_codex(tmp_path: Path) -> Path:
     path = tmp_path / "codex"
-    path.write_text(SCRIPT.format(python=sys.executable))
+    path.write_text(SCRIPT.format(python=worker_python()))
     path.chmod(0o755)
     return path
 
 
 def make(fake_codex: Path, tmp_path: Path, mode: str = "ok") -> CodexCliBackend:
-    env = {"PATH": os.environ["PATH"], "ARGV_LOG": str(tmp_path / "argv.json"), "FAKE_MODE": mode,
+    # The worker writes only inside its job folder (``ws``); its test variables reach it through the passthrough.
+    env = {"PATH": os.environ["PATH"], "ARGV_LOG": str(tmp_path / "ws" / "argv.json"), "FAKE_MODE": mode,
            "HOME": str(tmp_path)}
     config = BackendConfig(name="codex", kind="codex_cli", model="gpt-5-codex", family="openai",
-                           binary=str(fake_codex))
+                           binary=str(fake_codex), env_passthrough=["ARGV_LOG", "FAKE_MODE"])
     return CodexCliBackend(config, clock=FakeClock(), env=env)
 
 
@@ -73,7 +73,7 @@ async def test_success_through_a_real_pipe(fake_codex, tmp_path):
     assert result.text == "All done." and result.session_id == "thread-123"
     assert (result.usage.input_tokens, result.usage.cache_read_tokens) == (60, 40)
     assert seen == ["started", "turn.started", "All done.", "turn completed"]
-    argv = json.loads((tmp_path / "argv.json").read_text())
+    argv = json.loads((tmp_path / "ws" / "argv.json").read_text())
     assert argv[:2] == ["exec", "--json"] and argv[-4:] == ["resume", "thread-0", "--", "do it"]
 
 
@@ -86,7 +86,7 @@ async def test_hang_is_killed_as_timeout(fake_codex, tmp_path):
 async def test_cancel_stops_the_process(fake_codex, tmp_path):
     task = asyncio.create_task(make(fake_codex, tmp_path, mode="hang").run(request(tmp_path)))
     for _ in range(200):
-        if (tmp_path / "argv.json").exists():
+        if (tmp_path / "ws" / "argv.json").exists():
             break
         await asyncio.sleep(0.02)
     task.cancel()

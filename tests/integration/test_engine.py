@@ -16,9 +16,9 @@ import pytest
 from engine.backends.base import BackendRequest, BackendResult, CredentialStatus, ProgressCallback, Usage
 from engine.clock import Clock, FakeClock, SystemClock
 from engine.failures import Failure, FailureClass
-from engine.jobs import new_job
+from engine.job_factory import new_job
+from engine.loop import Engine
 from engine.models import Job, JobState, Priority
-from engine.scheduler import Engine
 from engine.settings import BackendConfig, Settings, default_sim_backends
 from engine.store import Store
 from tests.conftest import instant

@@ -15,9 +15,9 @@ import pytest
 
 from engine.backends.base import BackendRequest, BackendResult, CredentialStatus, ProgressCallback
 from engine.clock import Clock, FakeClock
-from engine.jobs import new_job
+from engine.job_factory import new_job
+from engine.loop import Engine
 from engine.models import Job, JobState, Source
-from engine.scheduler import Engine
 from engine.settings import BackendConfig, Settings, default_sim_backends
 from engine.store import Completion, GateRefused, Store
 from tests.conftest import instant, sim_backends

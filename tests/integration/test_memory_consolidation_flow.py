@@ -15,9 +15,9 @@ import pytest
 from engine.backends.base import BackendRequest
 from engine.backends.sim import SimBackend
 from engine.clock import FakeClock
+from engine.loop import Engine
 from engine.memory_link import CONSOLIDATION_KEY_PREFIX, MemoryHooks, is_consolidation_job
 from engine.models import Job, JobState, Source
-from engine.scheduler import Engine
 from engine.settings import Settings
 from engine.store import Store
 from memory import CoreMemory, Episode, SemanticMemory, record_episode

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from engine.backends.base import BackendRequest, BackendResult, CredentialStatus, ProgressCallback
 from engine.clock import FakeClock
-from engine.jobs import new_job
+from engine.job_factory import new_job
+from engine.loop import Engine
 from engine.memory_link import MemoryHooks
 from engine.models import JobState
-from engine.scheduler import Engine
 from engine.settings import BackendConfig, Settings
 from engine.store import Store
 from memory import CoreMemory, SemanticMemory

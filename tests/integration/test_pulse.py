@@ -19,7 +19,8 @@ from engine.backends.sim import SimBackend
 from engine.clock import FakeClock
 from engine.control import Control
 from engine.models import JobState, Source
-from engine.pulse import Pulse, in_quiet_hours
+from engine.pulse import Pulse
+from engine.schedule_times import in_quiet_hours, zone
 from engine.settings import BackendConfig, Settings
 from engine.store import Completion, NewAttempt, NewOutbox, Store
 from tests.conftest import instant, sim_backends
@@ -188,7 +189,7 @@ async def test_disabled_backend_is_re_enabled_and_recovery_announced_once(
 
 
 async def _seed_job(store: Store, clock: FakeClock, settings: Settings, **spec: Any) -> int:
-    from engine.jobs import new_job
+    from engine.job_factory import new_job
 
     job, _ = await store.enqueue(new_job(settings, type=spec.get("type", "analysis"), prompt=spec["prompt"]))
     state = spec["state"]
@@ -261,21 +262,19 @@ async def test_digest_of_a_seeded_day_matches_the_database(
     assert "Held during quiet hours: 1 non-urgent message(s)." in digest.text
 
 
-async def test_quiet_hours_hold_non_urgent_messages(
-    pulse_settings: Settings, store: Store, clock: FakeClock, make_pulse: Callable[..., Pulse]
-) -> None:
-    pulse = make_pulse(pulse_settings)
-    assert not pulse.in_quiet_hours(at("21:59"))
-    assert pulse.in_quiet_hours(at("22:00")) and pulse.in_quiet_hours(at("06:59", day=1))
-    assert not in_quiet_hours(pulse_settings.pulse, at("07:00", day=1))
+async def test_quiet_hours_hold_non_urgent_messages(pulse_settings: Settings, store: Store, clock: FakeClock) -> None:
+    window, tz = pulse_settings.pulse.quiet_hours, zone(pulse_settings.pulse.timezone)
+    assert not in_quiet_hours(window, at("21:59"), tz)
+    assert in_quiet_hours(window, at("22:00"), tz) and in_quiet_hours(window, at("06:59", day=1), tz)
+    assert not in_quiet_hours(window, at("07:00", day=1), tz)
     clock.set(at("23:00"))
     await store.add_outbox(NewOutbox(dedupe_key="later", kind="info", text="job done"))
     await store.add_outbox(NewOutbox(dedupe_key="now", kind="alert", text="token expires", urgent=True))
     # What a channel does: during quiet hours it asks only for urgent messages; the rest stay pending.
-    due = await store.outbox_due(include_non_urgent=not pulse.in_quiet_hours())
+    due = await store.outbox_due(include_non_urgent=not in_quiet_hours(window, clock.now(), tz))
     assert [m.dedupe_key for m in due] == ["now"]
     clock.set(at("07:00", day=1))
-    due = await store.outbox_due(include_non_urgent=not pulse.in_quiet_hours())
+    due = await store.outbox_due(include_non_urgent=not in_quiet_hours(window, clock.now(), tz))
     assert sorted(m.dedupe_key for m in due) == ["later", "now"]
 
 
@@ -405,3 +404,17 @@ async def test_enqueued_schedule_job_is_a_normal_job(
     [job] = await store.list_jobs()
     assert job.state == JobState.QUEUED and job.tier == settings.job_type("triage").tier
     assert job.source == Source.SCHEDULE and job.run_after == at("00:30")
+
+
+async def test_a_summary_event_that_cannot_be_written_is_logged(
+    settings: Settings, store: Store, clock: FakeClock, make_pulse: Callable[..., Pulse],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def memory_then_database_gone() -> str | None:  # the last step; the summary is written after it
+        await store.close()
+        return None
+
+    report = await make_pulse(settings, maintain_memory=memory_then_database_gone).run_once()
+    assert report.failures == []
+    [record] = [r for r in caplog.records if "summary event" in r.getMessage()]
+    assert record.levelname == "WARNING" and "database is not open" in record.getMessage()

@@ -13,10 +13,10 @@ import pytest
 from engine.backends.base import BackendRequest, BackendResult, CredentialStatus, ProgressCallback
 from engine.clock import FakeClock
 from engine.failures import Failure, FailureClass
-from engine.jobs import new_job
+from engine.job_factory import new_job
+from engine.loop import Engine
 from engine.models import JobState
 from engine.redaction import MASK, redacting_logs
-from engine.scheduler import Engine
 from engine.settings import BackendConfig, Settings
 from engine.store import Store
 

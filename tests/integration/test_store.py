@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from engine.clock import FakeClock
-from engine.jobs import new_job
+from engine.errors import IllegalTransition
+from engine.job_factory import new_job
 from engine.models import Job, JobState, Priority
 from engine.settings import Settings
-from engine.states import IllegalTransition, is_legal
+from engine.states import is_legal
 from engine.store import Completion, LeaseLost, Store
 
 REPO = Path(__file__).resolve().parents[2]

@@ -4,6 +4,7 @@ simulated backends, and the injected FakeClock for every throttle and flood wait
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from telegram import Update
 
+from bot.app import open_services
 from bot.commands import COMMANDS, CommandRouter
 from bot.memory_commands import memory_commands
 from bot.telegram import ChannelRefused, TelegramChannel
@@ -19,10 +21,8 @@ from bot.telegram.format import MAX_TEXT_UTF16, split_text, utf16_len
 from engine import notices
 from engine.clock import FakeClock
 from engine.control import Control
-from engine.jobs import new_job
+from engine.job_factory import new_job
 from engine.models import Job, JobState
-from engine.runner import NoHooks
-from engine.scheduler import Engine
 from engine.settings import Settings, default_sim_backends
 from engine.store import Completion, NewOutbox, Store
 from tests.conftest import instant, sim_backends
@@ -59,7 +59,8 @@ def fake_clock() -> FakeClock:
 
 @pytest.fixture
 async def make_rig(tmp_path: Path, fake_clock: FakeClock) -> AsyncIterator[Callable[..., Any]]:
-    """``await make_rig(engine=True, **telegram_settings)``: a running channel (and engine) on the fake."""
+    """``await make_rig(engine=True, **telegram_settings)``: a running channel (and engine) on the fake, over
+    the services the composition root builds."""
     cleanups: list[Callable[[], Any]] = []
 
     async def make(*, engine: bool = True, **telegram: Any) -> Rig:
@@ -67,19 +68,17 @@ async def make_rig(tmp_path: Path, fake_clock: FakeClock) -> AsyncIterator[Calla
         settings = Settings(
             home=tmp_path / "home",
             backends=instant(default_sim_backends()),
-            telegram={"operator_ids": [OPERATOR], "progress_edit_interval_s": INTERVAL_S, **telegram},
+            telegram={"operator_ids": [OPERATOR], "progress_edit_interval_s": INTERVAL_S, "bot_token": fake.token,
+                      **telegram},
+            engine={"shutdown_grace_s": 0},
         )
-        store = await Store.open(settings.db_path, fake_clock)
-        running = Engine(settings, store, sim_backends(settings, fake_clock), fake_clock) if engine else None
-        if running is not None:
-            await running.start()
-        control = Control(settings, store, fake_clock, running)
+        opened = contextlib.AsyncExitStack()
+        backends = sim_backends(settings, fake_clock) if engine else None
+        services = await opened.enter_async_context(
+            open_services(settings, clock=fake_clock, engine=engine, backends=backends)
+        )
         channel = TelegramChannel(
-            settings,
-            control,
-            CommandRouter(control, extra=memory_commands(NoHooks())),
-            fake.token,
-            clock=fake_clock,
+            services,
             request=fake.request(),
             get_updates_request=fake.request(),
             limiter_retries=0,  # flood waits surface to the sender, which waits on the injected clock
@@ -94,13 +93,11 @@ async def make_rig(tmp_path: Path, fake_clock: FakeClock) -> AsyncIterator[Calla
         async def cleanup() -> None:
             stop.set()
             await asyncio.wait_for(task, 10)
-            if running is not None:
-                await running.stop(grace_s=0)
-            await store.close()
+            await opened.aclose()
             await fake.aclose()
 
         cleanups.append(cleanup)
-        return Rig(fake, settings, store, fake_clock, control, channel)
+        return Rig(fake, settings, services.store, fake_clock, services.control, channel)
 
     yield make
     for cleanup in reversed(cleanups):
@@ -211,7 +208,7 @@ async def test_a_redelivered_update_never_creates_a_second_job(make_rig: Any) ->
 async def test_every_command_answers_with_no_and_with_bad_arguments(make_rig: Any) -> None:
     rig: Rig = await make_rig(engine=False)
     assert [c["command"] for c in rig.fake.commands()] == list(COMMANDS)
-    router = CommandRouter(rig.control, extra=memory_commands(NoHooks()))
+    router = CommandRouter(rig.control, extra=memory_commands(None))
     # /projects and /schedule are being added to the router by the pulse work; until then they must still answer.
     routed = [n for n in COMMANDS if hasattr(router, f"_cmd_{n}") or n in ("memory", "remember", "forget")]
     assert {"memory", "remember", "forget", "stats", "job", "cancel", "retry", "approve"} <= set(routed)
@@ -472,13 +469,20 @@ async def test_progress_card_is_edited_in_place_throttled_and_only_on_change(mak
 # ---- configuration ------------------------------------------------------------------------------------
 
 
-def test_the_channel_refuses_to_start_without_an_operator_or_a_webhook_secret(tmp_path: Path) -> None:
+async def test_the_channel_refuses_to_start_without_an_operator_or_a_webhook_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from bot.telegram import refusal
 
-    settings = Settings(home=tmp_path)
-    assert "operator_ids is empty" in (refusal(settings, {}) or "")
-    with pytest.raises(ChannelRefused):
-        TelegramChannel(settings, None, None, "1:x")  # type: ignore[arg-type]
-    hooked = Settings(home=tmp_path, telegram={"operator_ids": [1], "webhook_url": "https://example.org/hook"})
-    assert "TELEGRAM_WEBHOOK_SECRET" in (refusal(hooked, {}) or "")
-    assert refusal(hooked, {"TELEGRAM_WEBHOOK_SECRET": "s3cret"}) is None
+    monkeypatch.delenv("TELEGRAM_WEBHOOK_SECRET", raising=False)
+    settings = Settings(home=tmp_path, telegram={"bot_token": "1:x"})
+    assert "operator_ids is empty" in (refusal(settings) or "")
+    async with open_services(settings) as services:
+        with pytest.raises(ChannelRefused):
+            TelegramChannel(services)
+    hook = {"operator_ids": [1], "webhook_url": "https://example.org/hook"}
+    hooked = Settings(home=tmp_path, telegram=hook)
+    assert "TELEGRAM_WEBHOOK_SECRET" in (refusal(hooked) or "")
+    assert refusal(Settings(home=tmp_path, telegram={**hook, "webhook_secret": "s3cret"})) is None
+    monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", "s3cret")  # read by Settings itself
+    assert refusal(Settings(home=tmp_path, telegram=hook)) is None

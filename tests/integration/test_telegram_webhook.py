@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from pathlib import Path
 
 import httpx
 import pytest
 
-from bot.commands import CommandRouter
+from bot.app import open_services
 from bot.telegram import TelegramChannel
 from engine.clock import FakeClock
-from engine.control import Control
 from engine.settings import Settings, default_sim_backends
-from engine.store import Store
 from tests.conftest import instant
 from tests.fakes.fake_telegram import FakeTelegram
 
@@ -31,8 +30,10 @@ def _free_port() -> int:
 async def test_webhook_needs_the_secret_token(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
 ) -> None:
-    monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("TELEGRAM_WEBHOOK_SECRET", SECRET)  # read by Settings itself
+    stack = contextlib.AsyncExitStack()
     port = _free_port()
+    fake = FakeTelegram(http=False)
     settings = Settings(
         home=tmp_path / "home",
         backends=instant(default_sim_backends()),
@@ -41,17 +42,13 @@ async def test_webhook_needs_the_secret_token(
             "webhook_url": "https://bot.example.org/hook",
             "webhook_listen": "127.0.0.1",
             "webhook_port": port,
+            "bot_token": fake.token,
         },
     )
-    fake = FakeTelegram(http=False)
-    store = await Store.open(settings.db_path, clock)
-    control = Control(settings, store, clock)
+    services = await stack.enter_async_context(open_services(settings, clock=clock))
+    store = services.store
     channel = TelegramChannel(
-        settings,
-        control,
-        CommandRouter(control),
-        fake.token,
-        clock=clock,
+        services,
         request=fake.request(),
         get_updates_request=fake.request(),
         limiter_retries=0,
@@ -87,5 +84,5 @@ async def test_webhook_needs_the_secret_token(
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
-        await store.close()
+        await stack.aclose()
         await fake.aclose()

@@ -14,6 +14,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from engine.backends.anthropic_api import AnthropicApiBackend
+from engine.backends.base import BackendRequest
 from engine.backends.claude_cli import (
     StreamState,
     classify_cli_result,
@@ -21,16 +23,25 @@ from engine.backends.claude_cli import (
     parse_event,
     result_from_stream,
 )
+from engine.backends.codex_cli import CodexState, codex_result, parse_codex_event
+from engine.backends.openai_compat import OpenAICompatBackend
+from engine.clock import FakeClock
 from engine.failures import (
     DEFAULT_RATE_LIMIT_PAUSE_S,
+    FAILURE_PHRASES,
     FailureClass,
     classify_exception,
     classify_http,
+    classify_text,
     normalise_signature,
 )
+from engine.settings import BackendConfig
 
 NOW = 1_795_620_000.0
-REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "claude-code"
+# ../shared next to the checkout (main), or further up (a worktree under /work/wt/<name>).
+REFERENCE = next((parent / "shared" / "reference" / "claude-code" for parent in Path(__file__).resolve().parents[2:]
+                  if (parent / "shared" / "reference" / "claude-code").is_dir()),
+                 Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "claude-code")
 
 
 def anthropic_body(kind: str, message: str) -> str:
@@ -302,3 +313,91 @@ def test_cli_parser_tolerates_junk_and_unknown_events():
 def test_cli_error_text_is_redacted():
     failure = _classify(_result(is_error=True, result="Invalid API key sk-ant-abcdefghijklmnop1234")).failure
     assert failure is not None and "sk-ant-abcdefghijklmnop1234" not in failure.message
+
+
+# --- one phrase table, every backend kind ------------------------------------------------------------------
+
+def test_every_phrase_is_reachable():
+    """The first phrase found wins, so no phrase may be shadowed by an earlier one of another class."""
+    for phrase, cls in FAILURE_PHRASES:
+        assert classify_text(f"Error: {phrase.upper()} (request 42)") == cls, phrase
+    assert classify_text("something nobody has seen before") is None
+
+
+# The HTTP backends let the status decide where it can: a phrase of these classes arrives with its own status.
+_STATUS_OF = {FailureClass.AUTH: 401, FailureClass.RATE_LIMITED: 429, FailureClass.TIMEOUT: 408}
+# Texts as providers and CLIs word them, each with the class every backend must give it.
+_TEXTS = [
+    ("Your credit balance is too low to access the Anthropic API", FailureClass.QUOTA),
+    ("You exceeded your current quota, please check your plan and billing details.", FailureClass.QUOTA),
+    ("You have reached your spending limit", FailureClass.QUOTA),
+    ("You have reached your specified API usage limits", FailureClass.QUOTA),
+    ("prompt is too long: 210000 tokens > 200000 maximum", FailureClass.CONTEXT_OVERFLOW),
+    ("This model's maximum context length is 8192 tokens", FailureClass.CONTEXT_OVERFLOW),
+    ("Your input exceeds the context window of this model", FailureClass.CONTEXT_OVERFLOW),
+    ("Your request was rejected as a result of our safety system", FailureClass.CONTENT_REFUSED),
+    ("This request violates our usage policy", FailureClass.CONTENT_REFUSED),
+    ("Overloaded", FailureClass.OVERLOADED),
+    ("stream disconnected before completion: connection reset", FailureClass.OVERLOADED),
+    ("Invalid API key · Fix external API key", FailureClass.AUTH),
+    ("OAuth token has expired. Please run /login", FailureClass.AUTH),
+    ("Number of request tokens has exceeded your per-minute rate limit", FailureClass.RATE_LIMITED),
+    ("Request timed out.", FailureClass.TIMEOUT),
+]
+
+
+def _via_claude_cli(text: str, status: int | None) -> FailureClass | None:
+    state = StreamState()
+    event = parse_event(_result(is_error=True, result=text, api_error_status=status))
+    assert event is not None
+    state.feed(event)
+    failure = result_from_stream(state, now=NOW).failure
+    return failure.failure_class if failure else None
+
+
+def _via_codex_cli(text: str, status: int | None) -> FailureClass | None:
+    state = CodexState()
+    event = parse_codex_event(json.dumps({"type": "turn.failed", "error": {"message": text}}))
+    assert event is not None
+    state.feed(event)
+    config = BackendConfig(name="c", kind="codex_cli", family="openai")
+    failure = codex_result(state, now=NOW, timed_out=False, exit_code=1, stderr="", config=config,
+                           secrets=[]).failure
+    return failure.failure_class if failure else None
+
+
+async def _via_http(kind: str, text: str, status: int, monkeypatch: pytest.MonkeyPatch) -> FailureClass | None:
+    monkeypatch.setenv("SB_TEST_KEY", "k-0123456789")
+    body = anthropic_body("error", text) if kind == "anthropic" else openai_body(text)
+    transport = httpx.MockTransport(lambda request: httpx.Response(status, text=body))
+    config = BackendConfig(name="h", kind=kind, family="f", model="m", base_url="http://mock/v1",  # type: ignore[arg-type]
+                           api_key_env="SB_TEST_KEY")
+    backend_type = AnthropicApiBackend if kind == "anthropic" else OpenAICompatBackend
+    backend = backend_type(config, clock=FakeClock(NOW), transport=transport, stream=False)
+    try:
+        failure = (await backend.run(BackendRequest(job_id=1, job_type="chat", prompt="hi"))).failure
+    finally:
+        await backend.aclose()
+    return failure.failure_class if failure else None
+
+
+@pytest.mark.parametrize(("text", "expected"), _TEXTS)
+async def test_same_text_same_class_for_every_backend_kind(text, expected, monkeypatch):
+    assert classify_text(text) == expected
+    status = _STATUS_OF.get(expected, 400)
+    got = {
+        "claude_cli (text only)": _via_claude_cli(text, None),
+        "claude_cli (with API status)": _via_claude_cli(text, status),
+        "codex_cli": _via_codex_cli(text, None),
+        "anthropic": await _via_http("anthropic", text, status, monkeypatch),
+        "openai": await _via_http("openai", text, status, monkeypatch),
+    }
+    assert got == dict.fromkeys(got, expected)
+
+
+def test_spending_limit_is_quota_for_http_and_the_clis_alike():
+    """The case that had three answers before the table was one: a CLI said unknown, an HTTP API quota."""
+    text = "You have reached your spending limit"
+    assert classify_http(403, openai_body(text), {}, NOW).failure_class == FailureClass.QUOTA
+    assert _via_claude_cli(text, None) == FailureClass.QUOTA
+    assert _via_codex_cli(text, None) == FailureClass.QUOTA

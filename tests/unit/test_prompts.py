@@ -105,7 +105,7 @@ def test_persona_system_names_the_persona_and_offers_every_queueable_type() -> N
 
 
 def test_action_schema_examples_are_valid_actions() -> None:
-    from engine.actions import EnqueueAction, NoAction, parse_persona_reply
+    from engine.persona import EnqueueAction, NoAction, parse_persona_reply
 
     text = prompts.render("action_schema", job_types="...")
     blocks = re.findall(r"```json\n(.*?)\n```", text, flags=re.DOTALL)
@@ -117,7 +117,7 @@ def test_action_schema_examples_are_valid_actions() -> None:
 
 
 def test_rubric_examples_parse_as_verdicts() -> None:
-    from engine.actions import parse_review
+    from engine.verdict import parse_review
 
     for name in ("rubric_default", "rubric_coding"):
         text = prompts.load(name)

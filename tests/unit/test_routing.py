@@ -10,7 +10,7 @@ import pytest
 
 from engine.clock import FakeClock
 from engine.models import BackendState
-from engine.routing import CHARS_PER_TOKEN, Router
+from engine.routing import CHARS_PER_TOKEN, Router, Skip, SkipReason
 from engine.settings import BackendConfig, Settings, default_sim_backends
 
 
@@ -64,8 +64,9 @@ def test_paused_backend_skipped_until_resume_and_earliest_resume_reported(sims: 
     r = router(sims, clock)
     plan = r.plan("analysis", states, prompt_chars=10)
     assert names(plan)[0] == "sim-opus"
-    assert plan.skipped["sim-sonnet"].startswith("paused (rate_limited)")
-    assert plan.earliest_resume == now + 120
+    assert plan.skipped["sim-sonnet"].text.startswith("paused (rate_limited)")
+    assert min(s.until for s in plan.skipped.values() if s.until is not None) == now + 120
+    assert plan.skipped["sim-kimi"] == Skip(SkipReason.PAUSED, "quota", now + 120)
 
     clock.advance(121)
     assert names(r.plan("analysis", states, prompt_chars=10))[:2] == ["sim-kimi", "sim-opus"]
@@ -77,7 +78,7 @@ def test_disabled_backend_skipped_whatever_its_pause(sims: Settings) -> None:
     states = {"sim-sonnet": BackendState(name="sim-sonnet", disabled=True, pause_reason="auth")}
     plan = router(sims, FakeClock()).plan("analysis", states, prompt_chars=10)
     assert "sim-sonnet" not in names(plan)
-    assert plan.skipped["sim-sonnet"] == "disabled: auth"
+    assert plan.skipped["sim-sonnet"].text == "disabled: auth"
 
 
 def test_review_never_routed_to_the_makers_family(sims: Settings) -> None:
@@ -85,7 +86,7 @@ def test_review_never_routed_to_the_makers_family(sims: Settings) -> None:
     families = {c.family for c in plan.candidates}
     assert "anthropic" not in families
     assert families == {"openai", "deepseek", "moonshot", "google"}
-    assert plan.blocked_by_family
+    assert plan.blocked_by(SkipReason.SAME_FAMILY)
 
 
 def test_only_same_family_leaves_no_candidate(tmp_path: Path) -> None:
@@ -93,7 +94,7 @@ def test_only_same_family_leaves_no_candidate(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, backends=anthropic_only)
     plan = router(settings, FakeClock()).plan("review", {}, prompt_chars=10, exclude_family="anthropic")
     assert plan.candidates == []
-    assert plan.blocked_by_family
+    assert plan.blocked_by(SkipReason.SAME_FAMILY)
 
 
 def test_context_window_too_small(tmp_path: Path) -> None:
@@ -102,7 +103,7 @@ def test_context_window_too_small(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, backends=[small, large])
     plan = router(settings, FakeClock()).plan("analysis", {}, prompt_chars=2_000 * CHARS_PER_TOKEN)
     assert names(plan) == ["large"]
-    assert plan.skipped["small"] == "context window too small"
+    assert plan.skipped["small"].text == "context window too small"
 
 
 def test_concurrency_limit(tmp_path: Path) -> None:
@@ -113,7 +114,7 @@ def test_concurrency_limit(tmp_path: Path) -> None:
     r.running["one"] = 1
     plan = r.plan("analysis", {}, prompt_chars=10)
     assert names(plan) == ["other"]
-    assert plan.blocked_by_concurrency
+    assert plan.blocked_by(SkipReason.AT_CONCURRENCY_LIMIT)
 
 
 def test_daily_budget_skips_only_pay_per_token_backends(tmp_path: Path) -> None:
@@ -125,7 +126,7 @@ def test_daily_budget_skips_only_pay_per_token_backends(tmp_path: Path) -> None:
     assert names(r.plan("analysis", {}, prompt_chars=10, spent_today_usd=4.99)) == ["paid", "sub", "sim"]
     plan = r.plan("analysis", {}, prompt_chars=10, spent_today_usd=5.0)
     assert names(plan) == ["sub", "sim"]
-    assert plan.blocked_by_budget
+    assert plan.blocked_by(SkipReason.DAILY_BUDGET)
 
 
 def test_disabled_in_config(tmp_path: Path) -> None:
@@ -134,4 +135,34 @@ def test_disabled_in_config(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, backends=[off, on], routing={"analysis": ["off", "on"]})
     plan = router(settings, FakeClock()).plan("analysis", {}, prompt_chars=10)
     assert names(plan) == ["on"]
-    assert plan.skipped["off"] == "disabled in config"
+    assert plan.skipped["off"].text == "disabled in config"
+
+
+def test_plan_keeps_the_chain_and_states_it_was_made_from(sims: Settings) -> None:
+    states = {"sim-sonnet": BackendState(name="sim-sonnet", disabled=True, pause_reason="auth")}
+    plan = router(sims, FakeClock()).plan("analysis", states, prompt_chars=10)
+    assert plan.chain == sims.chain_for("analysis")
+    assert plan.states is states
+
+
+def test_only_skips_for_a_backends_state_are_noteworthy(tmp_path: Path) -> None:
+    """The job's routing event names paused, disabled and budget skips; routine ones cost no write."""
+    clock = FakeClock()
+    paused = BackendConfig(name="paused", kind="sim", family="a", tier=2)
+    dead = BackendConfig(name="dead", kind="sim", family="b", tier=2)
+    off = BackendConfig(name="off", kind="sim", family="c", tier=2, enabled=False)
+    busy = BackendConfig(name="busy", kind="sim", family="d", tier=2, max_concurrency=1)
+    chain = ["paused", "dead", "off", "busy"]
+    settings = Settings(home=tmp_path, backends=[paused, dead, off, busy], routing={"analysis": chain})
+    r = router(settings, clock)
+    r.running["busy"] = 1
+    states = {
+        "paused": BackendState(name="paused", paused_until=clock.now() + 60, pause_reason="rate_limited"),
+        "dead": BackendState(name="dead", disabled=True, pause_reason=None),
+    }
+    plan = r.plan("analysis", states, prompt_chars=10)
+    assert plan.noteworthy_skips() == {
+        "paused": f"paused (rate_limited) until {clock.now() + 60:.0f}",
+        "dead": "disabled: credentials",
+    }
+    assert set(plan.skipped) == {"paused", "dead", "off", "busy"}

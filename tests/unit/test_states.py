@@ -6,8 +6,9 @@ import itertools
 
 import pytest
 
+from engine.errors import IllegalTransition
 from engine.models import TERMINAL_STATES, JobState
-from engine.states import TRANSITIONS, IllegalTransition, check_transition, is_legal
+from engine.states import TRANSITIONS, check_transition, is_legal
 
 S = JobState
 ALL_PAIRS = list(itertools.product(JobState, JobState))

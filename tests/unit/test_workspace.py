@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 import prompts
+from engine.errors import WorkspaceError
 from engine.models import Job, JobState, Priority, Source
-from engine.workspace import MAX_NAME_CHARS, Workspace, WorkspaceError, sanitize_name
+from engine.workspace import MAX_NAME_CHARS, Workspace, sanitize_name
 
 
 def _job(**changes: object) -> Job:

@@ -18,6 +18,7 @@ from engine import notices
 from engine.backends.base import Backend
 from engine.capacity import Capacity
 from engine.clock import Clock
+from engine.errors import describe_error
 from engine.models import Job, JobState, NewJob, Priority
 from engine.redaction import Redactor
 from engine.routing import Router
@@ -185,7 +186,7 @@ class Engine:
             raise
         except Exception as exc:  # a bug in one job must not take the engine down
             log.exception("job %s crashed the runner", job.id)
-            with contextlib.suppress(Exception):
+            try:
                 await self.store.transition(
                     job.id,
                     JobState.FAILED,
@@ -197,6 +198,9 @@ class Engine:
                         "last_error": self.redactor(str(exc))[:500],
                     },
                 )
+            except Exception as mark_exc:
+                log.warning("job %s: could not mark it failed after the crash (%s); the orphan sweep takes "
+                            "it when its lease expires", job.id, describe_error(mark_exc))
         finally:
             self._tasks.pop(job.id, None)
             self._wake.set()
@@ -299,7 +303,7 @@ class Engine:
         """Jobs this process still holds go back to the queue (no attempt used): nothing is lost."""
         for job in await self.store.list_jobs(states=[JobState.RUNNING], limit=10_000):
             if job.lease_owner == self.owner:
-                with contextlib.suppress(Exception):
+                try:
                     await self.store.transition(
                         job.id,
                         JobState.QUEUED,
@@ -307,3 +311,6 @@ class Engine:
                         fields={"lease_owner": None, "lease_expires_at": None},
                         expected=[JobState.RUNNING],
                     )
+                except Exception as exc:
+                    log.warning("job %s: could not return it to the queue at shutdown (%s); the orphan sweep at "
+                                "the next start requeues it", job.id, describe_error(exc))

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
+from engine.errors import InvalidJob
 from engine.models import NewJob, Priority, Source
 from engine.settings import Settings
 
 MAX_PROMPT_CHARS = 100_000
-
-
-class InvalidJob(ValueError):
-    """The request cannot become a job (unknown type, empty or oversized prompt)."""
 
 
 def new_job(

@@ -1,0 +1,37 @@
+"""``Services``: the typed container every entry point works through (run, the CLI, the console, Telegram, tests).
+
+Built in one place, ``bot.app.open_services``, inside one ``AsyncExitStack`` that closes everything in reverse.
+Channels and handlers take it whole and reach services by attribute, never by string key or by probing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # memory_link imports the vector store; only the composition root opens it
+    from bot.commands import CommandRouter
+    from engine.backends.base import Backend
+    from engine.clock import Clock
+    from engine.control import Control
+    from engine.loop import Engine
+    from engine.memory_link import MemoryHooks
+    from engine.pulse import PulseTrigger
+    from engine.settings import Settings
+    from engine.store import Store
+
+
+@dataclass(frozen=True)
+class Services:
+    """What is open for one process. ``engine``, ``memory`` and ``pulse`` are None where they were not asked
+    for (the CLI runs on the store alone) or, for memory, when it is off or could not open."""
+
+    settings: Settings
+    clock: Clock
+    store: Store
+    backends: dict[str, Backend]
+    memory: MemoryHooks | None
+    engine: Engine | None
+    pulse: PulseTrigger | None
+    control: Control
+    commands: CommandRouter

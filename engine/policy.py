@@ -1,0 +1,248 @@
+"""The engine's routing-and-retry policy: what happens after every backend outcome, decided in one place.
+
+Pure functions over small values: no I/O, no store, no clock read (``now`` is passed in), no randomness of its
+own (``jitter`` is passed in). The runner gathers the facts, asks here, and applies the answer; health carries
+out what a failure does to its backend and so keeps the backend states the route plan is made from.
+
+- ``RULES`` / ``backend_action``: what each failure class does to the backend and to the rest of the chain.
+- ``after_attempt``: after one failed call, go on down the (narrowed) chain or stop.
+- ``job_budget_failure`` and ``budget_block``: whether the job's own budget or today's USD cap forbids a call.
+- ``after_chain``: no backend produced a result in this run: snooze, park for budget, retry later, fail, or
+  hand to the operator.
+
+The table (DESIGN.md section 6)::
+
+    class             backend             chain
+    rate_limited      pause until reset   next
+    quota             pause until reset   next
+    overloaded        breaker count       next
+    server_error      breaker count       next
+    timeout           breaker count       next
+    auth              disable             next
+    unknown           first-sight alert   next
+    empty_output      -                   next
+    context_overflow  -                   next with a larger context window
+    content_refused   -                   next of another family
+    bad_request, worker_lost, review_rejected, budget_exceeded, cancelled    -    stop
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+
+from engine.failures import Failure, FailureClass
+from engine.models import BackendState, Job
+from engine.routing import RoutePlan, SkipReason
+from engine.settings import BackendConfig
+
+RETRY_BASE_S = 30.0
+SNOOZE_BUSY_S = 5.0
+DAY_S = 86_400
+
+
+class BackendAction(Enum):
+    """What a failure does to the backend that failed (``engine.health`` carries it out)."""
+
+    NONE = "none"
+    PAUSE = "pause"  # until its reset: the router skips it without sending it anything
+    BREAKER = "breaker"  # counts toward the circuit breaker
+    DISABLE = "disable"  # bad credentials: off until the credential check passes
+    FIRST_SIGHT = "first_sight"  # alert the operator the first time this signature is seen
+
+
+class Then(Enum):
+    """What a failure does to the rest of the chain in this run."""
+
+    NEXT = "next"
+    NEXT_LARGER_WINDOW = "next with a larger context window"
+    NEXT_OTHER_FAMILY = "next of another family"
+    STOP = "stop"
+
+
+@dataclass(frozen=True)
+class ClassRule:
+    backend: BackendAction
+    then: Then
+
+
+_B, _T = BackendAction, Then
+RULES: dict[FailureClass, ClassRule] = {
+    FailureClass.RATE_LIMITED: ClassRule(_B.PAUSE, _T.NEXT),
+    FailureClass.QUOTA: ClassRule(_B.PAUSE, _T.NEXT),
+    FailureClass.OVERLOADED: ClassRule(_B.BREAKER, _T.NEXT),
+    FailureClass.SERVER_ERROR: ClassRule(_B.BREAKER, _T.NEXT),
+    FailureClass.TIMEOUT: ClassRule(_B.BREAKER, _T.NEXT),
+    FailureClass.AUTH: ClassRule(_B.DISABLE, _T.NEXT),
+    FailureClass.UNKNOWN: ClassRule(_B.FIRST_SIGHT, _T.NEXT),
+    FailureClass.EMPTY_OUTPUT: ClassRule(_B.NONE, _T.NEXT),
+    FailureClass.CONTEXT_OVERFLOW: ClassRule(_B.NONE, _T.NEXT_LARGER_WINDOW),
+    FailureClass.CONTENT_REFUSED: ClassRule(_B.NONE, _T.NEXT_OTHER_FAMILY),
+    FailureClass.BAD_REQUEST: ClassRule(_B.NONE, _T.STOP),
+    FailureClass.WORKER_LOST: ClassRule(_B.NONE, _T.STOP),
+    FailureClass.REVIEW_REJECTED: ClassRule(_B.NONE, _T.STOP),
+    FailureClass.BUDGET_EXCEEDED: ClassRule(_B.NONE, _T.STOP),
+    FailureClass.CANCELLED: ClassRule(_B.NONE, _T.STOP),
+}
+# Classes that pause their backend until a reset: when one ends a run and a backend of the chain is paused,
+# the job waits for the reset instead of spending an attempt.
+PAUSING = frozenset(cls for cls, rule in RULES.items() if rule.backend is BackendAction.PAUSE)
+
+
+def backend_action(failure_class: FailureClass) -> BackendAction:
+    return RULES[failure_class].backend
+
+
+# ---- one attempt ------------------------------------------------------------------------------------------
+
+
+class Step(Enum):
+    NEXT = "next"
+    STOP = "stop"
+
+
+@dataclass(frozen=True)
+class AttemptDecision:
+    """After a failed call: try ``remaining`` (NEXT) or end the chain here (STOP)."""
+
+    step: Step
+    remaining: list[BackendConfig] = field(default_factory=list)
+
+
+def after_attempt(failure: Failure, failed: BackendConfig, remaining: list[BackendConfig]) -> AttemptDecision:
+    """Fall through to the rest of the chain, narrowed where another backend of the same kind cannot help."""
+    then = RULES[failure.failure_class].then
+    if then is Then.STOP:
+        return AttemptDecision(Step.STOP)
+    if then is Then.NEXT_LARGER_WINDOW:
+        remaining = [c for c in remaining if c.context_window > failed.context_window]
+    elif then is Then.NEXT_OTHER_FAMILY:
+        remaining = [c for c in remaining if c.family != failed.family]
+    return AttemptDecision(Step.NEXT, list(remaining))
+
+
+# ---- budgets ----------------------------------------------------------------------------------------------
+
+
+class BudgetBlock(Enum):
+    SPENT = "spent"  # today's cap is reached: the job parks until it resets
+    IN_FLIGHT = "in_flight"  # calls still running could reach it: pass this backend over, wait briefly
+
+
+@dataclass(frozen=True)
+class BudgetFacts:
+    spent_today_usd: float  # on pay-per-token backends since UTC midnight
+    cap_usd: float
+    in_flight_usd: float  # estimated price of the pay-per-token calls still running
+
+
+def budget_block(config: BackendConfig, facts: BudgetFacts) -> BudgetBlock | None:
+    """Checked before each call, fallbacks included, so jobs routed at the same moment cannot all spend past
+    the cap. None: go ahead."""
+    if not config.pay_per_token:
+        return None
+    if facts.spent_today_usd >= facts.cap_usd:
+        return BudgetBlock.SPENT
+    return BudgetBlock.IN_FLIGHT if facts.spent_today_usd + facts.in_flight_usd >= facts.cap_usd else None
+
+
+def job_budget_failure(budget_usd: float | None, spent_usd: float) -> Failure | None:
+    """The job type's own budget (``budget_usd``), counted over every run of the job: reached, it ends the
+    chain with a budget_exceeded failure that the operator decides on."""
+    if budget_usd is None or spent_usd < budget_usd:
+        return None
+    return Failure(
+        failure_class=FailureClass.BUDGET_EXCEEDED,
+        message=f"job budget reached: ${spent_usd:.4f} of ${budget_usd:.2f}",
+        signature="job_budget",
+    )
+
+
+def day_start(now: float) -> float:
+    """UTC midnight before ``now``: today's spend is counted from here."""
+    return now - now % DAY_S
+
+
+def budget_resets_at(now: float) -> float:
+    return day_start(now) + DAY_S
+
+
+def hm(ts: float) -> str:
+    """A moment as the operator reads it in a decision's reason or an alert."""
+    return time.strftime("%H:%M UTC", time.gmtime(ts))
+
+
+# ---- the end of the chain ---------------------------------------------------------------------------------
+
+
+class RunKind(Enum):
+    SNOOZE = "snooze"  # no attempt used; wake at ``at``
+    PARK_FOR_BUDGET = "park_for_budget"  # as snooze, until the daily cap resets (or a pause ends), with an alert
+    RETRY_LATER = "retry_later"  # an attempt used; run again at ``at``
+    FAIL = "fail"
+    NEEDS_HUMAN = "needs_human"  # more attempts cannot help: the operator decides
+
+
+@dataclass(frozen=True)
+class RunDecision:
+    kind: RunKind
+    reason: str  # the transition's reason, as the job's events show it
+    at: float | None = None  # SNOOZE, PARK_FOR_BUDGET, RETRY_LATER: when the job may run again
+    why: str | None = None  # NEEDS_HUMAN: what the operator's notice says (None: the notice's default)
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run that produced no result went."""
+
+    failure: Failure | None  # the last failure (or the job budget); None if no backend was called
+    # Backend states as refreshed after this run's failures: newer than the plan's, so they win.
+    states: dict[str, BackendState] = field(default_factory=dict)
+    cap_reached: bool = False  # a pay-per-token backend was passed over because today's cap is spent
+
+
+def after_chain(outcome: RunOutcome, plan: RoutePlan, job: Job, now: float, jitter: float) -> RunDecision:
+    """No backend produced a result: wait for a paused backend or the budget without using an attempt, else
+    retry later with backoff (``jitter`` in [0, 1) spreads the retries), fail, or hand the job to the operator."""
+    failure = outcome.failure
+    states = plan.states | outcome.states
+    pauses = _pauses(plan.chain, states, now)
+    usable = [n for n in plan.chain if not (n in states and states[n].disabled)]
+    all_paused = bool(pauses) and len(pauses) >= len(usable)
+    if failure is None and (outcome.cap_reached or plan.blocked_by(SkipReason.DAILY_BUDGET)):
+        wake = _wake(min([*pauses, budget_resets_at(now)]), now)
+        return RunDecision(
+            RunKind.PARK_FOR_BUDGET, f"daily budget reached; parked until {hm(wake)} (no attempt used)", at=wake
+        )
+    if failure is None or all_paused or (failure.failure_class in PAUSING and pauses):
+        wake = _wake(min(pauses, default=None), now)
+        return RunDecision(RunKind.SNOOZE, f"no backend available; snoozed until {hm(wake)} (no attempt used)", at=wake)
+    return _after_failures(failure, job, bool(usable), now, jitter)
+
+
+def _after_failures(failure: Failure, job: Job, any_usable: bool, now: float, jitter: float) -> RunDecision:
+    cls = failure.failure_class
+    if cls is FailureClass.BUDGET_EXCEEDED:
+        return RunDecision(RunKind.NEEDS_HUMAN, f"budget exceeded: {failure.message}", why="It ran out of budget.")
+    if cls is FailureClass.BAD_REQUEST or not any_usable:
+        return RunDecision(RunKind.FAIL, f"failed: {cls.value}")
+    if cls is FailureClass.CONTENT_REFUSED:
+        return RunDecision(RunKind.NEEDS_HUMAN, "every family refused")
+    if job.attempt + 1 >= job.max_attempts:
+        return RunDecision(RunKind.FAIL, f"failed: {cls.value}")
+    delay = RETRY_BASE_S * (2**job.attempt) * (0.75 + jitter / 2)
+    return RunDecision(
+        RunKind.RETRY_LATER, f"{cls.value} on every backend tried; retry in {delay:.0f}s", at=now + delay
+    )
+
+
+def _pauses(chain: list[str], states: dict[str, BackendState], now: float) -> list[float]:
+    """When each paused backend of the chain comes back."""
+    until = [states[n].paused_until for n in chain if n in states]
+    return [u for u in until if u is not None and u > now]
+
+
+def _wake(until: float | None, now: float) -> float:
+    """The pause's end, or a short nap when nothing names a time (the chain is only busy)."""
+    return until if until is not None and until > now else now + SNOOZE_BUSY_S

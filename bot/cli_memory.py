@@ -14,10 +14,15 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.settings import Settings
-from memory import CoreMemory, MemoryStoreError, SemanticMemory, build_embedder
+from engine.text import memory_text
+from memory.core import CoreMemory
+from memory.errors import MemoryStoreError
+
+if TYPE_CHECKING:
+    from memory.semantic import SemanticMemory
 
 Handler = Callable[[argparse.Namespace, Settings], Awaitable[int]]
 
@@ -77,6 +82,9 @@ def _guarded(handler: Handler) -> Handler:
 
 @asynccontextmanager
 async def _open(settings: Settings) -> AsyncIterator[SemanticMemory]:
+    from memory.embedders import build_embedder  # numpy, and the model on first use
+    from memory.semantic import SemanticMemory  # LanceDB and pyarrow: only for the commands that search
+
     embedder = build_embedder(settings.memory)
     try:
         memory = await SemanticMemory.open(settings.home, embedder, settings.memory)
@@ -93,8 +101,9 @@ def _emit(args: argparse.Namespace, document: Any, text: str) -> None:
 
 
 async def _add(args: argparse.Namespace, settings: Settings) -> int:
+    text = memory_text(args.text)  # before the embedder loads: the same limit as /remember
     async with _open(settings) as memory:
-        outcome = await memory.add(args.text, kind=args.kind, importance=args.importance, project=args.project)
+        outcome = await memory.add(text, kind=args.kind, importance=args.importance, project=args.project)
     verbs = {"added": "remembered", "merged_exact": "already known (merged)", "merged_near": "near duplicate (merged)"}
     _emit(args, outcome.model_dump(), f"{verbs[outcome.action]}: {outcome.id}")
     return 0

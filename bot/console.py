@@ -6,9 +6,11 @@ import asyncio
 import logging
 import sys
 import threading
+from collections.abc import Callable
 
 from bot.services import Services
 from engine.store import Store
+from engine.text import clip
 
 log = logging.getLogger(__name__)
 CONSOLE_CHAT_ID = 0
@@ -20,10 +22,12 @@ class ConsoleChannel:
         self._commands = services.commands
         self._read_stdin = read_stdin
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, ready: Callable[[], None] | None = None) -> None:
         tasks = [asyncio.create_task(deliver_to_console(self._control.store, stop))]
         if self._read_stdin and sys.stdin is not None and not sys.stdin.closed:
             tasks.append(asyncio.create_task(self._read(stop)))
+        if ready is not None:
+            ready()
         await stop.wait()
         for task in tasks:
             task.cancel()
@@ -44,9 +48,11 @@ class ConsoleChannel:
             line = await lines.get()
             if not line:  # EOF: keep running for notifications, stop reading
                 return
-            text = line.strip()
+            text, cut = clip(line.strip())
             if not text:
                 continue
+            if cut:
+                print(cut, flush=True)
             if text.startswith("/"):
                 print(await self._commands.handle(text), flush=True)
                 continue

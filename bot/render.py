@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -10,7 +11,10 @@ from engine.store import Stats
 
 
 def when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) if ts else "-"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) if ts else "-"
+    except (OverflowError, OSError, ValueError):  # a row stored before durations were bounded
+        return "out of range"
 
 
 def job_line(job: Job) -> str:
@@ -71,6 +75,7 @@ def stats_text(stats: Stats) -> str:
             f"  cost ${stats.cost_usd:.2f} · ${stats.cost_per_job:.4f} per job",
             f"  active projects {stats.active_projects}",
             *_review_lines(stats),
+            f"  uncertain sends {stats.uncertain_sends} (timed out after sending: may have arrived, not resent)",
         ]
     )
 
@@ -109,11 +114,11 @@ def status_text(status: dict[str, Any]) -> str:
 
 
 def schedule_line(schedule: Schedule) -> str:
-    when = f"every {_interval(schedule.interval_s)}" if schedule.interval_s else f"daily {schedule.daily_at}"
+    cadence = f"every {_interval(schedule.interval_s)}" if schedule.interval_s else f"daily {schedule.daily_at}"
     flags = "" if schedule.catch_up else " (no catch-up)"
     project = f" [{schedule.project}]" if schedule.project else ""
     return (
-        f"{schedule.name:<16} {when:<12} {schedule.job_type:<10} next {when(schedule.next_run_at)}"
+        f"{schedule.name:<16} {cadence:<12} {schedule.job_type:<10} next {when(schedule.next_run_at)}"
         f"{flags}{project}  {schedule.prompt[:60]}"
     )
 
@@ -125,6 +130,8 @@ def project_line(project: Project) -> str:
 
 def _interval(seconds: float | None) -> str:
     seconds = seconds or 0
+    if not math.isfinite(seconds) or seconds > 10**12:  # a row stored before intervals were bounded
+        return "out of range"
     for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
         if seconds % size == 0:
             return f"{int(seconds // size)}{unit}"

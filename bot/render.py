@@ -109,11 +109,11 @@ def status_text(status: dict[str, Any]) -> str:
 
 
 def schedule_line(schedule: Schedule) -> str:
-    when = f"every {_interval(schedule.interval_s)}" if schedule.interval_s else f"daily {schedule.daily_at}"
+    cadence = f"every {_interval(schedule.interval_s)}" if schedule.interval_s else f"daily {schedule.daily_at}"
     flags = "" if schedule.catch_up else " (no catch-up)"
     project = f" [{schedule.project}]" if schedule.project else ""
     return (
-        f"{schedule.name:<16} {when:<12} {schedule.job_type:<10} next {when(schedule.next_run_at)}"
+        f"{schedule.name:<16} {cadence:<12} {schedule.job_type:<10} next {when(schedule.next_run_at)}"
         f"{flags}{project}  {schedule.prompt[:60]}"
     )
 

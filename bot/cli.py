@@ -10,7 +10,8 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from bot import cli_memory, cli_pulse, render
 from bot.cli_common import emit, json_flag, with_control
@@ -19,7 +20,9 @@ from engine.errors import OPERATOR_ERRORS, ConfigError, StoreError, describe_err
 from engine.models import JobState, Priority
 from engine.settings import Settings, load_settings
 
-Handler = Callable[[argparse.Namespace, Settings], Awaitable[int]]
+Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+# What a command may raise that is told as one line and exit code 1, never a traceback.
+_TOLD_ERRORS: tuple[type[Exception], ...] = (StoreError, *OPERATOR_ERRORS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,13 +38,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"switchboard: {describe_error(exc)}", file=sys.stderr)
         return 1
     try:
-        return asyncio.run(args.func(args, settings))
+        handler: Handler = args.func
+        return asyncio.run(handler(args, settings))
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # output piped into `head`: not an error
         sys.stderr.close()
         return 0
-    except (StoreError, *OPERATOR_ERRORS) as exc:
+    except _TOLD_ERRORS as exc:
         print(f"switchboard: {describe_error(exc)}", file=sys.stderr)
         return 1
 

@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,7 +42,7 @@ log = logging.getLogger("switchboard")
 
 
 @contextlib.contextmanager
-def engine_lock(home: Path):  # type: ignore[no-untyped-def]
+def engine_lock(home: Path) -> Iterator[None]:
     """One engine per data folder: the orphan sweep at start relies on it."""
     home.mkdir(parents=True, exist_ok=True)
     handle = open(home / "engine.lock", "w")

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from telegram import Update
+from telegram import CallbackQuery, Update
 from telegram.constants import ChatAction
 from telegram.error import TelegramError
 from telegram.ext import (
@@ -18,6 +19,8 @@ from telegram.ext import (
     ApplicationHandlerStop,
     CallbackQueryHandler,
     ContextTypes,
+    ExtBot,
+    JobQueue,
     MessageHandler,
     TypeHandler,
     filters,
@@ -29,6 +32,15 @@ from engine.errors import OPERATOR_ERRORS, describe_error
 
 log = logging.getLogger(__name__)
 
+# The Application channel._build_app makes: default context types; AIORateLimiter makes its bot an ExtBot[int].
+TelegramApp = Application[
+    ExtBot[int],
+    ContextTypes.DEFAULT_TYPE,
+    dict[Any, Any],
+    dict[Any, Any],
+    dict[Any, Any],
+    JobQueue[ContextTypes.DEFAULT_TYPE],
+]
 MAX_INPUT_CHARS = 20_000  # Telegram caps a message at 4096; anything longer is not from Telegram
 
 
@@ -40,7 +52,7 @@ class Handlers:
         self._wake_sender = wake_sender
         self._operators = frozenset(services.settings.telegram.operator_ids)
 
-    def install(self, app: Application) -> None:  # type: ignore[type-arg]
+    def install(self, app: TelegramApp) -> None:
         app.add_handler(TypeHandler(Update, self.guard), group=-1)
         app.add_handler(MessageHandler(filters.COMMAND, self.on_command))
         app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, self.on_text))
@@ -163,9 +175,9 @@ _BUTTONS: dict[str, Callable[[Handlers, int], Awaitable[tuple[str, str]]]] = {
 }
 
 
-async def _answer_query(query: object, text: str) -> None:
+async def _answer_query(query: CallbackQuery, text: str) -> None:
     try:
-        await query.answer(text[:200])  # type: ignore[attr-defined]
+        await query.answer(text[:200])
     except TelegramError as exc:  # an old query cannot be answered; the action itself was done
         log.info("callback query not answered: %s", exc)
 

@@ -12,7 +12,7 @@ from engine import notices
 from engine.errors import GateRefused
 from engine.models import Attempt, Event, Job, JobState, NewJob, NewOutbox, Priority, Review
 from engine.store.core import StoreCore
-from engine.store.rows import _event, _job, _job_or_none, _review
+from engine.store.rows import _event, _job, _job_or_none, _review, _written_job
 from engine.store.transitions import _CLEAR_LEASE, _set_state
 from engine.store.writes import _add_event, _add_outbox, _enqueue
 
@@ -149,7 +149,7 @@ class JobsMixin(StoreCore):
             _set_state(conn, job, to_state, reason, now, extra)
             for message in messages:
                 _add_outbox(conn, message, now)
-            return _job_or_none(conn, job_id)  # type: ignore[return-value]
+            return _written_job(conn, job_id)
 
         try:
             return await self._tx(run)
@@ -199,8 +199,7 @@ class JobsMixin(StoreCore):
                 if exhausted and job.type != "review":  # told like any failure (a review's through its job)
                     error = "the worker was lost (crash or restart) on every attempt"
                     _add_outbox(conn, notices.job_failed(job, "worker_lost", error, []), now)
-                if (now_job := _job_or_none(conn, job.id)) is not None:  # always: it was just updated
-                    swept.append(now_job)
+                swept.append(_written_job(conn, job.id))
             return swept
 
         return await self._tx(run)

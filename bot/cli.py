@@ -1,20 +1,22 @@
 """The ``switchboard`` command line.
 
 Every command that prints data takes ``--json``: then stdout carries exactly one JSON document and
-nothing else; messages go to stderr. Errors are one clear line and exit code 1, never a traceback.
+nothing else; messages go to stderr. Errors are one clear line and exit code 1, never a traceback (with
+``--json``, stdout then carries ``{"error": "..."}``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from bot import cli_memory, cli_pulse, render
-from bot.cli_common import emit, json_flag, with_control
+from bot.cli_common import emit, json_flag, keep_data_private, with_control
 from engine.control import Control, parse_duration
 from engine.errors import OPERATOR_ERRORS, ConfigError, StoreError, describe_error
 from engine.models import JobState, Priority
@@ -37,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"switchboard: {describe_error(exc)}", file=sys.stderr)
         return 1
+    keep_data_private(settings.home)
     try:
         handler: Handler = args.func
         return asyncio.run(handler(args, settings))
@@ -46,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except _TOLD_ERRORS as exc:
-        print(f"switchboard: {describe_error(exc)}", file=sys.stderr)
+        message = describe_error(exc)
+        print(f"switchboard: {message}", file=sys.stderr)
+        if getattr(args, "json", False):  # stdout still carries one JSON document
+            print(json.dumps({"error": message}))
         return 1
 
 
@@ -71,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     json_flag(add).set_defaults(func=_jobs_add)
     listing = jobs.add_parser("list", help="list recent jobs")
     listing.add_argument("--state", choices=[s.value for s in JobState])
-    listing.add_argument("--limit", type=int, default=30)
+    listing.add_argument("--limit", type=_count, default=30, help="at most this many (1 to 10000, default 30)")
     json_flag(listing).set_defaults(func=_jobs_list)
     show = jobs.add_parser("show", help="a job with its attempts, reviews and events")
     show.add_argument("id", type=int)
@@ -101,6 +107,12 @@ def _parser() -> argparse.ArgumentParser:
     cli_memory.register(sub)
     cli_pulse.register(sub)
     return parser
+
+
+def _count(value: str) -> int:
+    if not (value.isascii() and value.isdigit() and 1 <= int(value[:6]) <= 10_000 and len(value) <= 5):
+        raise argparse.ArgumentTypeError(f"{value[:24]!r} is not a count from 1 to 10000")
+    return int(value)
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:

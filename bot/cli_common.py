@@ -1,5 +1,6 @@
-"""What the ``switchboard`` commands share: the ``--json`` flag, printing one JSON document or text, and
-opening the services (``bot.app.open_services``: the store and a ``Control``) around one command.
+"""What the ``switchboard`` commands share: a private data folder, the ``--json`` flag, printing one JSON
+document or text, and opening the services (``bot.app.open_services``: the store and a ``Control``) around one
+command.
 
 Used by ``bot.cli`` and ``bot.cli_pulse``. (``bot.cli_memory`` opens memory, not the store, and prints its
 JSON on one line with non-ASCII text kept, so it keeps its own.)
@@ -8,12 +9,31 @@ JSON on one line with non-ASCII text kept, so it keeps its own.)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from engine.control import Control
 from engine.settings import Settings
+
+PRIVATE_UMASK = 0o077
+
+
+def keep_data_private(home: Path) -> None:
+    """Everything this process and its workers create is the operator's alone: folders 0700, files 0600.
+
+    A umask, set once at the entry of every command (``run`` included), rather than a mode at each place a file
+    is made: much of the data folder is written by code that takes no mode (SQLite's -wal and -shm, LanceDB's Rust
+    writer under ``memory.lance``) or by the workers themselves (``result.md`` in their job folder), and the
+    workers inherit the umask. A data folder made before this is tightened to 0700, which closes everything in it.
+    """
+    os.umask(PRIVATE_UMASK)
+    if home.is_dir():
+        with contextlib.suppress(OSError):  # not ours (a shared folder): leave it, the files inside are private
+            home.chmod(0o700)
 
 
 def json_flag(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.settings import Settings
+from engine.text import memory_text
 from memory import CoreMemory, MemoryStoreError, SemanticMemory, build_embedder
 
 Handler = Callable[[argparse.Namespace, Settings], Awaitable[int]]
@@ -93,8 +94,9 @@ def _emit(args: argparse.Namespace, document: Any, text: str) -> None:
 
 
 async def _add(args: argparse.Namespace, settings: Settings) -> int:
+    text = memory_text(args.text)  # before the embedder loads: the same limit as /remember
     async with _open(settings) as memory:
-        outcome = await memory.add(args.text, kind=args.kind, importance=args.importance, project=args.project)
+        outcome = await memory.add(text, kind=args.kind, importance=args.importance, project=args.project)
     verbs = {"added": "remembered", "merged_exact": "already known (merged)", "merged_near": "near duplicate (merged)"}
     _emit(args, outcome.model_dump(), f"{verbs[outcome.action]}: {outcome.id}")
     return 0

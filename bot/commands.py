@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypedDict
 
 from bot import render
-from engine.control import Control, parse_duration
+from engine.control import Control, parse_duration, parse_job_id
 from engine.errors import OPERATOR_ERRORS, describe_error
 from engine.models import JobState
 from engine.runner import QUESTION_PREFIX
@@ -226,7 +226,7 @@ class CommandRouter:
 
 
 def _job_id(args: str, command: str) -> int:
-    token = args.split()[0].lstrip("#") if args.split() else ""
-    if not token.isdigit():
+    token = args.split()[0] if args.split() else ""
+    if not token.lstrip("#").isdigit():
         raise ValueError(f"which job? Use /{command} 12")
-    return int(token)
+    return parse_job_id(token)

@@ -9,6 +9,7 @@ import threading
 
 from bot.services import Services
 from engine.store import Store
+from engine.text import clip
 
 log = logging.getLogger(__name__)
 CONSOLE_CHAT_ID = 0
@@ -44,9 +45,11 @@ class ConsoleChannel:
             line = await lines.get()
             if not line:  # EOF: keep running for notifications, stop reading
                 return
-            text = line.strip()
+            text, cut = clip(line.strip())
             if not text:
                 continue
+            if cut:
+                print(cut, flush=True)
             if text.startswith("/"):
                 print(await self._commands.handle(text), flush=True)
                 continue

@@ -8,12 +8,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bot.commands import Extra
+from engine.text import memory_text
 
 if TYPE_CHECKING:  # imports the vector store: only when memory is on
     from engine.memory_link import MemoryHooks
 
 _OFF = "Memory is off. Enable [memory] in switchboard.toml (it needs the embedder) and restart."
-MAX_MEMORY_CHARS = 2_000
 
 
 def memory_commands(memory: MemoryHooks | None) -> dict[str, Extra]:
@@ -40,11 +40,9 @@ def memory_commands(memory: MemoryHooks | None) -> dict[str, Extra]:
     async def remember(args: str) -> str:
         if not args:
             return "What should I remember? /remember TEXT (for example: /remember deploys happen on Fridays)"
-        if len(args) > MAX_MEMORY_CHARS:
-            return f"That is {len(args)} characters; a memory holds at most {MAX_MEMORY_CHARS}. Shorten it."
         try:
-            outcome = await semantic.add(args)
-        except MemoryStoreError as exc:
+            outcome = await semantic.add(memory_text(args))
+        except (MemoryStoreError, ValueError) as exc:
             return f"Cannot do that: {exc}"
         if outcome.action == "added":
             return f"Remembered ({outcome.id}). /forget {outcome.id} to undo."

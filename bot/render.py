@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -10,7 +11,10 @@ from engine.store import Stats
 
 
 def when(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) if ts else "-"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) if ts else "-"
+    except (OverflowError, OSError, ValueError):  # a row stored before durations were bounded
+        return "out of range"
 
 
 def job_line(job: Job) -> str:
@@ -125,6 +129,8 @@ def project_line(project: Project) -> str:
 
 def _interval(seconds: float | None) -> str:
     seconds = seconds or 0
+    if not math.isfinite(seconds) or seconds > 10**12:  # a row stored before intervals were bounded
+        return "out of range"
     for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
         if seconds % size == 0:
             return f"{int(seconds // size)}{unit}"

@@ -17,9 +17,11 @@ from engine.models import Job, JobState, Priority, Project, Schedule, Source
 from engine.runner import QUESTION_PREFIX
 from engine.settings import Settings
 from engine.store import NewOutbox, Store
+from engine.text import clean_name, clean_text
 from engine.workspace import Workspace
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+MAX_JOB_ID = 2**63 - 1  # SQLite's largest integer: a larger id cannot even be looked up
 
 
 def parse_duration(text: str) -> float:
@@ -27,7 +29,27 @@ def parse_duration(text: str) -> float:
     value, unit = text[:-1], text[-1:].lower()
     if unit not in DURATION_UNITS or not value.replace(".", "", 1).isdigit():
         raise ValueError(f"not a duration: {text!r} (examples: 30m, 12h, 7d)")
-    return float(value) * DURATION_UNITS[unit]
+    return schedule_times.check_duration(float(value) * DURATION_UNITS[unit], text)
+
+
+def parse_job_id(text: str) -> int:
+    """'12' or '#12' -> 12. A clear ValueError for anything else, however long."""
+    token = text.strip().removeprefix("#")
+    if not token.isdigit() or not token.isascii():
+        raise ValueError(f"not a job id: {_shown(text)!r} (a number, e.g. 12)")
+    if len(token) > len(str(MAX_JOB_ID)):  # before int(): Python refuses to convert over 4,300 digits
+        raise NotFound(f"no job #{_shown(token)} (job ids go up to {MAX_JOB_ID})")
+    return int(token)
+
+
+def check_job_id(job_id: int) -> int:
+    if not 1 <= job_id <= MAX_JOB_ID:
+        raise NotFound(f"no job #{_shown(str(job_id))} (job ids go from 1 to {MAX_JOB_ID})")
+    return job_id
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= 24 else f"{text[:20]}…"
 
 
 class Control:
@@ -52,7 +74,7 @@ class Control:
         job = new_job(
             self.settings,
             type=type,
-            prompt=text,
+            prompt=clean_text(text),
             project=project,
             priority=priority,
             source=source,
@@ -66,6 +88,7 @@ class Control:
     async def chat(self, chat_id: int, text: str, *, update_id: int | None = None) -> Job | None:
         """The operator said something: record it and queue the persona's turn (operator lane), atomically.
         None when this update was already handled (a redelivery)."""
+        text = clean_text(text)
         job = new_job(
             self.settings, type="chat", prompt=text, priority=Priority.OPERATOR, source=Source.CHAT, chat_id=chat_id
         )
@@ -86,7 +109,8 @@ class Control:
         return await self.store.add_outbox(message)
 
     async def job(self, job_id: int) -> Job:
-        job = await self.store.get_job(job_id)
+        """The job, or NotFound. Every verb on a job id (cancel, retry, approve, answer, ...) comes here first."""
+        job = await self.store.get_job(check_job_id(job_id))
         if job is None:
             raise NotFound(f"no job #{job_id}")
         return job
@@ -217,7 +241,7 @@ class Control:
         job = await self.job(job_id)
         if job.state != JobState.NEEDS_INPUT:
             raise ValueError(f"job #{job_id} is {job.state.value}; only a job that asked a question takes an answer")
-        answer = text.strip()
+        answer = clean_text(text).strip()
         if not answer:
             raise ValueError("the answer is empty")
         asked = (job.progress or "").removeprefix(QUESTION_PREFIX).strip()
@@ -249,7 +273,7 @@ class Control:
         """A recurring job: ``every`` ('30m') or ``daily`` ('07:00' in ``pulse.timezone``), exactly one."""
         if (every is None) == (daily is None):
             raise ValueError("give exactly one of: every 30m, daily 07:00")
-        name = name.strip()
+        name, text = clean_name(name), clean_text(text)
         if not name or len(name) > 64:
             raise ValueError("a schedule needs a name of 1 to 64 characters")
         new_job(self.settings, type=type, prompt=text, project=project)  # the same checks a run will face
@@ -270,12 +294,13 @@ class Control:
 
     async def add_project(self, name: str, goal: str = "") -> Project:
         """A project with its own folder under ``$SWITCHBOARD_HOME/projects/``."""
-        name = name.strip()
+        name = clean_name(name)
         if not name or len(name) > 64:
             raise ValueError("a project needs a name of 1 to 64 characters")
         folder = Workspace(self.settings.home).project_dir(name)
+        project = await self.store.add_project(name, clean_text(goal).strip(), workspace=str(folder))
         folder.mkdir(parents=True, exist_ok=True)
-        return await self.store.add_project(name, goal.strip(), workspace=str(folder))
+        return project
 
     def _wake(self) -> None:
         if self.engine is not None:

@@ -16,8 +16,10 @@ from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
+    "MAX_DURATION_S",
     "MIN_INTERVAL_S",
     "DueSlots",
+    "check_duration",
     "daily_occurrence",
     "due_slots",
     "in_quiet_hours",
@@ -31,6 +33,7 @@ __all__ = [
 ]
 
 MIN_INTERVAL_S = 60.0
+MAX_DURATION_S = 366 * 86_400.0  # a year: longer is a typo (and 10**20 days is past any date a clock can show)
 _EVERY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d|day)s?\s*$", re.IGNORECASE)
 _UNIT_S = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86_400, "day": 86_400}
 _HHMM_RE = re.compile(r"^(\d{1,2}):(\d{2})$")
@@ -48,9 +51,17 @@ def parse_every(text: str) -> float:
     match = _EVERY_RE.match(text)
     if not match:
         raise ValueError(f"not an interval: {text!r} (examples: 30m, 2h, 1d)")
-    seconds = float(match.group(1)) * _UNIT_S[match.group(2).lower()]
+    seconds = check_duration(float(match.group(1)) * _UNIT_S[match.group(2).lower()], text)
     if seconds < MIN_INTERVAL_S:
         raise ValueError(f"interval {text!r} is too short (at least 1m)")
+    return seconds
+
+
+def check_duration(seconds: float, text: str) -> float:
+    """``seconds`` (read from ``text``) if it is at most ``MAX_DURATION_S``; a clear ValueError otherwise."""
+    if not seconds <= MAX_DURATION_S:  # also refuses inf (a 400-digit number) and nan
+        shown = text if len(text) <= 24 else f"{text[:20]}…"
+        raise ValueError(f"{shown!r} is too long: at most 366 days (366d)")
     return seconds
 
 

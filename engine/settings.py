@@ -43,6 +43,8 @@ _FILE_SECRETS = ("bot_token", "webhook_secret")
 
 class TelegramSettings(BaseModel):
     operator_ids: list[int] = Field(default_factory=list)
+    # Only private chats with an operator are served; a group or channel is served only when named here.
+    allowed_chats: list[int] = Field(default_factory=list)
     api_base_url: str = "https://api.telegram.org"
     # Long polling unless a webhook URL is set; a webhook requires a secret token (from the environment).
     webhook_url: str | None = None

@@ -1,8 +1,9 @@
 """The Telegram channel: a python-telegram-bot Application run by hand inside the composition root's loop.
 
 Lifecycle (``run``): refuse a configuration that is not fail-closed; ``async with app`` (initialize), register
-the command list, ``app.start()``, long polling without dropping the backlog (or a webhook with a secret
-token), then the outbox sender and the live activity loop; on ``stop`` everything is stopped in reverse.
+the command list, ``app.start()``, long polling without dropping the backlog (or our webhook server on the
+registered path, with a secret token and a body limit: ``bot.telegram.webhook``), then the outbox sender and
+the live activity loop; on ``stop`` everything is stopped in reverse.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from bot.services import Services
 from bot.telegram.handlers import Handlers, TelegramApp
 from bot.telegram.live import LiveActivity
 from bot.telegram.sender import OutboxSender
+from bot.telegram.webhook import WebhookServer, webhook_path
 from engine.errors import ChannelRefused
 from engine.settings import BOT_TOKEN_ENV, Settings
 
@@ -70,6 +72,7 @@ class TelegramChannel:
         self._settings = settings
         self._clock = services.clock
         self._poll_timeout_s = poll_timeout_s
+        self._webhook: WebhookServer | None = None
         self.app = _build_app(settings, token.get_secret_value(), request, get_updates_request, limiter_retries)
         self.sender = OutboxSender(settings, services.store, self.app.bot, self._clock, poll_s=sender_poll_s)
         self.live = LiveActivity(settings, services.store, self.app.bot, self._clock, tick_s=live_tick_s)
@@ -95,6 +98,8 @@ class TelegramChannel:
                 await asyncio.gather(*tasks, return_exceptions=True)
                 if self.app.updater is not None and self.app.updater.running:
                     await self.app.updater.stop()
+                if self._webhook is not None:
+                    await self._webhook.stop()
                 await self.app.stop()
 
     async def _connect(self, stop: asyncio.Event) -> bool:
@@ -130,14 +135,23 @@ class TelegramChannel:
         telegram = self._settings.telegram
         if telegram.webhook_url:
             secret = telegram.webhook_secret.get_secret_value() if telegram.webhook_secret else ""
-            await updater.start_webhook(
+            self._webhook = WebhookServer(
+                self.app.bot,
+                self.app.update_queue,
                 listen=telegram.webhook_listen,
                 port=telegram.webhook_port,
-                webhook_url=telegram.webhook_url,
-                secret_token=secret,
-                allowed_updates=ALLOWED_UPDATES,
-                drop_pending_updates=False,
+                path=webhook_path(telegram.webhook_url),
+                secret=secret,
             )
+            self._webhook.start()
+            try:
+                await self.app.bot.set_webhook(
+                    telegram.webhook_url, secret_token=secret, allowed_updates=ALLOWED_UPDATES,
+                    drop_pending_updates=False,
+                )
+            except BaseException:
+                await self._webhook.stop()
+                raise
             return
         try:  # a webhook left by an earlier deployment blocks getUpdates
             await self.app.bot.delete_webhook(drop_pending_updates=False)

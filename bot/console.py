@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sys
 import threading
+from collections.abc import Callable
 
 from bot.services import Services
 from engine.store import Store
@@ -21,10 +22,12 @@ class ConsoleChannel:
         self._commands = services.commands
         self._read_stdin = read_stdin
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, ready: Callable[[], None] | None = None) -> None:
         tasks = [asyncio.create_task(deliver_to_console(self._control.store, stop))]
         if self._read_stdin and sys.stdin is not None and not sys.stdin.closed:
             tasks.append(asyncio.create_task(self._read(stop)))
+        if ready is not None:
+            ready()
         await stop.wait()
         for task in tasks:
             task.cancel()

@@ -24,7 +24,7 @@ def memory_commands(memory: MemoryHooks | None) -> dict[str, Extra]:
             return _OFF
 
         return {"memory": off, "remember": off, "forget": off}
-    from memory import MemoryStoreError
+    from memory.errors import MemoryStoreError
 
     semantic = memory.semantic
 

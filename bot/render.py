@@ -75,6 +75,7 @@ def stats_text(stats: Stats) -> str:
             f"  cost ${stats.cost_usd:.2f} · ${stats.cost_per_job:.4f} per job",
             f"  active projects {stats.active_projects}",
             *_review_lines(stats),
+            f"  uncertain sends {stats.uncertain_sends} (timed out after sending: may have arrived, not resent)",
         ]
     )
 

@@ -10,6 +10,8 @@ Hierarchy::
     ├── UnparseableReview (ValueError)   a reviewer's answer with no valid verdict
     ├── WorkspaceError (ValueError)      a path leaving its job folder, a bad job id or file name
     ├── StoreError                       the database cannot be opened or written (corrupt, full, permissions)
+    │   ├── LostDatabase                 the database is missing or empty but the data folder was used before
+    │   └── EngineRunning                another live engine holds the data folder's engine lease
     ├── Busy                             another connection holds the write lock; nothing was written (the
     │                                    store retries it and raises StoreError when it gives up)
     ├── LeaseLost                        the worker no longer owns the job (lease swept, job cancelled)
@@ -83,6 +85,15 @@ class WorkspaceError(SwitchboardError, ValueError):
 
 class StoreError(SwitchboardError):
     """The database cannot be opened or written (corrupt file, full disk, permissions)."""
+
+
+class LostDatabase(StoreError):
+    """The database file is missing or empty (no tables) although the data folder shows earlier use: starting
+    would begin a new empty database and silently lose the jobs it held."""
+
+
+class EngineRunning(StoreError):
+    """Another engine holds this data folder's engine lease and is alive (``engine/store/lease.py``)."""
 
 
 class Busy(SwitchboardError):

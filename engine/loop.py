@@ -12,9 +12,10 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
 
-from engine import notices
+from engine import notices, process
 from engine.backends.base import Backend
 from engine.capacity import Capacity
 from engine.clock import Clock
@@ -23,7 +24,7 @@ from engine.models import Job, JobState, NewJob, Priority
 from engine.routing import Router
 from engine.runner import EngineHooks, JobRunner, NoHooks
 from engine.settings import Settings
-from engine.store import Completion, GateRefused, LeaseLost, Store
+from engine.store import Completion, EngineRunning, GateRefused, LeaseLost, Store, StoreError
 from engine.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -64,11 +65,24 @@ class Engine:
         self._flush_scheduled = False
         self._background: list[asyncio.Task[None]] = []
         self.backpressure = False
+        self._store_error = ""  # the store error last told (see _tell_once)
+        self._engine_lease_s = 3 * settings.engine.sweep_interval_s  # as `status` judges liveness
+        self._lease_lost = False
 
     # ---- public surface -------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Recover orphans of a previous process, then start the loop and its watchers."""
+        # The data folder's engine lease first: the sweep below takes every running job, so it must never run
+        # beside a live engine (whatever happened to the lock file).
+        holder = await self.store.engine_lease_acquire(
+            self.owner, process.current(), self._engine_lease_s, gone=process.is_gone
+        )
+        if holder is not None:
+            raise EngineRunning(
+                f"another engine is running on {self.settings.home} (pid {holder.pid} on {holder.host}, "
+                f"lease held until {time.strftime('%H:%M:%S UTC', time.gmtime(holder.expires_at))}): stop it first"
+            )
         swept = await self.store.sweep_orphans(everything_running=True)
         if swept:
             log.info("recovered %d job(s) left running by a previous process", len(swept))
@@ -120,6 +134,8 @@ class Engine:
         await asyncio.gather(*self._background, return_exceptions=True)
         await self._flush()
         await self._requeue_own_running()
+        with contextlib.suppress(Exception):
+            await self.store.engine_lease_release(self.owner)
 
     # ---- the loop -------------------------------------------------------------------------------------
 
@@ -128,7 +144,11 @@ class Engine:
             self._wake.clear()
             try:
                 claimed = await self._dispatch()
-            except Exception:  # the loop must survive a bad moment (busy database, full disk)
+                self._store_error = ""
+            except StoreError as exc:  # full disk, read-only folder, locked database
+                self._tell_once(exc)
+                claimed = 0
+            except Exception:  # the loop must survive a bad moment
                 log.exception("dispatch failed; retrying on the next wake-up")
                 claimed = 0
             if claimed and not self._stopping.is_set():
@@ -137,7 +157,15 @@ class Engine:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.settings.engine.tick_s)
 
+    def _tell_once(self, exc: StoreError) -> None:
+        """A store error in one sentence, said once until it changes or clears (not at every wake-up)."""
+        if str(exc) != self._store_error:
+            self._store_error = str(exc)
+            log.error("switchboard: %s; no job is started until it is fixed", exc)
+
     async def _dispatch(self) -> int:
+        if self._lease_lost:
+            return 0
         running_op, running_bg = self.running_counts()
         limits = self.capacity.limits(running_op, running_bg)
         if limits.free_slots <= 0:
@@ -181,8 +209,11 @@ class Engine:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug in one job must not take the engine down
-            log.exception("job %s crashed the runner", job.id)
-            try:
+            if isinstance(exc, StoreError):
+                self._tell_once(exc)
+            else:
+                log.exception("job %s crashed the runner", job.id)
+            try:  # fenced: only while this engine still holds the job (not after a sweep gave it to another)
                 await self.store.transition(
                     job.id,
                     JobState.FAILED,
@@ -193,7 +224,10 @@ class Engine:
                         "last_failure_class": "unknown",
                         "last_error": str(exc)[:500],
                     },
+                    owner=self.owner,
                 )
+            except LeaseLost:
+                log.warning("job %s: left as it is: its lease is no longer this engine's", job.id)
             except Exception as mark_exc:
                 log.warning("job %s: could not mark it failed after the crash (%s); the orphan sweep takes "
                             "it when its lease expires", job.id, describe_error(mark_exc))
@@ -272,12 +306,19 @@ class Engine:
         """Sweep expired leases, and record that this engine is alive (`switchboard status --check` reads it)."""
         while not self._stopping.is_set():
             try:
+                if not await self.store.engine_lease_renew(self.owner, self._engine_lease_s):
+                    self._engine_lease_lost()
                 await self.store.kv_set_if_changed(ALIVE_KEY, f"{self.clock.now():.0f} {self.owner}")
+            except StoreError as exc:
+                self._tell_once(exc)
             except Exception:
                 log.exception("could not record the engine's heartbeat")
             await self.clock.sleep(self.settings.engine.sweep_interval_s)
             try:
                 swept = await self.store.sweep_orphans()
+            except StoreError as exc:
+                self._tell_once(exc)
+                continue
             except Exception:
                 log.exception("orphan sweep failed")
                 continue
@@ -287,6 +328,14 @@ class Engine:
                     task[0].cancel()
             if swept:
                 self._wake.set()
+
+    def _engine_lease_lost(self) -> None:
+        """Another engine took this data folder over (this one stalled past its lease): start nothing more.
+        Its running jobs were swept by the other engine; their heartbeats and finishes are fenced and fail."""
+        if not self._lease_lost:
+            self._lease_lost = True
+            home = self.settings.home
+            log.error("switchboard: another engine took over %s; this one starts no more jobs: stop it", home)
 
     async def _requeue_own_running(self) -> None:
         """Jobs this process still holds go back to the queue (no attempt used): nothing is lost."""
@@ -299,6 +348,7 @@ class Engine:
                         "shutdown: returned to the queue",
                         fields={"lease_owner": None, "lease_expires_at": None},
                         expected=[JobState.RUNNING],
+                        owner=self.owner,
                     )
                 except Exception as exc:
                     log.warning("job %s: could not return it to the queue at shutdown (%s); the orphan sweep at "

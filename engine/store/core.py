@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from engine.clock import Clock
-from engine.errors import Busy, StoreError
-from engine.store.db import Database
+from engine.errors import Busy
+from engine.store.db import Database, rollback
 
 T = TypeVar("T")
 
@@ -54,19 +54,18 @@ class StoreCore:
 
 @contextmanager
 def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error (``rollback``: only while SQLite has not done
+    so itself). SQLite's errors become ``StoreError`` in ``Database.call``."""
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
         if "locked" in str(exc) or "busy" in str(exc):
             raise Busy(str(exc)) from exc
-        raise StoreError(f"database is unwritable: {exc}") from exc
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
         raise
     try:
-        conn.execute("COMMIT")
-    except sqlite3.OperationalError as exc:  # disk full, I/O error: nothing was written
-        conn.execute("ROLLBACK")
-        raise StoreError(f"cannot write to the database: {exc}") from exc
+        yield
+        conn.execute("COMMIT")  # disk full, I/O error: raises, and nothing was written
+    except BaseException:
+        rollback(conn)
+        raise
+

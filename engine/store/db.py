@@ -11,6 +11,7 @@ thread, which waits for the lock with busy_timeout without blocking the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TypeVar
 
-from engine.errors import Busy, StoreError
+from engine.errors import Busy, LostDatabase, StoreError
 
 T = TypeVar("T")
 
@@ -45,15 +46,26 @@ class Database:
     def _open(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            existed = self.path.exists()
+            if not existed:
+                _refuse_if_used(self.path, "is missing", _earlier_use(self.path.parent, memory=False))
             # isolation_level=None: we issue BEGIN IMMEDIATE ourselves for every read-then-write.
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            for pragma in PRAGMAS:
-                conn.execute(pragma)
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            _migrate(conn)
-            conn.execute("PRAGMA busy_timeout=0")
+            try:
+                if existed and not _has_schema(conn):  # checked before any pragma writes to the file
+                    _refuse_if_used(self.path, "is empty (no tables)", _earlier_use(self.path.parent, memory=True))
+                conn.row_factory = sqlite3.Row
+                for pragma in PRAGMAS:
+                    conn.execute(pragma)
+                conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                _migrate(conn)
+                conn.execute("PRAGMA busy_timeout=0")
+            except BaseException:
+                conn.close()
+                raise
             self._conn = conn
+        except sqlite3.OperationalError as exc:
+            raise translate(exc, self.path) from exc
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
         except OSError as exc:
@@ -71,6 +83,8 @@ class Database:
                 return fn(conn)
             except Busy:
                 pass
+            except sqlite3.OperationalError as exc:
+                raise translate(exc, self.path) from exc
             finally:
                 self._lock.release()
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._invoke_waiting, fn)
@@ -87,9 +101,12 @@ class Database:
             try:
                 return fn(conn)
             except Busy as exc:
-                raise StoreError(f"database is busy: another process held its lock for {BUSY_TIMEOUT_MS} ms") from exc
+                raise StoreError(_LOCKED.format(seconds=BUSY_TIMEOUT_MS / 1000)) from exc
+            except sqlite3.OperationalError as exc:
+                raise translate(exc, self.path) from exc
             finally:
-                conn.execute("PRAGMA busy_timeout=0")
+                with contextlib.suppress(sqlite3.Error):  # never hide the error above behind this one
+                    conn.execute("PRAGMA busy_timeout=0")
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -101,6 +118,66 @@ class Database:
 
             await asyncio.get_running_loop().run_in_executor(self._executor, _close)
         self._executor.shutdown(wait=True)
+
+
+_LOCKED = "the database is locked: another process held it for more than {seconds:.0f} s"
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN = 5, 6, 8, 10, 13, 14
+
+
+def translate(exc: sqlite3.OperationalError, path: Path) -> StoreError:
+    """SQLite's operational errors as one sentence an operator can act on (disk full, read-only, locked)."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF  # the primary result code
+    text = str(exc)
+    if code == _SQLITE_FULL or "disk is full" in text:
+        return StoreError(f"database or disk is full: free space on the disk holding {path.parent}")
+    if code == _SQLITE_READONLY or "readonly" in text:
+        return StoreError(f"the data folder is read-only: switchboard cannot write {path}")
+    if code in (_SQLITE_BUSY, _SQLITE_LOCKED) or "locked" in text:
+        return StoreError(_LOCKED.format(seconds=BUSY_TIMEOUT_MS / 1000))
+    if code == _SQLITE_CANTOPEN:
+        return StoreError(f"cannot open database {path}: check that the data folder exists and is writable")
+    if code == _SQLITE_IOERR:
+        return StoreError(f"disk I/O error on {path}: the disk may be full or failing")
+    return StoreError(f"database error on {path}: {text}")
+
+
+def _has_schema(conn: sqlite3.Connection) -> bool:
+    sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    return conn.execute(sql).fetchone() is not None
+
+
+def _earlier_use(home: Path, *, memory: bool) -> list[str]:
+    """Signs that this data folder was used before. Job and project folders are made only by an engine with a
+    database; memory (``switchboard memory``) can be used before any database exists, so it counts only
+    when the database file is there but empty."""
+    found = []
+    for folder, what in (("jobs", "job folder(s) in jobs/"), ("projects", "project folder(s) in projects/")):
+        count = _entries(home / folder)
+        if count:
+            found.append(f"{count} {what}")
+    if memory:
+        versions = _entries(home / "core_versions")
+        if versions:
+            found.append(f"{versions} core.md version(s)")
+        if (home / "memory.lance").exists():
+            found.append("memory.lance")
+    return found
+
+
+def _entries(folder: Path) -> int:
+    try:
+        return sum(1 for _ in folder.iterdir())
+    except OSError:  # absent (or unreadable: then it says nothing either way)
+        return 0
+
+
+def _refuse_if_used(path: Path, state: str, found: list[str]) -> None:
+    if found:
+        raise LostDatabase(
+            f"{path} {state} but the data folder was used before ({', '.join(found)}): starting would begin "
+            f"a new empty database and lose its jobs, so nothing was started; restore {path.name} from a "
+            f"backup, or move the folder {path.parent} aside to start afresh"
+        )
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -123,8 +200,17 @@ def _migrate(conn: sqlite3.Connection) -> None:
             )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            rollback(conn)
             raise
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open. After SQLITE_FULL (and some I/O errors) SQLite has rolled it
+    back itself, and a second ROLLBACK would raise "cannot rollback - no transaction is active", hiding the
+    real error."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):  # the original error is the one worth telling
+            conn.execute("ROLLBACK")
 
 
 def _split_sql(script: str) -> list[str]:

@@ -135,8 +135,10 @@ class JobsMixin(StoreCore):
         fields: dict[str, Any] | None = None,
         expected: Iterable[JobState] | None = None,
         outbox: Iterable[NewOutbox] = (),
+        owner: str | None = None,
     ) -> Job:
-        """An unfenced state change (operator actions, the gate, the pulse). Raises IllegalTransition."""
+        """A state change (operator actions, the gate, the pulse), unfenced unless ``owner`` is given: then it
+        applies only while ``owner`` holds the job's lease, else raises LeaseLost. Raises IllegalTransition."""
         extra = dict(fields or {})
         messages = list(outbox)
 
@@ -146,7 +148,7 @@ class JobsMixin(StoreCore):
                 raise KeyError(job_id)
             if expected is not None and job.state not in set(expected):
                 raise ValueError(f"job {job_id} is {job.state.value}")
-            _set_state(conn, job, to_state, reason, now, extra)
+            _set_state(conn, job, to_state, reason, now, extra, owner=owner)
             for message in messages:
                 _add_outbox(conn, message, now)
             return _written_job(conn, job_id)

@@ -70,5 +70,11 @@ class OutboxMixin(StoreCore):
 
         await self._tx(run)
 
+    async def outbox_mark_uncertain(self, message_id: int, error: str) -> None:
+        """A send that timed out after the request went out: it may have arrived. Not sent again; counted in
+        ``stats`` (``uncertain_sends``)."""
+        sql = "UPDATE outbox SET state = 'uncertain', attempts = attempts + 1, last_error = ? WHERE id = ?"
+        await self._tx(lambda conn, _: conn.execute(sql, (error[:500], message_id)))
+
     async def outbox_all(self) -> list[OutboxMessage]:
         return await self._read(lambda conn, _: [_outbox(r) for r in conn.execute("SELECT * FROM outbox ORDER BY id")])

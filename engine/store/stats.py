@@ -43,6 +43,9 @@ class Stats(BaseModel):
     tokens_out: int
     by_day: list[dict[str, Any]]
     reviews: ReviewStats = Field(default_factory=ReviewStats)
+    # Messages whose send timed out after the request went out: they may or may not have arrived, and were
+    # not sent again (bot/telegram/sender.py).
+    uncertain_sends: int = 0
 
 
 class StatsMixin(StoreCore):
@@ -124,6 +127,9 @@ def _stats(conn: sqlite3.Connection, since: float, now: float) -> Stats:
         tokens_out=tout,
         by_day=by_day,
         reviews=_review_stats(conn, since),
+        uncertain_sends=conn.execute(
+            "SELECT COUNT(*) FROM outbox WHERE state = 'uncertain' AND created_at >= ?", (since,)
+        ).fetchone()[0],
     )
 
 

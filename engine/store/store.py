@@ -10,6 +10,7 @@ Every public method is one transaction and one hop to the store's thread (see ``
 - ``kv.py``: key/value facts, their change announced through the outbox
 - ``backends.py``: ``backend_state``, the rate-limit and circuit-breaker cache
 - ``schedules.py`` and ``projects.py``: schedules and projects
+- ``lease.py``: the engine lease, one engine per data folder
 - ``stats.py``: capacity and money, ``stats``, the daily digest's numbers
 - ``writes.py``: inserts shared by several concerns (events, outbox rows, reviews, new jobs)
 - ``rows.py``: row -> model mapping
@@ -28,6 +29,7 @@ from engine.store.core import StoreCore
 from engine.store.db import Database
 from engine.store.jobs import JobsMixin
 from engine.store.kv import KvMixin
+from engine.store.lease import LeaseMixin
 from engine.store.outbox import OutboxMixin
 from engine.store.projects import ProjectsMixin
 from engine.store.schedules import SchedulesMixin
@@ -44,6 +46,7 @@ class Store(
     SchedulesMixin,
     ProjectsMixin,
     StatsMixin,
+    LeaseMixin,
     StoreCore,
 ):
     """The durable job store. Open with ``await Store.open(path, clock)``."""

@@ -13,7 +13,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.configs import SWITCHBOARD, sim_backends_toml
+from tests.e2e.configs import READY_LINE, READY_TIMEOUT_S, REPO, SWITCHBOARD, sim_backends_toml
 from tests.fakes.fake_telegram import FakeTelegram
 
 OPERATOR = 4242
@@ -57,12 +57,14 @@ class Switchboard:
         self.process: asyncio.subprocess.Process | None = None
         self.stderr = b""
 
-    async def start(self) -> None:
+    async def start(self, *, wait_ready: bool = True) -> None:
+        """Spawn the process and (unless told not to) wait for its readiness line: polling has started."""
         env = {
             **os.environ,
             "TELEGRAM_BOT_TOKEN": self._token,
             "SWITCHBOARD_HOME": str(self.home),
             "MPLCONFIGDIR": str(self.home / "mpl"),
+            "PYTHONPATH": str(REPO),
         }
         self.process = await asyncio.create_subprocess_exec(
             str(SWITCHBOARD),
@@ -75,6 +77,27 @@ class Switchboard:
             stderr=asyncio.subprocess.PIPE,
             env=env,
         )
+        if wait_ready:
+            await self._ready()
+
+    async def _ready(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        stdout = self.process.stdout
+
+        async def ready_line() -> bool:
+            async for raw in stdout:
+                if raw.startswith(READY_LINE):
+                    return True
+            return False  # exited first
+
+        try:
+            ready = await asyncio.wait_for(ready_line(), READY_TIMEOUT_S)
+        except TimeoutError:
+            await self.ensure_stopped()  # the caller's clean-up has not begun: no process is left behind
+            raise AssertionError(f"switchboard was not ready within {READY_TIMEOUT_S:.0f} s") from None
+        if not ready:
+            code = await self._finish(30.0)
+            raise AssertionError(f"switchboard exited ({code}) before it was ready: {self.stderr.decode()[-3000:]}")
 
     async def terminate(self, timeout_s: float = 20.0) -> int:
         assert self.process is not None

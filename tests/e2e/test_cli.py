@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.configs import REPO
+
 
 def _run(home: Path, *args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SWITCHBOARD_HOME": str(home), "SWITCHBOARD_DETECT_BACKENDS": "false"}
+    env = {**os.environ, "SWITCHBOARD_HOME": str(home), "SWITCHBOARD_DETECT_BACKENDS": "false", "PYTHONPATH": str(REPO)}
     env.pop("SWITCHBOARD_CONFIG", None)
     env.pop("TELEGRAM_BOT_TOKEN", None)
     prefix = ["--config", str(config)] if config else []

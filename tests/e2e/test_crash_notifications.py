@@ -8,7 +8,6 @@ key) and drains the outbox. What the fake received must equal, message for messa
 
 from __future__ import annotations
 
-import asyncio
 import collections
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,20 +30,21 @@ async def fake() -> AsyncIterator[FakeTelegram]:
         yield fake
 
 
+@pytest.mark.timeout(300)  # two starts on a possibly loaded machine; every wait is on an event
 async def test_kill_9_with_pending_notifications_then_each_arrives_exactly_once(
     tmp_path: Path, fake: FakeTelegram
 ) -> None:
     config = write_config(tmp_path, fake)
     first = Switchboard(tmp_path, config, fake.token)
     fake.script_flood_wait("sendMessage", retry_after=30)  # the first send is held for 30 s
-    await first.start()
+    await first.start()  # returns at the readiness line: polling has started
     try:
         await fake.wait_for_calls("getUpdates", 1, timeout_s=30)
         for text in REQUESTS:
             fake.operator_sends_text(OPERATOR, OPERATOR, text)
-        await fake.wait_for_calls("sendMessage", 1, timeout_s=20)  # the 429
+        await fake.wait_for_calls("sendMessage", 1, timeout_s=60)  # the 429
         states = await eventually(
-            lambda: _states(first) if _states(first).get("pending", 0) >= 4 else None, 20, "pending notifications"
+            lambda: _states(first) if _states(first).get("pending", 0) >= 4 else None, 60, "pending notifications"
         )
         assert states.get("sending") == 1, states  # the refused request, its limiter waiting out retry_after
         assert not fake.sent
@@ -56,13 +56,13 @@ async def test_kill_9_with_pending_notifications_then_each_arrives_exactly_once(
     second = Switchboard(tmp_path, config, fake.token)
     await second.start()
     try:
-        await eventually(lambda: _all_settled(second), 30, "every job finished and every notification sent")
-        await asyncio.sleep(0.5)  # anything sent twice would show up now
-        rows = second.query("SELECT dedupe_key, kind, text, state FROM outbox ORDER BY id")
+        await eventually(lambda: _all_settled(second), 120, "every job finished and every notification sent")
         code = await second.terminate()
     finally:
         await second.ensure_stopped()
     assert code == 0
+    # Read after the exit: nothing can be sent any more, so a message sent twice would be in fake.sent by now.
+    rows = second.query("SELECT dedupe_key, kind, text, state FROM outbox ORDER BY id")
 
     assert all(row["state"] == "sent" for row in rows), [dict(r) for r in rows if r["state"] != "sent"]
     keys = collections.Counter(row["dedupe_key"] for row in rows)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import random
@@ -41,7 +42,7 @@ from engine.clock import SystemClock
 from engine.job_factory import new_job
 from engine.settings import Settings, load_settings
 from engine.store import Store
-from tests.e2e.configs import SWITCHBOARD, sim_backends_toml
+from tests.e2e.configs import READY_LINE, READY_TIMEOUT_S, REPO, SWITCHBOARD, sim_backends_toml
 
 SEED = 20_240_607
 KILLS = 6
@@ -98,7 +99,7 @@ class Process:
         self._ready = asyncio.Event()
         self._pumps: list[asyncio.Task[None]] = []
 
-    async def start(self, timeout_s: float = 20.0) -> None:
+    async def start(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         self.process = await asyncio.create_subprocess_exec(
             *_command(self.config, "run", "--no-console"),
             stdin=asyncio.subprocess.DEVNULL,
@@ -108,8 +109,8 @@ class Process:
         )
         assert self.process.stdout is not None and self.process.stderr is not None
         self._pumps = [
-            asyncio.create_task(self._pump(self.process.stdout, self.stdout)),
-            asyncio.create_task(self._pump(self.process.stderr, self.stderr, ready_on="console channel")),
+            asyncio.create_task(self._pump(self.process.stdout, self.stdout, ready_on=READY_LINE)),
+            asyncio.create_task(self._pump(self.process.stderr, self.stderr)),
         ]
         exited = asyncio.create_task(self.process.wait())
         ready = asyncio.create_task(self._ready.wait())
@@ -121,11 +122,10 @@ class Process:
         if not self._ready.is_set():
             raise AssertionError(f"switchboard did not start (exit {self.process.returncode}): {self.err_text()}")
 
-    async def _pump(self, stream: asyncio.StreamReader, into: list[str], ready_on: str | None = None) -> None:
+    async def _pump(self, stream: asyncio.StreamReader, into: list[str], ready_on: bytes | None = None) -> None:
         async for raw in stream:
-            line = raw.decode("utf-8", errors="replace")
-            into.append(line)
-            if ready_on and ready_on in line:  # printed after Engine.start: the engine is running
+            into.append(raw.decode("utf-8", errors="replace"))
+            if ready_on and raw.startswith(ready_on):  # the engine runs and the console channel is up
                 self._ready.set()
 
     async def kill(self) -> int:
@@ -148,8 +148,10 @@ class Process:
         if self.process is not None and self.process.returncode is None:
             self.process.kill()
             await self.process.wait()
-        for pump in self._pumps:
-            pump.cancel()
+        # The pipes are read to their end (a dead process closes them): a reader cancelled midway would leave the
+        # pipe transports open for the garbage collector to close after the loop ("Event loop is closed").
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*self._pumps, return_exceptions=True), 10.0)
 
     def out_text(self) -> str:
         return "".join(self.stdout)
@@ -168,6 +170,7 @@ def _env(home: Path) -> dict[str, str]:
         "SWITCHBOARD_HOME": str(home),
         "PYTHONIOENCODING": "utf-8",
         "MPLCONFIGDIR": str(home / "mpl"),
+        "PYTHONPATH": str(REPO),
     }
 
 
@@ -225,14 +228,19 @@ async def _cli_adds(home: Path, config: Path) -> list[dict[str, Any]]:
             stderr=asyncio.subprocess.PIPE,
             env=_env(home),
         )
-        out, err = await asyncio.wait_for(process.communicate(), 30.0)
+        try:
+            out, err = await asyncio.wait_for(process.communicate(), 120.0)
+        finally:  # cancelled with the test (it failed elsewhere): no process, no transport left behind
+            if process.returncode is None:
+                process.kill()
+                await process.communicate()
         assert process.returncode == 0, err.decode()
         return json.loads(out)
 
     return list(await asyncio.gather(*(add(key) for key in CLI_KEYS)))
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(900)  # seven starts and about 400 jobs; generous for a loaded machine, each wait is on an event
 async def test_sigkill_at_random_moments_then_every_job_done_once_and_notified_once(tmp_path: Path) -> None:
     began = time.monotonic()
     home = tmp_path / "home"
@@ -275,17 +283,18 @@ async def test_sigkill_at_random_moments_then_every_job_done_once_and_notified_o
         processes.append(final)
         await final.start()
         assert cli is not None
-        added = await asyncio.wait_for(cli, 30.0)
+        added = await asyncio.wait_for(cli, 120.0)
         # Idempotent enqueue across restarts: every key again, no new job.
         again = await store.enqueue_many(new_job(settings, type=t, prompt=p, idempotency_key=k) for k, t, p in specs)
         makers = len(specs) + len(set(CLI_KEYS))
-        await _eventually(lambda: _settled(home, makers), 40.0, "every job done and every notification sent")
-        code = await final.terminate(20.0)
+        await _eventually(lambda: _settled(home, makers), 300.0, "every job done and every notification sent")
+        code = await final.terminate(60.0)
         assert code == 0, final.err_text()
     finally:
-        for task in (feeder, cli):
-            if task is not None and not task.done():
-                task.cancel()
+        tasks = [task for task in (feeder, cli) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # their clean-up runs before the loop closes
         for process in processes:
             await process.ensure_stopped()
         await store.close()
@@ -392,7 +401,7 @@ def _assert_printed(home: Path, processes: list[Process]) -> int:
     return duplicates
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize(
     ("latency_ms", "grace_s", "outcome"),
     [(300.0, 5.0, "finished"), (30_000.0, 0.5, "requeued")],
@@ -416,7 +425,7 @@ async def test_sigterm_during_work_exits_0_within_grace_and_leaves_nothing_runni
     try:
         await process.start()
         await _eventually(
-            lambda: _scalar(home, "SELECT COUNT(*) FROM jobs WHERE state = 'running'") >= 10, 10.0, "jobs running"
+            lambda: _scalar(home, "SELECT COUNT(*) FROM jobs WHERE state = 'running'") >= 10, 120.0, "jobs running"
         )
         running_before = {r[0] for r in _query(home, "SELECT id FROM jobs WHERE state = 'running'")}
         sent = time.monotonic()

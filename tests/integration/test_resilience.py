@@ -9,7 +9,6 @@ daily USD cap, and API keys that never leak even when a provider echoes them bac
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -333,11 +332,14 @@ async def test_daily_budget_cap_skips_pay_per_token_backends_parks_jobs_and_aler
     # The cap is checked before each call and counts calls in flight at their estimated price, so jobs woken
     # at the same moment go one at a time while the cap is near: the overshoot is at most one call.
     await wait_for(_calls(fake_a, 3), what="one call")
-    await asyncio.sleep(0.05)
-    assert _count(fake_a) == 3  # the other two wait for the call in flight, briefly (no attempt used)
+    # The other two wait for the call in flight, briefly (no attempt used): wait for that, not for a time.
+    await wait_for(_done_and_waiting(h, waiting, done=1, until=midnight + 5), what="one done, two waiting 5 s")
+    assert _count(fake_a) == 3
     h.set_time(midnight + 5)
     h.wake()
     await wait_for(_calls(fake_a, 4), what="the next call")  # $0.12 spent: one more call may go
+    # Its completion is recorded before the clock moves on: else the last job still sees a call in flight.
+    await wait_for(_done_and_waiting(h, waiting, done=2, until=midnight + 10), what="two done, one waiting")
     h.set_time(midnight + 10)
     h.wake()
     async def settled() -> list[Job] | None:
@@ -355,6 +357,18 @@ async def test_daily_budget_cap_skips_pay_per_token_backends_parks_jobs_and_aler
 
 def _count(fake: FakeOpenAI) -> int:
     return fake.count("/v1/chat/completions")
+
+
+def _done_and_waiting(h: Harness, ids: list[int], *, done: int, until: float) -> Callable[[], Awaitable[bool]]:
+    """``done`` of the jobs done, the others snoozed until ``until`` (waiting for a call in flight)."""
+
+    async def check() -> bool:
+        jobs = [await h.job(i) for i in ids]
+        finished = sum(j.state == S.DONE for j in jobs)
+        waiting = sum(j.state == S.SNOOZED and j.run_after == until for j in jobs)
+        return finished == done and waiting == len(ids) - done
+
+    return check
 
 
 def _calls(fake: FakeOpenAI, n: int) -> Callable[[], Awaitable[bool]]:

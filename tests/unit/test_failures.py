@@ -1,7 +1,7 @@
 """The failure taxonomy: HTTP answers, exceptions and the Claude CLI's own output, each to one class.
 
-The CLI cases read the real captures in ../shared/reference/claude-code/ when that folder exists (skipped
-otherwise); the constructed cases below them cover the same ground without it.
+The CLI cases replay the real captures in tests/fixtures/claude-code/ (see tests/fixtures/README.md); the
+constructed cases below them cover the same ground with hand-written lines.
 """
 
 from __future__ import annotations
@@ -39,10 +39,7 @@ from engine.failures import (
 from engine.settings import BackendConfig
 
 NOW = 1_795_620_000.0
-# ../shared next to the checkout (main), or further up (a worktree under /work/wt/<name>).
-REFERENCE = next((parent / "shared" / "reference" / "claude-code" for parent in Path(__file__).resolve().parents[2:]
-                  if (parent / "shared" / "reference" / "claude-code").is_dir()),
-                 Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "claude-code")
+REFERENCE = Path(__file__).resolve().parents[1] / "fixtures" / "claude-code"
 
 
 def anthropic_body(kind: str, message: str) -> str:
@@ -209,7 +206,6 @@ def _replay(path: Path) -> tuple[StreamState, list[str]]:
     return state, progress
 
 
-@pytest.mark.skipif(not REFERENCE.is_dir(), reason="../shared/reference/claude-code not present")
 @pytest.mark.parametrize("name", sorted(CAPTURES))
 def test_reference_capture(name):
     expected, status = CAPTURES[name]
@@ -229,7 +225,6 @@ def test_reference_capture(name):
         assert result.failure.signature.startswith("cli:")
 
 
-@pytest.mark.skipif(not REFERENCE.is_dir(), reason="../shared/reference/claude-code not present")
 def test_reference_usage_limit_resumes_at_resets_at():
     state, progress = _replay(REFERENCE / "oauth_usage_limit_429.stream.jsonl")
     failure = result_from_stream(state, now=NOW).failure
@@ -238,7 +233,6 @@ def test_reference_usage_limit_resumes_at_resets_at():
     assert any(line.startswith("rate limit rejected (five_hour)") for line in progress)
 
 
-@pytest.mark.skipif(not REFERENCE.is_dir(), reason="../shared/reference/claude-code not present")
 def test_reference_retries_and_fallback_are_reported():
     _, retries = _replay(REFERENCE / "429_retries.stream.jsonl")
     assert sum(line.startswith("API retry") for line in retries) == 2
@@ -246,13 +240,12 @@ def test_reference_retries_and_fallback_are_reported():
     assert any("fallback model my-fallback-model" in line for line in fallback)
 
 
-@pytest.mark.skipif(not REFERENCE.is_dir(), reason="../shared/reference/claude-code not present")
 def test_reference_subscription_costs_nothing():
     state, _ = _replay(REFERENCE / "success.json")
     assert result_from_stream(state, now=NOW, subscription=True).cost_usd == 0.0
 
 
-# --- the Claude CLI's output: constructed cases (run with or without the reference folder) ----------------
+# --- the Claude CLI's output: constructed cases ---------------------------------------------------------------
 
 def _result(**fields: object) -> str:
     base: dict[str, object] = {"type": "result", "subtype": "success", "is_error": False, "session_id": "s-1",

@@ -29,6 +29,7 @@ from engine.control import Control
 from engine.errors import AlreadyRunning, SandboxUnavailable
 from engine.loop import Engine
 from engine.pulse import Pulse, PulseTrigger
+from engine.redaction import Redactor, redacting_logs
 from engine.runner import NoHooks
 from engine.sandbox import Sandbox
 from engine.settings import Settings
@@ -100,10 +101,12 @@ async def open_services(
     memory: bool = False,
     pulse: bool = False,
     backends: dict[str, Backend] | None = None,
+    redactor: Redactor | None = None,
 ) -> AsyncIterator[Services]:
     """Open what an entry point needs, in order, and close it in reverse: store, backends, memory, engine,
     pulse. The CLI asks for the store alone; ``switchboard run`` for everything; tests for what they exercise.
-    ``backends`` (default: built from the settings) are closed with the rest."""
+    ``backends`` (default: built from the settings) are closed with the rest. ``redactor`` (default: built from
+    the settings) is the engine's: every backend's traffic and every completion pass it."""
     clock = clock or SystemClock()
     async with contextlib.AsyncExitStack() as stack:
         store = await Store.open(settings.db_path, clock)
@@ -114,7 +117,7 @@ async def open_services(
         hooks = await stack.enter_async_context(open_memory(settings, clock)) if memory else None
         running: Engine | None = None
         if engine:
-            running = Engine(settings, store, backends, clock, hooks=hooks or NoHooks())
+            running = Engine(settings, store, backends, clock, hooks=hooks or NoHooks(), redactor=redactor)
             if hooks is not None:  # memory's consolidation runs as an ordinary job
                 hooks.enqueue = running.submit
             await running.start()
@@ -150,14 +153,15 @@ async def run_switchboard(settings: Settings, *, console: bool = True, clock: Cl
         print(f"switchboard: {problem}", file=sys.stderr)
         return 1
     try:
-        with engine_lock(settings.home):
-            return await _serve(settings, clock, console)
+        redactor = Redactor.from_settings(settings)  # one redactor for every exit: the engine's and the logs'
+        with engine_lock(settings.home), redacting_logs(redactor):
+            return await _serve(settings, clock, console, redactor)
     except (AlreadyRunning, StoreError, ChannelRefused, SandboxUnavailable) as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return 1
 
 
-async def _serve(settings: Settings, clock: Clock, console: bool) -> int:
+async def _serve(settings: Settings, clock: Clock, console: bool, redactor: Redactor) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -165,7 +169,7 @@ async def _serve(settings: Settings, clock: Clock, console: bool) -> int:
     sandbox = Sandbox.for_settings(settings)  # before anything is opened: "bwrap" without it refuses to start
     backends = build_backends(settings, clock, sandbox)
     async with open_services(
-        settings, clock=clock, engine=True, memory=True, pulse=True, backends=backends
+        settings, clock=clock, engine=True, memory=True, pulse=True, backends=backends, redactor=redactor
     ) as services:
         _announce(settings)
         print(f"switchboard: worker sandbox: {sandbox.describe()}", file=sys.stderr, flush=True)

@@ -129,7 +129,7 @@ async def open_services(
             # The pulse and schedules: APScheduler triggers ticks; what is due is decided from the database.
             maintain = hooks.maintain if hooks is not None else None  # memory upkeep, when memory is open
             wake = running.wake if running is not None else None
-            checked = {name: redactor.backend(backend) for name, backend in backends.items()}
+            checked: dict[str, Backend] = {name: redactor.backend(backend) for name, backend in backends.items()}
             trigger = PulseTrigger(Pulse(settings, store, clock, checked, maintain_memory=maintain, wake=wake))
             trigger.start()
             stack.push_async_callback(trigger.shutdown)

@@ -2,7 +2,8 @@
 
 Every CLI command pays for what ``bot.cli`` imports before it can print a line; LanceDB and pyarrow alone cost
 about 2 s, pydantic-settings about 0.2 s (so the parser, `--help` and usage errors go without it), the engine's
-loop with httpx and the backends about a fifth of a store command's imports. Each check runs in a fresh interpreter, so what another test imported cannot hide a regression.
+loop with httpx and the backends about a fifth of a store command's imports.
+Each check runs in a fresh interpreter, so what another test imported cannot hide a regression.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from bot.services import Services
 from engine.clock import Clock, SystemClock
 from engine.control import Control
 from engine.errors import AlreadyRunning, SandboxUnavailable
+from engine.redaction import Redactor, redacting_logs
 from engine.settings import Settings
 from engine.store import Store, StoreError
 
@@ -137,11 +138,13 @@ async def open_services(
     memory: bool = False,
     pulse: bool = False,
     backends: dict[str, Backend] | None = None,
+    redactor: Redactor | None = None,
     wait_for_memory: bool = True,
 ) -> AsyncIterator[Services]:
     """Open what an entry point needs, in order, and close it in reverse: store, backends, memory, engine,
     pulse. The CLI asks for the store alone; ``switchboard run`` for everything; tests for what they exercise.
-    ``backends`` (default: built from the settings) are closed with the rest.
+    ``backends`` (default: built from the settings) are closed with the rest. ``redactor`` (default: built from
+    the settings) is the engine's: every backend's traffic and every completion pass it.
 
     With ``wait_for_memory=False`` (``switchboard run``) memory opens in the background while the engine, the
     pulse and the channel start, and they reach it through a ``LateMemory`` once it is open: being ready does not
@@ -161,7 +164,7 @@ async def open_services(
             await stack.enter_async_context(open_memory_late(settings, clock, hooks))
         elif memory:
             hooks = await stack.enter_async_context(open_memory(settings, clock))
-        running = await _start_engine(stack, settings, store, backends, clock, hooks) if engine else None
+        running = await _start_engine(stack, settings, store, backends, clock, hooks, redactor) if engine else None
         trigger: PulseTrigger | None = None
         if pulse:
             # The pulse and schedules: APScheduler triggers ticks; what is due is decided from the database.
@@ -184,12 +187,13 @@ async def _start_engine(
     backends: dict[str, Backend],
     clock: Clock,
     hooks: MemoryHooks | LateMemory | None,
+    redactor: Redactor | None,
 ) -> Engine:
     from engine.loop import Engine
     from engine.runner import NoHooks
 
     engine_hooks: EngineHooks = hooks if hooks is not None else NoHooks()
-    running = Engine(settings, store, backends, clock, hooks=engine_hooks)
+    running = Engine(settings, store, backends, clock, hooks=engine_hooks, redactor=redactor)
     if hooks is not None:  # memory's consolidation runs as an ordinary job
         hooks.enqueue = running.submit
     await running.start()
@@ -215,14 +219,15 @@ async def run_switchboard(settings: Settings, *, console: bool = True, clock: Cl
         print(f"switchboard: {problem}", file=sys.stderr)
         return 1
     try:
-        with engine_lock(settings.home):
-            return await _serve(settings, clock, console)
+        redactor = Redactor.from_settings(settings)  # one redactor for every exit: the engine's and the logs'
+        with engine_lock(settings.home), redacting_logs(redactor):
+            return await _serve(settings, clock, console, redactor)
     except (AlreadyRunning, StoreError, ChannelRefused, SandboxUnavailable) as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return 1
 
 
-async def _serve(settings: Settings, clock: Clock, console: bool) -> int:
+async def _serve(settings: Settings, clock: Clock, console: bool, redactor: Redactor) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -232,7 +237,14 @@ async def _serve(settings: Settings, clock: Clock, console: bool) -> int:
     sandbox = Sandbox.for_settings(settings)  # before anything is opened: "bwrap" without it refuses to start
     backends = build_backends(settings, clock, sandbox)
     async with open_services(
-        settings, clock=clock, engine=True, memory=True, pulse=True, backends=backends, wait_for_memory=False
+        settings,
+        clock=clock,
+        engine=True,
+        memory=True,
+        pulse=True,
+        backends=backends,
+        redactor=redactor,
+        wait_for_memory=False,
     ) as services:
         _announce(settings)
         print(f"switchboard: worker sandbox: {sandbox.describe()}", file=sys.stderr, flush=True)

@@ -29,6 +29,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from engine.ratelimit import resume_at_from_headers
+from engine.redaction import redact
 
 
 class FailureClass(StrEnum):
@@ -143,32 +144,6 @@ def classify_text(text: str) -> FailureClass | None:
 # per-minute window of every provider we talk to.
 DEFAULT_RATE_LIMIT_PAUSE_S = 60.0
 _MAX_MESSAGE_CHARS = 500
-# Secrets shorter than this are not masked by value: masking "x" everywhere would destroy the message, and a
-# real key is never that short.
-_MIN_SECRET_CHARS = 4
-_MASK = "***"
-
-_SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=\-]{8,}"), r"\1" + _MASK),
-    (re.compile(r"(?i)\b((?:x-api-key|api[_-]?key|authorization|access[_-]?token|secret)[\"']?\s*[:=]\s*[\"']?)"
-                r"(?!\*\*\*|(?i:bearer)\b)[^\s\"',;}]{6,}"), r"\1" + _MASK),
-    (re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}"), _MASK),
-    (re.compile(r"\bAIza[0-9A-Za-z_\-]{30,}"), _MASK),
-    (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"), _MASK),
-    # Telegram bot tokens, also inside a URL path (".../bot123456789:AA.../getMe").
-    (re.compile(r"(?<!\d)\d{8,10}:[A-Za-z0-9_\-]{35}(?![A-Za-z0-9_\-])"), _MASK),
-)
-
-def redact(text: str, secrets: Iterable[str | SecretStr | None] = ()) -> str:
-    """Mask every given secret value and anything that looks like a bearer token or API key."""
-    out = text
-    for secret in secrets:
-        value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
-        if value and len(value) >= _MIN_SECRET_CHARS:
-            out = out.replace(value, _MASK)
-    for pattern, replacement in _SECRET_PATTERNS:
-        out = pattern.sub(replacement, out)
-    return out
 
 
 class _ErrorDetail(BaseModel):

@@ -40,8 +40,8 @@ async def revision_prompt(store: Store, job: Job) -> str:
     return prompts.render(
         "revision",
         prompt=job.prompt,
-        critique=critique,
-        previous_result=job.result_text or "",
+        critique=prompts.untrusted("the reviewer's critique", critique),
+        previous_result=prompts.untrusted("your previous result", job.result_text or ""),
         revision=job.revision,
         max_revisions=job.max_revisions,
     )
@@ -60,6 +60,8 @@ def _result_fields(job: Job, config: BackendConfig, result: BackendResult, works
     }
     if len(result.text) > INLINE_RESULT_CHARS:
         fields["result_path"] = str(workspace.write_text(job.id, "result.md", result.text))
+    else:
+        workspace.redact_file(job.id, "result.md")  # the worker's own, when it wrote one
     return fields
 
 
@@ -92,8 +94,8 @@ async def complete_maker(
     review_prompt = prompts.render(
         rubric,
         task=job.prompt,
-        result=result.text,
-        evidence=evidence or "(not required for this job type)",
+        result=prompts.untrusted("your colleague's work", result.text),
+        evidence=prompts.untrusted("test output", evidence) if evidence else "(not required for this job type)",
         threshold=f"{type_config.threshold:g}",
     )
     review = new_job(

@@ -21,6 +21,7 @@ from engine.capacity import Capacity
 from engine.clock import Clock
 from engine.errors import describe_error
 from engine.models import Job, JobState, NewJob, Priority
+from engine.redaction import Redactor
 from engine.routing import Router
 from engine.runner import EngineHooks, JobRunner, NoHooks
 from engine.settings import Settings
@@ -39,13 +40,16 @@ class Engine:
         backends: dict[str, Backend],
         clock: Clock,
         hooks: EngineHooks | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.settings = settings
+        # Every exit of the engine passes it: what backends send and return, and every completion written.
+        self.redactor = redactor or Redactor.from_settings(settings)
         self.store = store
         self.clock = clock
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.capacity = Capacity(settings.engine, clock)
-        self.router = Router(settings, backends, clock)
+        self.router = Router(settings, {name: self.redactor.backend(b) for name, b in backends.items()}, clock)
         self._backends = backends
         self._runner = JobRunner(
             settings,
@@ -53,7 +57,7 @@ class Engine:
             self.router,
             self.capacity,
             clock,
-            Workspace(settings.home),
+            Workspace(settings.home, redact=self.redactor),
             hooks or NoHooks(),
             self.owner,
             self._submit,
@@ -222,7 +226,7 @@ class Engine:
                         "lease_owner": None,
                         "lease_expires_at": None,
                         "last_failure_class": "unknown",
-                        "last_error": str(exc)[:500],
+                        "last_error": self.redactor(str(exc))[:500],
                     },
                     owner=self.owner,
                 )
@@ -258,11 +262,18 @@ class Engine:
 
     async def _submit(self, completion: Completion) -> Job | None:
         future: asyncio.Future[Job | None] = asyncio.get_running_loop().create_future()
-        self._pending.append((completion, future))
+        self._pending.append((self._redacted(completion), future))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._flush()))
         return await future
+
+    def _redacted(self, completion: Completion) -> Completion:
+        """The completion with every secret masked: results, summaries, errors, attempts, outbox text, reviews,
+        follow-up jobs (a review prompt holds the maker's work) and the assistant's message. The claimed
+        snapshot is kept as it is: the store fences on it and never writes it."""
+        redacted = self.redactor.model(completion.model_copy(update={"snapshot": None}))
+        return redacted.model_copy(update={"snapshot": completion.snapshot})
 
     async def _flush(self) -> None:
         self._flush_scheduled = False

@@ -12,6 +12,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 
+import prompts
 from engine.job_factory import new_job
 from engine.models import Job, JobState, NewJob, Priority, Source
 from engine.pulse import MEMORY_MAINTENANCE_EVERY_S
@@ -31,6 +32,7 @@ from memory.semantic import SemanticMemory
 log = logging.getLogger(__name__)
 
 CONSOLIDATION_JOB_TYPE = "maintenance"
+EPISODE_TITLE_CHARS = 120
 CONSOLIDATION_KEY_PREFIX = "memory-consolidation:"
 
 Enqueue = Callable[[NewJob], Awaitable[tuple[Job, bool]]]
@@ -72,7 +74,9 @@ class MemoryHooks:
         except Exception:  # memory must never stop work from running
             log.exception("job %s: memory context unavailable", job.id)
             return JobContext(core=self._core.read())
-        return JobContext(core=context.core, memories=context.relevant)
+        # Memories were made from earlier jobs' results: data for the prompt, never instructions.
+        memories = prompts.untrusted("relevant memories", context.relevant) if context.relevant.strip() else ""
+        return JobContext(core=context.core, memories=memories)
 
     async def maintain(self) -> str:
         """The pulse's memory upkeep: prune old, never-read, unimportant episodes, optimize the table (and
@@ -113,21 +117,8 @@ class MemoryHooks:
             return
         if job.type in ("review", "chat"):
             return
-        duration = (job.finished_at or job.updated_at) - (job.started_at or job.created_at)
-        episode = Episode(
-            job_id=str(job.id),
-            job_type=job.type,
-            goal=job.title or job.prompt[:200],
-            outcome=job.state.value,
-            backend=job.maker_backend or "",
-            duration_s=max(0.0, duration),
-            key_result=job.result_summary or "",
-            failure_class=job.last_failure_class,
-            project=job.project,
-            operator_correction=job.operator_approved,
-        )
         try:
-            await record_episode(self._semantic, episode)
+            await record_episode(self._semantic, episode_of(job))
         except Exception:
             log.exception("job %s: episode not recorded", job.id)
 
@@ -144,3 +135,31 @@ class MemoryHooks:
             "job %s: consolidation added %d memory(ies), consolidated %d episode(s), pruned %d",
             job.id, len(report.memories_created), report.episodes_consolidated, report.episodes_pruned,
         )
+
+
+def episode_of(job: Job) -> Episode:
+    """The facts of a finished job as an episode: type, title, outcome, backend, duration, cost, failure class
+    and a neutral summary. Never the prompt or the result text (see ``memory.episodes.Episode``)."""
+    duration = (job.finished_at or job.updated_at) - (job.started_at or job.created_at)
+    return Episode(
+        job_id=str(job.id),
+        job_type=job.type,
+        goal=" ".join((job.title or f"untitled {job.type} job").split())[:EPISODE_TITLE_CHARS],
+        outcome=job.state.value,
+        backend=job.maker_backend or "",
+        duration_s=max(0.0, duration),
+        cost_usd=job.cost_usd,
+        key_result=_neutral_summary(job),
+        failure_class=job.last_failure_class,
+        project=job.project,
+        operator_correction=job.operator_approved,
+    )
+
+
+def _neutral_summary(job: Job) -> str:
+    parts = [f"result of {len(job.result_text)} characters" if job.result_text else "no result"]
+    if job.revision:
+        parts.append(f"{job.revision} revision(s) after review")
+    if job.operator_approved:
+        parts.append("approved by the operator")
+    return ", ".join(parts)

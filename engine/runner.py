@@ -20,7 +20,7 @@ from engine import gates, notices, persona
 from engine.backends.base import BackendRequest, BackendResult
 from engine.capacity import Capacity
 from engine.clock import Clock
-from engine.failures import Failure, FailureClass, redact
+from engine.failures import Failure, FailureClass
 from engine.health import BackendHealth
 from engine.models import BackendState, Job, JobState
 from engine.policy import (
@@ -39,6 +39,7 @@ from engine.policy import (
     hm,
     job_budget_failure,
 )
+from engine.redaction import redact
 from engine.routing import CHARS_PER_TOKEN, RoutePlan, Router
 from engine.settings import BackendConfig, Settings
 from engine.store import Completion, LeaseLost, NewAttempt, NewOutbox, Store
@@ -180,6 +181,7 @@ class JobRunner:
             system = prompts.persona_system(self._settings.persona_name, self._settings.job_types, context.core)
             history = await self._store.recent_messages(job.chat_id or 0, limit=12)
             convo = "\n".join(f"{m.role.capitalize()}: {m.text}" for m in history if m.job_id != job.id)
+            convo = prompts.untrusted("recent conversation", convo) if convo.strip() else ""
             prompt = f"{_section('Relevant memories', context.memories)}{_section('Recent conversation', convo)}"
             prompt += f"Operator: {job.prompt}"
         else:

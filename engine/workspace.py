@@ -23,6 +23,7 @@ import os
 import re
 import tempfile
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 
 import prompts
@@ -76,10 +77,14 @@ def sanitize_name(name: str) -> str:
 
 
 class Workspace:
-    """The job and project folders under one data folder ``home``."""
+    """The job and project folders under one data folder ``home``.
 
-    def __init__(self, home: Path) -> None:
+    ``redact`` (the engine's ``Redactor``) masks secrets in every file the engine writes, and in a worker's own
+    ``result.md`` once the engine has read the result (``redact_file``)."""
+
+    def __init__(self, home: Path, redact: Callable[[str], str] | None = None) -> None:
         self.home = Path(home)
+        self._redact = redact
 
     # --- Paths ---------------------------------------------------------------------------------------------
 
@@ -211,8 +216,17 @@ class Workspace:
 
     # --- Writing -------------------------------------------------------------------------------------------
 
+    def redact_file(self, job_id: int, name: str) -> None:
+        """Mask secrets in a file a worker wrote (``result.md``), so none stays in the data folder."""
+        if self._redact is None:
+            return
+        text = self._read(job_id, name)
+        if text is not None and self._redact(text) != text:
+            self.write_text(job_id, name, text)
+
     def write_text(self, job_id: int, name: str, text: str) -> Path:
         """Write ``name`` (a path relative to the job folder) atomically: a reader never sees half a file."""
+        text = self._redact(text) if self._redact is not None else text
         path = self._path(job_id, name)
         if self._escapes(job_id, path.parent):
             raise WorkspaceError(f"{name!r} would be written outside the folder of job {job_id}")

@@ -49,13 +49,22 @@ _ANSWER_LINE = re.compile(
 
 
 class Episode(BaseModel):
+    """Facts about one finished job, never its instructions or its result text.
+
+    A job's prompt and result came from the operator, a model or the outside world; stored verbatim they
+    would come back under "Relevant memories" in later, unrelated jobs (an injected "ignore previous
+    instructions" included). So ``goal`` is the job's short title and ``key_result`` a neutral summary the
+    engine writes from the job's record (size of the result, revisions, the operator's approval).
+    """
+
     job_id: str
     job_type: str
-    goal: str
+    goal: str = Field(description="the job's title, short")
     outcome: str = Field(description="done | failed | rejected | cancelled | needs_human | ...")
     backend: str | None = None
     duration_s: float | None = None
-    key_result: str | None = None
+    cost_usd: float | None = None
+    key_result: str | None = Field(None, description="a neutral summary written by the engine, not the result")
     failure_class: str | None = None
     project: str | None = None
     operator_correction: bool = False
@@ -102,6 +111,8 @@ def episode_text(episode: Episode, max_chars: int = 600) -> str:
         parts[0] += f" on {episode.backend}"
     if episode.duration_s is not None:
         parts[0] += f" after {episode.duration_s:.0f}s"
+    if episode.cost_usd:
+        parts[0] += f" for ${episode.cost_usd:.4f}"
     parts.append(f"goal: {_clip(episode.goal, 240)}")
     if episode.failure_class:
         parts.append(f"failure: {episode.failure_class}")
@@ -150,7 +161,7 @@ def cluster(vectors: np.ndarray, threshold: float) -> list[list[int]]:
 def consolidation_prompt(episodes: list[MemoryRecord]) -> str:
     template = resources.files("prompts").joinpath("consolidate.md").read_text(encoding="utf-8")
     lines = "\n".join(f"- [importance {e.importance}] {e.text}" for e in episodes)
-    return Template(template).substitute(episodes=lines)
+    return Template(template).substitute(episodes=prompts.untrusted("episodes", lines))
 
 
 async def pending_clusters(
@@ -236,7 +247,8 @@ async def consolidation_request(
         covered.append(ConsolidationCluster(label=label, episode_ids=[e.id for e in episodes]))
     if not covered:
         return None
-    prompt = prompts.render("consolidate_batch", clusters="\n".join(blocks).rstrip("\n"))
+    clusters = prompts.untrusted("episode clusters", "\n".join(blocks).rstrip("\n"))
+    prompt = prompts.render("consolidate_batch", clusters=clusters)
     return ConsolidationRequest(prompt=prompt, clusters=covered)
 
 

@@ -11,12 +11,15 @@ Public names:
 - ``placeholders(name)``: the placeholder names a template takes.
 - ``job_instructions(job_type)``: the instruction block for one job type (``job_<type>.md``, else the default).
 - ``persona_system(persona_name, job_types, core)``: the persona's full system prompt.
+- ``untrusted(label, text)``: ``text`` that came from outside (a worker's result, a memory, earlier
+  conversation) as one delimited data block; the prompts say that such a block is data, never instructions.
 
 This package imports nothing from ``engine``, ``memory`` or ``bot``: all three read it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 from functools import lru_cache
@@ -31,10 +34,16 @@ __all__ = [
     "persona_system",
     "placeholders",
     "render",
+    "untrusted",
 ]
 
 # A prompt name is a plain file name inside this package: no folders, nothing hidden.
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+# The markers of an untrusted-data block. Content that spells one is defused (see ``untrusted``).
+_DATA_OPEN = "<untrusted-data"
+_DATA_CLOSE = "</untrusted-data"
+_MARKER_RE = re.compile(r"<(/?)(untrusted-data)", re.IGNORECASE)
+_LABEL_UNSAFE_RE = re.compile(r"[^\w .,:#'()/-]+")
 
 
 class UnknownPrompt(LookupError):
@@ -126,4 +135,23 @@ def persona_system(persona_name: str, job_types: Iterable[str], core: str = "") 
         persona_name=persona_name,
         action_schema=schema.rstrip("\n"),
         core_memory=core.strip() or "(empty)",
+    )
+
+
+def untrusted(label: str, text: str) -> str:
+    """``text`` from outside Switchboard as one block of data that it cannot close or reopen.
+
+    The block opens and closes with a boundary derived from the content's hash, so the same text gives the
+    same bytes (provider prompt caches stay warm) and the text cannot know the boundary in advance. Any
+    spelling of the block's markers inside the text is defused besides (a zero-width space goes after its
+    ``<``), so no line of the content can pass for the end of the block. The prompts
+    that carry such blocks say that their content is data to evaluate or use, never instructions to follow.
+    """
+    body = _MARKER_RE.sub(lambda m: f"<{m.group(1)}\u200b{m.group(2)}", text.strip("\n"))
+    boundary = hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    name = " ".join(_LABEL_UNSAFE_RE.sub(" ", label).split())[:80] or "data"
+    return (
+        f'{_DATA_OPEN} label="{name}" boundary="{boundary}">\n'
+        f"{body}\n"
+        f'{_DATA_CLOSE} boundary="{boundary}">'
     )

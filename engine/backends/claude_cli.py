@@ -36,9 +36,9 @@ from engine.failures import (
     classify_http,
     classify_text,
     normalise_signature,
-    redact,
 )
 from engine.ratelimit import parse_resets_at, parse_resets_text
+from engine.redaction import redact
 
 BINARY_ENV = "SWITCHBOARD_CLAUDE_BIN"
 # The signature of a failure known only by its text (engine.failures.FAILURE_PHRASES gives the class).

@@ -22,7 +22,8 @@ from engine.backends.base import BackendRequest, BackendResult
 from engine.backends.http_common import Progress, elapsed_ms
 from engine.backends.subprocess_jsonl import LineHandler, ProcessOutcome, run_jsonl_process
 from engine.clock import Clock
-from engine.failures import Failure, FailureClass, redact
+from engine.failures import Failure, FailureClass
+from engine.redaction import redact
 from engine.sandbox import Sandbox, WorkerMounts
 from engine.settings import BackendConfig
 

@@ -30,9 +30,9 @@ from engine.failures import (
     classify_http,
     classify_text,
     normalise_signature,
-    redact,
 )
 from engine.ratelimit import parse_resets_text
+from engine.redaction import redact
 from engine.settings import BackendConfig
 
 BINARY_ENV = "SWITCHBOARD_CODEX_BIN"

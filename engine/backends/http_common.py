@@ -15,7 +15,8 @@ import httpx
 
 from engine.backends.base import BackendResult, CredentialStatus, ProgressCallback
 from engine.clock import Clock
-from engine.failures import Failure, FailureClass, classify_exception, classify_http, redact
+from engine.failures import Failure, FailureClass, classify_exception, classify_http
+from engine.redaction import redact
 
 log = logging.getLogger(__name__)
 

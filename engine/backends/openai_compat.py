@@ -27,7 +27,8 @@ from engine.backends.http_common import (
 from engine.backends.sse import iter_sse
 from engine.backends.wire import Loose
 from engine.clock import Clock
-from engine.failures import Failure, FailureClass, classify_http, redact
+from engine.failures import Failure, FailureClass, classify_http
+from engine.redaction import redact
 from engine.settings import BackendConfig
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"

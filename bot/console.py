@@ -19,11 +19,12 @@ CONSOLE_CHAT_ID = 0
 class ConsoleChannel:
     def __init__(self, services: Services, *, read_stdin: bool = True) -> None:
         self._control = services.control
+        self._redact = services.redactor
         self._commands = services.commands
         self._read_stdin = read_stdin
 
     async def run(self, stop: asyncio.Event, ready: Callable[[], None] | None = None) -> None:
-        tasks = [asyncio.create_task(deliver_to_console(self._control.store, stop))]
+        tasks = [asyncio.create_task(deliver_to_console(self._control.store, stop, self._redact))]
         if self._read_stdin and sys.stdin is not None and not sys.stdin.closed:
             tasks.append(asyncio.create_task(self._read(stop)))
         if ready is not None:
@@ -60,11 +61,13 @@ class ConsoleChannel:
             print(f"… (#{job.id if job else '?'})", flush=True)
 
 
-async def deliver_to_console(store: Store, stop: asyncio.Event, poll_s: float = 0.2) -> None:
-    """Print every due outbox message once and mark it sent."""
+async def deliver_to_console(
+    store: Store, stop: asyncio.Event, redact: Callable[[str], str], poll_s: float = 0.2
+) -> None:
+    """Print every due outbox message once (through the redactor: the last exit) and mark it sent."""
     while not stop.is_set():
         for message in await store.outbox_due(limit=50):
-            print(f"\n{message.text}\n", flush=True)
+            print(f"\n{redact(message.text)}\n", flush=True)
             await store.outbox_mark_sent(message.id, None)
         try:
             await asyncio.wait_for(stop.wait(), timeout=poll_s)

@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # memory_link imports the vector store; only the composition 
     from engine.loop import Engine
     from engine.memory_link import MemoryHooks
     from engine.pulse import PulseTrigger
+    from engine.redaction import Redactor
     from engine.settings import Settings
     from engine.store import Store
 
@@ -37,3 +38,4 @@ class Services:
     pulse: PulseTrigger | None
     control: Control
     commands: CommandRouter
+    redactor: Redactor  # the last exit: channels pass what they send through it

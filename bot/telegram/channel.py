@@ -75,7 +75,9 @@ class TelegramChannel:
         self._poll_timeout_s = poll_timeout_s
         self._webhook: WebhookServer | None = None
         self.app = _build_app(settings, token.get_secret_value(), request, get_updates_request, limiter_retries)
-        self.sender = OutboxSender(settings, services.store, self.app.bot, self._clock, poll_s=sender_poll_s)
+        self.sender = OutboxSender(
+            settings, services.store, self.app.bot, self._clock, poll_s=sender_poll_s, redactor=services.redactor
+        )
         self.live = LiveActivity(settings, services.store, self.app.bot, self._clock, tick_s=live_tick_s)
         Handlers(services, self.sender.wake).install(self.app)
 

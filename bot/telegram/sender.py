@@ -40,6 +40,7 @@ from bot.console import CONSOLE_CHAT_ID
 from bot.telegram import format as fmt
 from engine.clock import Clock
 from engine.models import TERMINAL_STATES, JobState, OutboxMessage
+from engine.redaction import Redactor
 from engine.schedule_times import in_quiet_hours, zone
 from engine.settings import Settings
 from engine.store import Store
@@ -58,8 +59,19 @@ def retry_after_s(exc: RetryAfter) -> float:
 
 
 class OutboxSender:
-    def __init__(self, settings: Settings, store: Store, bot: Bot, clock: Clock, *, poll_s: float = 0.25) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        bot: Bot,
+        clock: Clock,
+        *,
+        poll_s: float = 0.25,
+        redactor: Redactor | None = None,
+    ) -> None:
         self._settings = settings
+        # The last exit: rows written outside the engine (pulse alerts, command answers) pass it here too.
+        self._redact = redactor or Redactor.from_settings(settings)
         self._store = store
         self._bot = bot
         self._clock = clock
@@ -195,6 +207,7 @@ class OutboxSender:
         return first
 
     async def _deliver_to(self, chat_id: int, message: OutboxMessage) -> int | None:
+        message = message.model_copy(update={"text": self._redact(message.text)})
         payload = message.payload
         markup = fmt.keyboard(payload.get("buttons"))
         if payload.get("chart") == "stats":
@@ -237,7 +250,7 @@ class OutboxSender:
             text = await asyncio.to_thread(_read_text, Path(job.result_path))
         if not text:
             return None
-        return f"job-{job.id}-result.md", text.encode("utf-8")
+        return f"job-{job.id}-result.md", self._redact(text).encode("utf-8")
 
     async def _send_stats(self, chat_id: int, message: OutboxMessage, since: float) -> int | None:
         from bot import charts  # matplotlib (numpy, fonts): paid by the first chart, not by every start

@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,7 +46,7 @@ log = logging.getLogger("switchboard")
 
 
 @contextlib.contextmanager
-def engine_lock(home: Path):  # type: ignore[no-untyped-def]
+def engine_lock(home: Path) -> Iterator[None]:
     """One engine per data folder: the orphan sweep at start relies on it."""
     home.mkdir(parents=True, exist_ok=True)
     handle = open(home / "engine.lock", "w")
@@ -174,7 +174,7 @@ async def open_services(
 
             maintain = hooks.maintain if hooks is not None else None  # memory upkeep, when memory is open
             wake = running.wake if running is not None else None
-            checked = {name: redactor.backend(backend) for name, backend in backends.items()}
+            checked: dict[str, Backend] = {name: redactor.backend(backend) for name, backend in backends.items()}
             trigger = PulseTrigger(Pulse(settings, store, clock, checked, maintain_memory=maintain, wake=wake))
             trigger.start()
             stack.push_async_callback(trigger.shutdown)

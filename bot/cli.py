@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from bot import cli_memory, cli_pulse, render
 from bot.cli_common import emit, json_flag, keep_data_private, with_control
@@ -22,7 +22,10 @@ if TYPE_CHECKING:  # annotations only: the parser (and so `--help`) loads neithe
     from engine.control import Control
     from engine.settings import Settings
 
-    Handler = Callable[[argparse.Namespace, Settings], Awaitable[int]]
+    Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+
+# What a command may raise that is told as one line and exit code 1, never a traceback.
+_TOLD_ERRORS: tuple[type[Exception], ...] = (StoreError, *OPERATOR_ERRORS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,13 +48,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     keep_data_private(settings.home)
     try:
-        return asyncio.run(args.func(args, settings))
+        handler: Handler = args.func
+        return asyncio.run(handler(args, settings))
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # output piped into `head`: not an error
         sys.stderr.close()
         return 0
-    except (StoreError, *OPERATOR_ERRORS) as exc:
+    except _TOLD_ERRORS as exc:
         message = describe_error(exc)
         print(f"switchboard: {message}", file=sys.stderr)
         if getattr(args, "json", False):  # stdout still carries one JSON document

@@ -196,7 +196,7 @@ class Control:
                     "model": config.model,
                     "simulated": config.simulated,
                     "disabled": bool(state and state.disabled),
-                    "paused_until": state.paused_until if paused else None,
+                    "paused_until": state.paused_until if state and paused else None,
                     "pause_reason": state.pause_reason if state and (paused or state.disabled) else None,
                     "consecutive_failures": state.consecutive_failures if state else 0,
                     "last_error": state.last_error if state else None,

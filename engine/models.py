@@ -9,7 +9,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from engine.vocab import JobState, Priority, Source
+# Re-exported: most modules take the vocabulary from here with the records.
+from engine.vocab import JobState as JobState
+from engine.vocab import Priority as Priority
+from engine.vocab import Source as Source
 
 TERMINAL_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
 # States a job waits in until run_after passes, then becomes claimable again.
@@ -85,16 +88,14 @@ class Job(BaseModel):
     finished_at: float | None = None
 
 
-class NewAttempt(BaseModel):
-    """One backend call as the runner records it (``Completion.attempts``); ``Attempt`` is the stored row."""
+class _AttemptFields(BaseModel):
+    """What ``NewAttempt`` and ``Attempt`` share; they differ in whether the call has finished."""
 
     backend: str
     model: str = ""
     family: str = ""
     purpose: str = "make"  # make | review
     started_at: float
-    finished_at: float
-    outcome: str  # "success" or a FailureClass value
     http_status: int | None = None
     retry_after_s: float | None = None
     tokens_in: int = 0
@@ -106,7 +107,14 @@ class NewAttempt(BaseModel):
     error: str | None = None
 
 
-class Attempt(NewAttempt):
+class NewAttempt(_AttemptFields):
+    """One backend call as the runner records it (``Completion.attempts``); ``Attempt`` is the stored row."""
+
+    finished_at: float
+    outcome: str  # "success" or a FailureClass value
+
+
+class Attempt(_AttemptFields):
     id: int
     job_id: int
     finished_at: float | None = None

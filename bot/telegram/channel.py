@@ -15,12 +15,12 @@ from collections.abc import Callable
 
 from telegram import BotCommand, Update
 from telegram.error import InvalidToken, NetworkError, TimedOut
-from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
+from telegram.ext import AIORateLimiter, ApplicationBuilder
 from telegram.request import BaseRequest
 
 from bot.commands import COMMANDS
 from bot.services import Services
-from bot.telegram.handlers import Handlers
+from bot.telegram.handlers import Handlers, TelegramApp
 from bot.telegram.live import LiveActivity
 from bot.telegram.sender import OutboxSender
 from bot.telegram.webhook import WebhookServer, webhook_path
@@ -177,7 +177,7 @@ def _build_app(
     request: BaseRequest | None,
     get_updates_request: BaseRequest | None,
     limiter_retries: int,
-) -> Application:  # type: ignore[type-arg]
+) -> TelegramApp:
     root = settings.telegram.api_base_url.rstrip("/")
     builder = (
         ApplicationBuilder()

@@ -32,7 +32,7 @@ import logging
 from pathlib import Path
 
 import httpx
-from telegram import Bot, InputFile, Message
+from telegram import Bot, InlineKeyboardMarkup, InputFile, Message
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError, TimedOut
 
@@ -221,7 +221,9 @@ class OutboxSender:
             )
         return sent[0].message_id if sent else None
 
-    async def _send_text(self, chat_id: int, text: str, kind: str, markup: object | None = None) -> list[Message]:
+    async def _send_text(
+        self, chat_id: int, text: str, kind: str, markup: InlineKeyboardMarkup | None = None
+    ) -> list[Message]:
         chunks = fmt.split_text(text)
         sent: list[Message] = []
         for index, chunk in enumerate(chunks):
@@ -231,7 +233,7 @@ class OutboxSender:
                     chat_id,
                     fmt.to_html(chunk, headline=index == 0 and fmt.wants_headline(kind)),
                     parse_mode=ParseMode.HTML,
-                    reply_markup=markup if last else None,  # type: ignore[arg-type]
+                    reply_markup=markup if last else None,
                 )
             )
         return sent

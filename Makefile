@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 CLAUDE_CODE_VERSION := 2.1.332
 CLAUDE_BIN := .tools/node_modules/.bin/claude
 
-.PHONY: run test install lint bench clean
+.PHONY: run test install lint typecheck bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,10 @@ run: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check bot engine memory prompts tests bench
 
-test: $(VENV)/.installed $(CLAUDE_BIN) lint
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
+
+test: $(VENV)/.installed $(CLAUDE_BIN) lint typecheck
 	@command -v bwrap >/dev/null || echo "note: bubblewrap is not installed (apt-get install bubblewrap): the worker sandbox tests are skipped"
 	SWITCHBOARD_CLAUDE_BIN=$(abspath $(CLAUDE_BIN)) $(VENV)/bin/pytest -q
 

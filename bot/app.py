@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,28 +22,31 @@ from bot.commands import CommandRouter
 from bot.console import ConsoleChannel
 from bot.memory_commands import memory_commands
 from bot.services import Services
-from engine.backends.base import Backend
-from engine.backends.registry import build_backend
 from engine.clock import Clock, SystemClock
 from engine.control import Control
 from engine.errors import AlreadyRunning, SandboxUnavailable
-from engine.loop import Engine
-from engine.pulse import Pulse, PulseTrigger
 from engine.redaction import Redactor, redacting_logs
-from engine.runner import NoHooks
-from engine.sandbox import Sandbox
 from engine.settings import Settings
 from engine.store import Store, StoreError
 
+# The engine's, the backends' and the pulse's modules (httpx, the gates, APScheduler) are imported where they are
+# opened: the CLI's commands open the store alone and should not pay for them.
 if TYPE_CHECKING:
     from bot.telegram import TelegramChannel
+    from engine.backends.base import Backend
+    from engine.late_memory import LateMemory
+    from engine.loop import Engine
     from engine.memory_link import MemoryHooks
+    from engine.pulse import PulseTrigger
+    from engine.runner import EngineHooks
+    from engine.sandbox import Sandbox
+    from memory.embedders import Embedder
 
 log = logging.getLogger("switchboard")
 
 
 @contextlib.contextmanager
-def engine_lock(home: Path):  # type: ignore[no-untyped-def]
+def engine_lock(home: Path) -> Iterator[None]:
     """One engine per data folder: the orphan sweep at start relies on it."""
     home.mkdir(parents=True, exist_ok=True)
     handle = open(home / "engine.lock", "w")
@@ -67,13 +70,13 @@ async def open_memory(settings: Settings, clock: Clock) -> AsyncIterator[MemoryH
         yield None
         return
     try:
+        # Importing LanceDB and pyarrow and loading the embedder's model take seconds of CPU: in a thread, so that
+        # an engine and a channel started beside it (``switchboard run``) keep answering meanwhile.
+        embedder = await asyncio.to_thread(_load_memory, settings)
         from engine.memory_link import MemoryHooks
         from memory.core import CoreMemory
-        from memory.embedders import build_embedder
         from memory.semantic import SemanticMemory
 
-        key = os.environ.get(settings.memory.embedder_api_key_env or "") or None
-        embedder = build_embedder(settings.memory, api_key=key)
         semantic = await SemanticMemory.open(settings.home, embedder, settings.memory, now=clock.now)
         core = CoreMemory(settings.home, settings.memory.core_max_bytes, now=clock.now)
     except Exception as exc:
@@ -87,7 +90,41 @@ async def open_memory(settings: Settings, clock: Clock) -> AsyncIterator[MemoryH
         await embedder.aclose()  # the OpenAI-compatible embedder holds an httpx client
 
 
+def _load_memory(settings: Settings) -> Embedder:
+    """Run in a thread: import memory's modules (LanceDB, pyarrow) and build the embedder (its model loads)."""
+    import engine.memory_link  # noqa: F401  (seconds of import, kept off the event loop; open_memory uses it)
+    from memory.embedders import build_embedder
+
+    key = os.environ.get(settings.memory.embedder_api_key_env or "") or None
+    return build_embedder(settings.memory, api_key=key)
+
+
+@contextlib.asynccontextmanager
+async def open_memory_late(settings: Settings, clock: Clock, late: LateMemory) -> AsyncIterator[None]:
+    """Open memory in a task beside whatever starts next, into ``late``; close it (or stop opening it) on exit."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def opening() -> None:
+            try:
+                late.open(await stack.enter_async_context(open_memory(settings, clock)))
+            finally:
+                late.settled.set()
+            if late.hooks is not None:
+                log.info("memory open")
+
+        task = asyncio.create_task(opening(), name="memory-open")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
 def build_backends(settings: Settings, clock: Clock, sandbox: Sandbox | None = None) -> dict[str, Backend]:
+    from engine.backends.registry import build_backend
+    from engine.sandbox import Sandbox
+
     sandbox = sandbox or Sandbox.for_settings(settings)
     return {config.name: build_backend(config, clock=clock, sandbox=sandbox) for config in settings.backends}
 
@@ -102,37 +139,69 @@ async def open_services(
     pulse: bool = False,
     backends: dict[str, Backend] | None = None,
     redactor: Redactor | None = None,
+    wait_for_memory: bool = True,
 ) -> AsyncIterator[Services]:
     """Open what an entry point needs, in order, and close it in reverse: store, backends, memory, engine,
     pulse. The CLI asks for the store alone; ``switchboard run`` for everything; tests for what they exercise.
     ``backends`` (default: built from the settings) are closed with the rest. ``redactor`` (default: built from
-    the settings) is the engine's: every backend's traffic and every completion pass it."""
+    the settings) is the one for every exit: the engine's backends and completions, the pulse's credential
+    checks, and what the channels send.
+
+    With ``wait_for_memory=False`` (``switchboard run``) memory opens in the background while the engine, the
+    pulse and the channel start, and they reach it through a ``LateMemory`` once it is open: being ready does not
+    wait seconds for LanceDB and the embedder's model; the jobs started meanwhile get no memories."""
     clock = clock or SystemClock()
+    redactor = redactor or Redactor.from_settings(settings)
     async with contextlib.AsyncExitStack() as stack:
         store = await Store.open(settings.db_path, clock)
         stack.push_async_callback(store.close)
         if backends is None:
             backends = build_backends(settings, clock) if engine or pulse else {}
         stack.push_async_callback(_close_backends, backends)
-        hooks = await stack.enter_async_context(open_memory(settings, clock)) if memory else None
-        running: Engine | None = None
-        if engine:
-            running = Engine(settings, store, backends, clock, hooks=hooks or NoHooks(), redactor=redactor)
-            if hooks is not None:  # memory's consolidation runs as an ordinary job
-                hooks.enqueue = running.submit
-            await running.start()
-            stack.push_async_callback(running.stop)
+        hooks: MemoryHooks | LateMemory | None = None
+        if memory and settings.memory.enabled and not wait_for_memory:
+            from engine.late_memory import LateMemory
+
+            hooks = LateMemory()
+            await stack.enter_async_context(open_memory_late(settings, clock, hooks))
+        elif memory:
+            hooks = await stack.enter_async_context(open_memory(settings, clock))
+        running = await _start_engine(stack, settings, store, backends, clock, hooks, redactor) if engine else None
         trigger: PulseTrigger | None = None
         if pulse:
             # The pulse and schedules: APScheduler triggers ticks; what is due is decided from the database.
+            from engine.pulse import Pulse, PulseTrigger
+
             maintain = hooks.maintain if hooks is not None else None  # memory upkeep, when memory is open
             wake = running.wake if running is not None else None
-            trigger = PulseTrigger(Pulse(settings, store, clock, backends, maintain_memory=maintain, wake=wake))
+            checked: dict[str, Backend] = {name: redactor.backend(backend) for name, backend in backends.items()}
+            trigger = PulseTrigger(Pulse(settings, store, clock, checked, maintain_memory=maintain, wake=wake))
             trigger.start()
             stack.push_async_callback(trigger.shutdown)
         control = Control(settings, store, clock, running)
         commands = CommandRouter(control, extra=memory_commands(hooks))
-        yield Services(settings, clock, store, backends, hooks, running, trigger, control, commands)
+        yield Services(settings, clock, store, backends, hooks, running, trigger, control, commands, redactor)
+
+
+async def _start_engine(
+    stack: contextlib.AsyncExitStack,
+    settings: Settings,
+    store: Store,
+    backends: dict[str, Backend],
+    clock: Clock,
+    hooks: MemoryHooks | LateMemory | None,
+    redactor: Redactor,
+) -> Engine:
+    from engine.loop import Engine
+    from engine.runner import NoHooks
+
+    engine_hooks: EngineHooks = hooks if hooks is not None else NoHooks()
+    running = Engine(settings, store, backends, clock, hooks=engine_hooks, redactor=redactor)
+    if hooks is not None:  # memory's consolidation runs as an ordinary job
+        hooks.enqueue = running.submit
+    await running.start()
+    stack.push_async_callback(running.stop)
+    return running
 
 
 async def _close_backends(backends: dict[str, Backend]) -> None:
@@ -166,10 +235,19 @@ async def _serve(settings: Settings, clock: Clock, console: bool, redactor: Reda
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    from engine.sandbox import Sandbox
+
     sandbox = Sandbox.for_settings(settings)  # before anything is opened: "bwrap" without it refuses to start
     backends = build_backends(settings, clock, sandbox)
     async with open_services(
-        settings, clock=clock, engine=True, memory=True, pulse=True, backends=backends, redactor=redactor
+        settings,
+        clock=clock,
+        engine=True,
+        memory=True,
+        pulse=True,
+        backends=backends,
+        redactor=redactor,
+        wait_for_memory=False,
     ) as services:
         _announce(settings)
         print(f"switchboard: worker sandbox: {sandbox.describe()}", file=sys.stderr, flush=True)

@@ -9,12 +9,10 @@ the command: ``switchboard doctor --config x.toml``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import logging
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from bot import cli_memory, cli_pulse, render
 from bot.cli_common import (
@@ -27,12 +25,17 @@ from bot.cli_common import (
     keep_data_private,
     with_control,
 )
-from engine.control import Control, parse_duration
 from engine.errors import OPERATOR_ERRORS, ConfigError, StoreError, describe_error
-from engine.models import JobState, Priority
-from engine.settings import Settings, load_settings
+from engine.vocab import JobState, Priority
 
-Handler = Callable[[argparse.Namespace, Settings], Awaitable[int]]
+if TYPE_CHECKING:  # annotations only: the parser (and so `--help`) loads neither pydantic nor the settings
+    from engine.control import Control
+    from engine.settings import Settings
+
+    Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+
+# What a command may raise that is told as one line and exit code 1, never a traceback.
+_TOLD_ERRORS: tuple[type[Exception], ...] = (StoreError, *OPERATOR_ERRORS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
+    # Loaded once the command line is understood: `--help` and a usage error answer without them.
+    import asyncio
+    import logging
+
+    from engine.settings import load_settings
+
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings(args.config)
@@ -49,13 +58,14 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(args, describe_error(exc))
     keep_data_private(settings.home)
     try:
-        return asyncio.run(args.func(args, settings))
+        handler: Handler = args.func
+        return asyncio.run(handler(args, settings))
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # output piped into `head`: not an error
         sys.stderr.close()
         return 0
-    except (StoreError, *OPERATOR_ERRORS) as exc:
+    except _TOLD_ERRORS as exc:
         return _fail(args, describe_error(exc))
 
 
@@ -221,6 +231,8 @@ async def _status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _stats(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.control import parse_duration
+
     async def go(control: Control) -> int:
         since = control.clock.now() - parse_duration(args.since)
         stats = await control.store.stats(since)

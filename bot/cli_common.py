@@ -14,10 +14,11 @@ import json
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine.control import Control
-from engine.settings import Settings
+if TYPE_CHECKING:  # annotations only: `switchboard --help` builds the parser without loading the settings
+    from engine.control import Control
+    from engine.settings import Settings
 
 PRIVATE_UMASK = 0o077
 

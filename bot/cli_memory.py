@@ -8,7 +8,6 @@ stderr as one line and the exit code is 1.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,15 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.cli_common import json_flag
-from engine.settings import Settings
 from engine.text import memory_text
-from memory.core import CoreMemory
 from memory.errors import MemoryStoreError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: registering the commands loads neither the settings nor pydantic
+    from engine.settings import Settings
     from memory.semantic import SemanticMemory
 
-Handler = Callable[[argparse.Namespace, Settings], Awaitable[int]]
+    Handler = Callable[[argparse.Namespace, Settings], Awaitable[int]]
 
 
 def register(subparsers: Any) -> None:
@@ -139,6 +137,10 @@ async def _forget(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _core(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio  # after parsing, like the rest of a command's imports
+
+    from memory.core import CoreMemory
+
     core = CoreMemory(settings.home, settings.memory.core_max_bytes)
     if args.set_file:
         source = sys.stdin.read() if args.set_file == "-" else await asyncio.to_thread(

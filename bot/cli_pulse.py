@@ -9,13 +9,15 @@ on stderr and exit code 1 by ``bot.cli.main``.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.cli_common import emit, json_flag, with_control
 from bot.render import job_line, project_line, schedule_line
-from engine.control import Control
 from engine.errors import NotFound
-from engine.settings import Settings
+
+if TYPE_CHECKING:  # annotations only: registering the commands loads neither the settings nor the engine
+    from engine.control import Control
+    from engine.settings import Settings
 
 
 def register(subparsers: Any) -> None:

@@ -4,12 +4,13 @@ arguments and with bad ones."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TypedDict
 
 from bot import render
 from engine.control import Control, parse_duration, parse_job_id
 from engine.errors import OPERATOR_ERRORS, describe_error
 from engine.models import JobState
-from engine.runner import QUESTION_PREFIX
+from engine.vocab import QUESTION_PREFIX
 from engine.workspace import sanitize_name
 
 COMMANDS: dict[str, str] = {
@@ -46,6 +47,17 @@ PROJECTS_USAGE = "Projects: /projects · /projects NAME (with its jobs) · /proj
 Extra = Callable[[str], Awaitable[str]]
 
 
+class _ScheduleSpec(TypedDict):
+    """``/schedule add`` as read: the arguments of ``Control.add_schedule``."""
+
+    name: str
+    text: str
+    type: str
+    every: str | None
+    daily: str | None
+    catch_up: bool
+
+
 class CommandRouter:
     """Maps '/name args' to an answer. Memory, projects and schedules plug in as extra handlers."""
 
@@ -60,7 +72,7 @@ class CommandRouter:
         try:
             if name in self._extra:
                 return await self._extra[name](args)
-            method = getattr(self, f"_cmd_{name}", None)
+            method: Extra | None = getattr(self, f"_cmd_{name}", None)
             if method is None:
                 return f"Unknown command /{name}. Try /help."
             return await method(args)
@@ -162,8 +174,8 @@ class CommandRouter:
             name, _, goal = rest.strip().partition(" ")
             if not name:
                 return f"Which project? {PROJECTS_USAGE}"
-            project = await self._control.add_project(name, goal)
-            return f"Project {project.name} added. Its folder: {project.workspace}"
+            added = await self._control.add_project(name, goal)
+            return f"Project {added.name} added. Its folder: {added.workspace}"
         if args:
             project = await store.get_project(args.strip())
             if project is None:
@@ -199,7 +211,7 @@ class CommandRouter:
         schedule = await self._control.add_schedule(**spec)
         return f"Schedule added: {render.schedule_line(schedule)}"
 
-    async def _parse_schedule(self, rest: str) -> dict[str, object] | str:
+    async def _parse_schedule(self, rest: str) -> _ScheduleSpec | str:
         tokens = rest.split()
         catch_up = "--no-catch-up" not in tokens
         tokens = [t for t in tokens if t != "--no-catch-up"]

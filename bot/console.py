@@ -34,6 +34,7 @@ EOF_NOTE = (
 class ConsoleChannel:
     def __init__(self, services: Services, *, read_stdin: bool = True, interactive: bool | None = None) -> None:
         self._control = services.control
+        self._redact = services.redactor
         self._commands = services.commands
         self._read_stdin = read_stdin
         # A terminal (default: whether stdin is one) gets the prompt and the line-limit warning.
@@ -44,7 +45,7 @@ class ConsoleChannel:
         if self._interactive is None:
             self._interactive = reading and sys.stdin.isatty()
         prompt = PROMPT if self._interactive else None
-        tasks = [asyncio.create_task(deliver_to_console(self._control.store, stop, prompt=prompt))]
+        tasks = [asyncio.create_task(deliver_to_console(self._control.store, stop, self._redact, prompt=prompt))]
         if reading:
             tasks.append(asyncio.create_task(self._read(stop)))
         if ready is not None:
@@ -87,13 +88,14 @@ class ConsoleChannel:
 
 
 async def deliver_to_console(
-    store: Store, stop: asyncio.Event, poll_s: float = 0.2, prompt: str | None = None
+    store: Store, stop: asyncio.Event, redact: Callable[[str], str], poll_s: float = 0.2, prompt: str | None = None
 ) -> None:
-    """Print every due outbox message once and mark it sent (then the prompt again, at a terminal)."""
+    """Print every due outbox message once (through the redactor: the last exit) and mark it sent (then the
+    prompt again, at a terminal)."""
     while not stop.is_set():
         due = await store.outbox_due(limit=50)
         for message in due:
-            print(f"\n{message.text}\n", flush=True)
+            print(f"\n{redact(message.text)}\n", flush=True)
             await store.outbox_mark_sent(message.id, None)
         if due and prompt:
             print(prompt, end="", flush=True)

@@ -1,23 +1,35 @@
 """/memory, /remember and /forget for the command router, over the memory the composition root opened.
 
-With memory disabled (or unavailable) each still answers, saying so.
+With memory disabled (or unavailable) each still answers, saying so; while memory is still opening at start
+(``engine.late_memory``) too.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol
 
 from bot.commands import Extra
 from engine.text import memory_text
 
 if TYPE_CHECKING:  # imports the vector store: only when memory is on
-    from engine.memory_link import MemoryHooks
+    from memory.semantic import SemanticMemory
 
 _OFF = "Memory is off. Enable [memory] in switchboard.toml (it needs the embedder) and restart."
+_NOT_OPEN = (
+    "Memory is not open yet: it opens in the background at start (if this lasts, it could not open: see the log)."
+)
 
 
-def memory_commands(memory: MemoryHooks | None) -> dict[str, Extra]:
-    """The three commands over the open memory; with ``None`` (memory off or unavailable) each says so."""
+class Memory(Protocol):
+    """``MemoryHooks`` (open) or ``LateMemory`` (``semantic`` is None until it has opened)."""
+
+    @property
+    def semantic(self) -> SemanticMemory | None: ...
+
+
+def memory_commands(memory: Memory | None) -> dict[str, Extra]:
+    """The three commands over memory; with ``None`` (memory off or unavailable) each says so."""
     if memory is None:
 
         async def off(args: str) -> str:
@@ -26,9 +38,14 @@ def memory_commands(memory: MemoryHooks | None) -> dict[str, Extra]:
         return {"memory": off, "remember": off, "forget": off}
     from memory.errors import MemoryStoreError
 
-    semantic = memory.semantic
+    def when_open(command: Callable[[SemanticMemory, str], Awaitable[str]]) -> Extra:
+        async def run(args: str) -> str:
+            semantic = memory.semantic
+            return _NOT_OPEN if semantic is None else await command(semantic, args)
 
-    async def search(args: str) -> str:
+        return run
+
+    async def search(semantic: SemanticMemory, args: str) -> str:
         if not args:
             count = await semantic.count()
             return f"{count} memories stored. Search them: /memory QUERY · store one: /remember TEXT"
@@ -37,7 +54,7 @@ def memory_commands(memory: MemoryHooks | None) -> dict[str, Extra]:
             return f"Nothing relevant remembered about {args[:80]!r}."
         return "\n".join(f"{m.record.id} · {m.record.text[:300]}" for m in found)
 
-    async def remember(args: str) -> str:
+    async def remember(semantic: SemanticMemory, args: str) -> str:
         if not args:
             return "What should I remember? /remember TEXT (for example: /remember deploys happen on Fridays)"
         try:
@@ -48,7 +65,7 @@ def memory_commands(memory: MemoryHooks | None) -> dict[str, Extra]:
             return f"Remembered ({outcome.id}). /forget {outcome.id} to undo."
         return f"I already knew that; merged into {outcome.id}."
 
-    async def forget(args: str) -> str:
+    async def forget(semantic: SemanticMemory, args: str) -> str:
         memory_id = args.split()[0] if args.split() else ""
         if not memory_id:
             return "Which memory? /forget ID (find ids with /memory QUERY)"
@@ -58,4 +75,4 @@ def memory_commands(memory: MemoryHooks | None) -> dict[str, Extra]:
             return f"Forgot {memory_id}."
         return f"No memory with id {memory_id}."
 
-    return {"memory": search, "remember": remember, "forget": forget}
+    return {"memory": when_open(search), "remember": when_open(remember), "forget": when_open(forget)}

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from engine.models import Attempt, Event, Job, Project, Review, Schedule
-from engine.store import Stats
+if TYPE_CHECKING:  # annotations only: the command line imports this module before it loads any model
+    from engine.models import Attempt, Event, Job, Project, Review, Schedule
+    from engine.store import Stats
 
 
 def when(ts: float | None) -> str:

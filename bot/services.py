@@ -14,9 +14,11 @@ if TYPE_CHECKING:  # memory_link imports the vector store; only the composition 
     from engine.backends.base import Backend
     from engine.clock import Clock
     from engine.control import Control
+    from engine.late_memory import LateMemory
     from engine.loop import Engine
     from engine.memory_link import MemoryHooks
     from engine.pulse import PulseTrigger
+    from engine.redaction import Redactor
     from engine.settings import Settings
     from engine.store import Store
 
@@ -24,14 +26,16 @@ if TYPE_CHECKING:  # memory_link imports the vector store; only the composition 
 @dataclass(frozen=True)
 class Services:
     """What is open for one process. ``engine``, ``memory`` and ``pulse`` are None where they were not asked
-    for (the CLI runs on the store alone) or, for memory, when it is off or could not open."""
+    for (the CLI runs on the store alone) or, for memory, when it is off or could not open. ``switchboard run``
+    opens memory in the background: there ``memory`` is a ``LateMemory`` whose ``hooks`` appear once it is open."""
 
     settings: Settings
     clock: Clock
     store: Store
     backends: dict[str, Backend]
-    memory: MemoryHooks | None
+    memory: MemoryHooks | LateMemory | None
     engine: Engine | None
     pulse: PulseTrigger | None
     control: Control
     commands: CommandRouter
+    redactor: Redactor  # the last exit: channels pass what they send through it

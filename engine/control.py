@@ -6,19 +6,21 @@ database and the running engine notices them through ``PRAGMA data_version``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine import schedule_times
 from engine.clock import Clock
 from engine.errors import NotFound
 from engine.job_factory import MAX_PROMPT_CHARS, new_job
-from engine.loop import ALIVE_KEY, STOPPED_MARK, Engine
 from engine.models import Job, JobState, Priority, Project, Schedule, Source
-from engine.runner import QUESTION_PREFIX
 from engine.settings import Settings
 from engine.store import NewOutbox, Store
 from engine.text import clean_name, clean_text
+from engine.vocab import ALIVE_KEY, QUESTION_PREFIX, STOPPED_MARK
 from engine.workspace import Workspace
+
+if TYPE_CHECKING:  # the CLI's Control has no engine: the loop, the runner and the backends stay unloaded
+    from engine.loop import Engine
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 # "<epoch seconds> <what is wrong>" written by the operator's channel (Telegram unreachable); "" once it is up.
@@ -196,7 +198,7 @@ class Control:
                     "model": config.model,
                     "simulated": config.simulated,
                     "disabled": bool(state and state.disabled),
-                    "paused_until": state.paused_until if paused else None,
+                    "paused_until": state.paused_until if state and paused else None,
                     "pause_reason": state.pause_reason if state and (paused or state.disabled) else None,
                     "consecutive_failures": state.consecutive_failures if state else 0,
                     "last_error": state.last_error if state else None,

@@ -3,6 +3,9 @@
 Looks, without calling any model, for a logged-in ``claude`` on PATH, provider API keys in the environment and
 a local Ollama (a TCP connect to its port; nothing is sent). Whatever is found becomes the backend list;
 with nothing found Switchboard runs on the simulated set and says so.
+
+What is found comes back as the ``[[backends]]`` tables an operator would have written, and ``load_settings``
+validates them exactly like the file's; so this module needs nothing from ``engine.settings`` (which calls it).
 """
 
 from __future__ import annotations
@@ -12,11 +15,26 @@ import shutil
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-
-from engine.settings import BackendConfig
+from typing import Required, TypedDict
 
 OLLAMA_HOST = "127.0.0.1"
 OLLAMA_PORT = 11434
+
+
+class BackendTable(TypedDict, total=False):
+    """One detected backend: the keys of ``engine.settings.BackendConfig`` that detection fills."""
+
+    name: Required[str]
+    kind: Required[str]
+    family: Required[str]
+    model: str
+    tier: int
+    base_url: str
+    api_key_env: str
+    binary: str
+    subscription: bool
+    price_in_per_mtok: float
+    price_out_per_mtok: float
 
 # (env var, name prefix, base_url, family, [(model, tier, price in, price out)]) for OpenAI-compatible APIs.
 _OPENAI_COMPATIBLE: tuple[tuple[str, str, str, str, list[tuple[str, int, float, float]]], ...] = (
@@ -52,13 +70,13 @@ _OPENAI_COMPATIBLE: tuple[tuple[str, str, str, str, list[tuple[str, int, float, 
 )
 
 
-def detect_backends(env: Mapping[str, str] | None = None, *, ollama_port: int = OLLAMA_PORT) -> list[BackendConfig]:
+def detect_backends(env: Mapping[str, str] | None = None, *, ollama_port: int = OLLAMA_PORT) -> list[BackendTable]:
     env = os.environ if env is None else env
     found = _claude(env) + _anthropic_api(env)
     for variable, prefix, base_url, family, models in _OPENAI_COMPATIBLE:
         if env.get(variable):
             found += [
-                BackendConfig(
+                BackendTable(
                     name=_name(prefix, model),
                     kind="openai",
                     base_url=base_url,
@@ -73,7 +91,7 @@ def detect_backends(env: Mapping[str, str] | None = None, *, ollama_port: int = 
             ]
     if _listening(OLLAMA_HOST, ollama_port):
         found.append(
-            BackendConfig(
+            BackendTable(
                 name="ollama",
                 kind="openai",
                 base_url=f"http://{OLLAMA_HOST}:{ollama_port}/v1",
@@ -90,7 +108,7 @@ def _name(prefix: str, model: str) -> str:
     return short if short.startswith(prefix) else f"{prefix}-{short}"
 
 
-def _claude(env: Mapping[str, str]) -> list[BackendConfig]:
+def _claude(env: Mapping[str, str]) -> list[BackendTable]:
     binary = shutil.which("claude", path=env.get("PATH"))
     if binary is None:
         return []
@@ -99,7 +117,7 @@ def _claude(env: Mapping[str, str]) -> list[BackendConfig]:
     if not logged_in and not env.get("ANTHROPIC_API_KEY"):
         return []
     return [
-        BackendConfig(
+        BackendTable(
             name=f"claude-{model}",
             kind="claude_cli",
             binary=binary,
@@ -112,11 +130,11 @@ def _claude(env: Mapping[str, str]) -> list[BackendConfig]:
     ]
 
 
-def _anthropic_api(env: Mapping[str, str]) -> list[BackendConfig]:
+def _anthropic_api(env: Mapping[str, str]) -> list[BackendTable]:
     if not env.get("ANTHROPIC_API_KEY") or shutil.which("claude", path=env.get("PATH")):
         return []  # with the CLI present, the key already serves the claude_cli workers
     return [
-        BackendConfig(
+        BackendTable(
             name="anthropic-sonnet",
             kind="anthropic",
             api_key_env="ANTHROPIC_API_KEY",

@@ -35,7 +35,7 @@ _CLOSE_RE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})[ \t]*$")
 def _closes(line: str, marker: str) -> bool:
     # CommonMark: the same fence character, at least as many of them, and nothing else on the line.
     match = _CLOSE_RE.match(line)
-    return bool(match) and match.group(1)[0] == marker[0] and len(match.group(1)) >= len(marker)
+    return match is not None and match.group(1)[0] == marker[0] and len(match.group(1)) >= len(marker)
 
 
 def fences(lines: list[str]) -> Iterator[Fence]:

@@ -26,11 +26,10 @@ from engine.routing import Router
 from engine.runner import EngineHooks, JobRunner, NoHooks
 from engine.settings import Settings
 from engine.store import Completion, EngineRunning, GateRefused, LeaseLost, Store, StoreError
+from engine.vocab import ALIVE_KEY, STOPPED_MARK
 from engine.workspace import Workspace
 
 log = logging.getLogger(__name__)
-ALIVE_KEY = "engine:alive"  # "<epoch seconds> <owner>", renewed every sweep; "<...> stopped" after a clean stop
-STOPPED_MARK = "stopped"
 
 
 class Engine:

@@ -1,58 +1,22 @@
-"""Persisted records and the job state machine's vocabulary.
+"""Persisted records (the vocabulary they use, job states and priorities, is in ``engine.vocab``).
 
 Every row the store returns is one of these pydantic models; nothing outside the store sees a tuple.
 """
 
 from __future__ import annotations
 
-from enum import IntEnum, StrEnum
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-
-class JobState(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    REVIEWING = "reviewing"
-    REVISING = "revising"
-    SNOOZED = "snoozed"
-    RETRY_WAIT = "retry_wait"
-    NEEDS_INPUT = "needs_input"
-    NEEDS_HUMAN = "needs_human"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
+# Re-exported: most modules take the vocabulary from here with the records.
+from engine.vocab import JobState as JobState
+from engine.vocab import Priority as Priority
+from engine.vocab import Source as Source
 
 TERMINAL_STATES = frozenset({JobState.DONE, JobState.FAILED, JobState.CANCELLED})
 # States a job waits in until run_after passes, then becomes claimable again.
 WAITING_STATES = frozenset({JobState.SNOOZED, JobState.RETRY_WAIT})
-
-
-class Priority(IntEnum):
-    """Lower runs first. Operator work always goes before everything else."""
-
-    OPERATOR = 0
-    HIGH = 1
-    NORMAL = 2
-    LOW = 3
-
-    @classmethod
-    def parse(cls, text: str) -> Priority:
-        try:
-            return cls[text.strip().upper()]
-        except KeyError:
-            raise ValueError(f"unknown priority {text!r} (operator, high, normal, low)") from None
-
-
-class Source(StrEnum):
-    OPERATOR = "operator"
-    CHAT = "chat"
-    SCHEDULE = "schedule"
-    PULSE = "pulse"
-    REVISION = "revision"
-    SYSTEM = "system"
 
 
 class NewJob(BaseModel):
@@ -124,16 +88,14 @@ class Job(BaseModel):
     finished_at: float | None = None
 
 
-class NewAttempt(BaseModel):
-    """One backend call as the runner records it (``Completion.attempts``); ``Attempt`` is the stored row."""
+class _AttemptFields(BaseModel):
+    """What ``NewAttempt`` and ``Attempt`` share; they differ in whether the call has finished."""
 
     backend: str
     model: str = ""
     family: str = ""
     purpose: str = "make"  # make | review
     started_at: float
-    finished_at: float
-    outcome: str  # "success" or a FailureClass value
     http_status: int | None = None
     retry_after_s: float | None = None
     tokens_in: int = 0
@@ -145,7 +107,14 @@ class NewAttempt(BaseModel):
     error: str | None = None
 
 
-class Attempt(NewAttempt):
+class NewAttempt(_AttemptFields):
+    """One backend call as the runner records it (``Completion.attempts``); ``Attempt`` is the stored row."""
+
+    finished_at: float
+    outcome: str  # "success" or a FailureClass value
+
+
+class Attempt(_AttemptFields):
     id: int
     job_id: int
     finished_at: float | None = None

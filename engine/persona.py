@@ -132,7 +132,7 @@ def _validate_action(
 
 
 def parse_persona_reply(
-    text: str, *, job_types: Iterable[str] | None = None
+    text: object, *, job_types: Iterable[str] | None = None
 ) -> tuple[str, EnqueueAction | NoAction | None, str | None]:
     """Split the persona's reply into (prose for the operator, validated action or None, error or None).
 

@@ -57,7 +57,7 @@ class Skip:
             return f"paused ({self.note}) until {self.until or 0:.0f}"
         if self.reason is SkipReason.DISABLED:
             return f"disabled: {self.note}"
-        return self.reason.value
+        return str(self.reason.value)  # str already; narrowed past two members, mypy loses the value's type
 
 
 @dataclass

@@ -43,12 +43,11 @@ from engine.redaction import redact
 from engine.routing import CHARS_PER_TOKEN, RoutePlan, Router
 from engine.settings import BackendConfig, Settings
 from engine.store import Completion, LeaseLost, NewAttempt, NewOutbox, Store
+from engine.vocab import QUESTION_PREFIX
 from engine.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-# A job waiting in needs_input keeps its worker's question in ``progress`` behind this prefix.
-QUESTION_PREFIX = "Question for the operator: "
 Submit = Callable[[Completion], Awaitable[Job | None]]
 
 

@@ -57,8 +57,9 @@ class ReviewVerdict(BaseModel):
         # the mean is the honest stand-in.
         if isinstance(data, dict) and data.get("score") is None and isinstance(data.get("criteria"), list):
             scores = [c.get("score") for c in data["criteria"] if isinstance(c, dict)]
-            if scores and all(isinstance(s, int | float) and not isinstance(s, bool) for s in scores):
-                data = {**data, "score": round(sum(scores) / len(scores), 1)}
+            numbers = [s for s in scores if isinstance(s, int | float) and not isinstance(s, bool)]
+            if scores and len(numbers) == len(scores):
+                data = {**data, "score": round(sum(numbers) / len(numbers), 1)}
         return data
 
     @field_validator("verdict", mode="before")

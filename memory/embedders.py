@@ -110,7 +110,8 @@ class Embedder(Protocol):
 def _normalise(vectors: np.ndarray) -> np.ndarray:
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
+    normalised: np.ndarray = vectors / np.maximum(norms, 1e-12)
+    return normalised
 
 
 def sanitise_model_id(model_id: str) -> str:
@@ -182,7 +183,8 @@ class MiniLMEmbedder(_Calibrated):
         return await asyncio.to_thread(self._encode, list(texts))
 
     async def embed_query(self, text: str) -> np.ndarray:
-        return (await asyncio.to_thread(self._encode, [text]))[0]
+        row: np.ndarray = (await asyncio.to_thread(self._encode, [text]))[0]
+        return row
 
     async def aclose(self) -> None:
         return None
@@ -204,7 +206,7 @@ class OpenAIEmbedder(_Calibrated):
         calibration: Calibration = OPENAI_CALIBRATION,
     ) -> None:
         headers = {}
-        key = api_key.get_secret_value() if hasattr(api_key, "get_secret_value") else api_key
+        key = api_key if api_key is None or isinstance(api_key, str) else api_key.get_secret_value()
         if key:
             headers["Authorization"] = f"Bearer {key}"
         self._client = httpx.AsyncClient(
@@ -245,7 +247,8 @@ class OpenAIEmbedder(_Calibrated):
         return np.concatenate([await self._post(batch) for batch in batches])
 
     async def embed_query(self, text: str) -> np.ndarray:
-        return (await self._post([text]))[0]
+        row: np.ndarray = (await self._post([text]))[0]
+        return row
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -247,8 +247,8 @@ async def consolidation_request(
         covered.append(ConsolidationCluster(label=label, episode_ids=[e.id for e in episodes]))
     if not covered:
         return None
-    clusters = prompts.untrusted("episode clusters", "\n".join(blocks).rstrip("\n"))
-    prompt = prompts.render("consolidate_batch", clusters=clusters)
+    as_data = prompts.untrusted("episode clusters", "\n".join(blocks).rstrip("\n"))
+    prompt = prompts.render("consolidate_batch", clusters=as_data)
     return ConsolidationRequest(prompt=prompt, clusters=covered)
 
 

@@ -74,7 +74,7 @@ def recency(last_accessed: float, now: float, kind: str, settings: MemorySetting
     half_lives = settings.recency_half_life_days
     half_life_days = half_lives.get(kind, half_lives.get("semantic", 90.0))
     age_days = max(0.0, now - last_accessed) / _DAY_S
-    decayed = 0.5 ** (age_days / max(half_life_days, 1e-9))
+    decayed: float = 0.5 ** (age_days / max(half_life_days, 1e-9))
     return settings.recency_floor + (1.0 - settings.recency_floor) * decayed
 
 

@@ -97,7 +97,7 @@ def _sql_in(ids: Iterable[str]) -> str:
 
 
 def _record(row: dict[str, Any]) -> MemoryRecord:
-    return MemoryRecord(**{name: row.get(name) for name in _FIELDS})
+    return MemoryRecord.model_validate({name: row.get(name) for name in _FIELDS})
 
 
 def _row(record: MemoryRecord, vector: np.ndarray) -> dict[str, Any]:

@@ -77,9 +77,8 @@ def load(name: str) -> str:
     if not resource.is_file():
         known = ", ".join(sorted(_available()))
         raise UnknownPrompt(f"unknown prompt {name!r} (no {file_name} in prompts/; known: {known})")
-    # newline="" keeps the bytes as written, so the cached prefix never changes with the platform.
-    with resource.open("r", encoding="utf-8", newline="") as handle:
-        return handle.read()
+    # Decoded as written (no newline translation), so the cached prefix never changes with the platform.
+    return resource.read_bytes().decode("utf-8")
 
 
 def _available() -> list[str]:

@@ -15,12 +15,12 @@ from collections.abc import Callable
 
 from telegram import BotCommand, Update
 from telegram.error import InvalidToken, NetworkError, TimedOut
-from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
+from telegram.ext import AIORateLimiter, ApplicationBuilder
 from telegram.request import BaseRequest
 
 from bot.commands import COMMANDS
 from bot.services import Services
-from bot.telegram.handlers import Handlers
+from bot.telegram.handlers import Handlers, TelegramApp
 from bot.telegram.live import LiveActivity
 from bot.telegram.sender import OutboxSender
 from bot.telegram.webhook import WebhookServer, webhook_path
@@ -80,7 +80,9 @@ class TelegramChannel:
         self._poll_timeout_s = poll_timeout_s
         self._webhook: WebhookServer | None = None
         self.app = _build_app(settings, token.get_secret_value(), request, get_updates_request, limiter_retries)
-        self.sender = OutboxSender(settings, services.store, self.app.bot, self._clock, poll_s=sender_poll_s)
+        self.sender = OutboxSender(
+            settings, services.store, self.app.bot, self._clock, poll_s=sender_poll_s, redactor=services.redactor
+        )
         self.live = LiveActivity(settings, services.store, self.app.bot, self._clock, tick_s=live_tick_s)
         Handlers(services, self.sender.wake).install(self.app)
 
@@ -194,7 +196,7 @@ def _build_app(
     request: BaseRequest | None,
     get_updates_request: BaseRequest | None,
     limiter_retries: int,
-) -> Application:  # type: ignore[type-arg]
+) -> TelegramApp:
     root = settings.telegram.api_base_url.rstrip("/")
     builder = (
         ApplicationBuilder()

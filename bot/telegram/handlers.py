@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from telegram import Chat, Update
+from telegram import CallbackQuery, Chat, Update
 from telegram.constants import ChatAction, ChatType
 from telegram.error import TelegramError
 from telegram.ext import (
@@ -18,6 +19,8 @@ from telegram.ext import (
     ApplicationHandlerStop,
     CallbackQueryHandler,
     ContextTypes,
+    ExtBot,
+    JobQueue,
     MessageHandler,
     TypeHandler,
     filters,
@@ -30,6 +33,16 @@ from engine.text import clip
 
 log = logging.getLogger(__name__)
 
+# The Application channel._build_app makes: default context types; AIORateLimiter makes its bot an ExtBot[int].
+TelegramApp = Application[
+    ExtBot[int],
+    ContextTypes.DEFAULT_TYPE,
+    dict[Any, Any],
+    dict[Any, Any],
+    dict[Any, Any],
+    JobQueue[ContextTypes.DEFAULT_TYPE],
+]
+
 
 class Handlers:
     """Reach the engine through ``services.control`` (typed, passed in, never looked up by string key)."""
@@ -40,7 +53,7 @@ class Handlers:
         self._operators = frozenset(services.settings.telegram.operator_ids)
         self._allowed_chats = frozenset(services.settings.telegram.allowed_chats)
 
-    def install(self, app: Application) -> None:  # type: ignore[type-arg]
+    def install(self, app: TelegramApp) -> None:
         app.add_handler(TypeHandler(Update, self.guard), group=-1)
         app.add_handler(MessageHandler(filters.COMMAND, self.on_command))
         app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, self.on_text))
@@ -180,9 +193,9 @@ def _chat_of(update: Update) -> Chat | None:
     return update.effective_chat
 
 
-async def _answer_query(query: object, text: str) -> None:
+async def _answer_query(query: CallbackQuery, text: str) -> None:
     try:
-        await query.answer(text[:200])  # type: ignore[attr-defined]
+        await query.answer(text[:200])
     except TelegramError as exc:  # an old query cannot be answered; the action itself was done
         log.info("callback query not answered: %s", exc)
 

@@ -32,7 +32,7 @@ import logging
 from pathlib import Path
 
 import httpx
-from telegram import Bot, InputFile, Message
+from telegram import Bot, InlineKeyboardMarkup, InputFile, Message
 from telegram.constants import ParseMode
 from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError, TimedOut
 
@@ -40,6 +40,7 @@ from bot.console import CONSOLE_CHAT_ID
 from bot.telegram import format as fmt
 from engine.clock import Clock
 from engine.models import TERMINAL_STATES, JobState, OutboxMessage
+from engine.redaction import Redactor
 from engine.schedule_times import in_quiet_hours, zone
 from engine.settings import Settings
 from engine.store import Store
@@ -58,8 +59,19 @@ def retry_after_s(exc: RetryAfter) -> float:
 
 
 class OutboxSender:
-    def __init__(self, settings: Settings, store: Store, bot: Bot, clock: Clock, *, poll_s: float = 0.25) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        bot: Bot,
+        clock: Clock,
+        *,
+        poll_s: float = 0.25,
+        redactor: Redactor | None = None,
+    ) -> None:
         self._settings = settings
+        # The last exit: rows written outside the engine (pulse alerts, command answers) pass it here too.
+        self._redact = redactor or Redactor.from_settings(settings)
         self._store = store
         self._bot = bot
         self._clock = clock
@@ -195,6 +207,7 @@ class OutboxSender:
         return first
 
     async def _deliver_to(self, chat_id: int, message: OutboxMessage) -> int | None:
+        message = message.model_copy(update={"text": self._redact(message.text)})
         payload = message.payload
         markup = fmt.keyboard(payload.get("buttons"))
         if payload.get("chart") == "stats":
@@ -208,7 +221,9 @@ class OutboxSender:
             )
         return sent[0].message_id if sent else None
 
-    async def _send_text(self, chat_id: int, text: str, kind: str, markup: object | None = None) -> list[Message]:
+    async def _send_text(
+        self, chat_id: int, text: str, kind: str, markup: InlineKeyboardMarkup | None = None
+    ) -> list[Message]:
         chunks = fmt.split_text(text)
         sent: list[Message] = []
         for index, chunk in enumerate(chunks):
@@ -218,7 +233,7 @@ class OutboxSender:
                     chat_id,
                     fmt.to_html(chunk, headline=index == 0 and fmt.wants_headline(kind)),
                     parse_mode=ParseMode.HTML,
-                    reply_markup=markup if last else None,  # type: ignore[arg-type]
+                    reply_markup=markup if last else None,
                 )
             )
         return sent
@@ -237,7 +252,7 @@ class OutboxSender:
             text = await asyncio.to_thread(_read_text, Path(job.result_path))
         if not text:
             return None
-        return f"job-{job.id}-result.md", text.encode("utf-8")
+        return f"job-{job.id}-result.md", self._redact(text).encode("utf-8")
 
     async def _send_stats(self, chat_id: int, message: OutboxMessage, since: float) -> int | None:
         from bot import charts  # matplotlib (numpy, fonts): paid by the first chart, not by every start

@@ -21,7 +21,9 @@ from urllib.parse import urlsplit
 
 import tornado.web
 from telegram import Bot, Update
+from tornado.http1connection import HTTP1Connection
 from tornado.httpserver import HTTPServer
+from tornado.httputil import HTTPServerRequest
 from tornado.routing import PathMatches
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ def webhook_path(url: str) -> str:
 
 @tornado.web.stream_request_body
 class _UpdateHandler(tornado.web.RequestHandler):
-    SUPPORTED_METHODS = ("POST",)  # type: ignore[assignment]
+    SUPPORTED_METHODS = ("POST",)
 
     def initialize(self, bot: Bot, queue: asyncio.Queue[object], secret: str, max_body_bytes: int) -> None:
         self._bot = bot
@@ -57,7 +59,7 @@ class _UpdateHandler(tornado.web.RequestHandler):
             raise tornado.web.HTTPError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, reason="body too large")
         # A chunked body has no length up front: data_received stops it at the limit with a 413. Tornado's own
         # cap (a 400 and a closed connection) stays above ours, so ours is the one that answers.
-        self.request.connection.set_max_body_size(16 * self._max_body_bytes)  # type: ignore[attr-defined]
+        _http1(self.request).set_max_body_size(16 * self._max_body_bytes)
 
     def data_received(self, chunk: bytes) -> None:
         if self._finished:
@@ -66,7 +68,7 @@ class _UpdateHandler(tornado.web.RequestHandler):
         if self._size > self._max_body_bytes:  # answer now and hang up: the rest is never read
             log.info("webhook: 413 from %s (a chunked body over %d bytes)", self.request.remote_ip, self._size)
             self.send_error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, reason="body too large")
-            self.request.connection.close()  # type: ignore[union-attr]
+            _http1(self.request).close()
             return
         self._chunks.append(chunk)
 
@@ -99,6 +101,15 @@ class _UpdateHandler(tornado.web.RequestHandler):
             log.info("webhook: %d from %s (%s)", value.status_code, self.request.remote_ip, value.reason)
         else:
             log.error("webhook: handling a request failed: %r", value)
+
+
+def _http1(request: HTTPServerRequest) -> HTTP1Connection:
+    """The request's connection: tornado types it as the HTTPConnection interface (or None); our HTTPServer's
+    connections are HTTP/1, which can cap a body and hang up."""
+    connection = request.connection
+    if not isinstance(connection, HTTP1Connection):
+        raise TypeError(f"not an HTTP/1 connection: {connection!r}")
+    return connection
 
 
 def _within(declared: str, limit: int) -> bool:

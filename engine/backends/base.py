@@ -77,7 +77,8 @@ class CredentialStatus(BaseModel):
 
 
 class Backend(Protocol):
-    config: BackendConfig
+    @property
+    def config(self) -> BackendConfig: ...  # read-only: a wrapper (engine/redaction.py) passes its inner's through
 
     async def run(self, request: BackendRequest, progress: ProgressCallback | None = None) -> BackendResult:
         ...

@@ -121,9 +121,12 @@ class CliEvent(Loose):
         return value if value is None or isinstance(value, str) else json.dumps(value)
 
     def texts(self) -> list[str]:
-        if self.message is None or isinstance(self.message.content, str):
-            return [self.message.content] if self.message and self.message.content else []
-        return [b.text for b in self.message.content if b.type == "text" and b.text]
+        message = self.message
+        if message is None:
+            return []
+        if isinstance(message.content, str):
+            return [message.content] if message.content else []
+        return [b.text for b in message.content if b.type == "text" and b.text]
 
 
 def parse_event(line: str) -> CliEvent | None:

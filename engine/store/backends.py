@@ -74,7 +74,8 @@ class BackendsMixin(StoreCore):
                 "updated_at = ? WHERE name = ?",
                 (error, now, name),
             )
-            return conn.execute("SELECT consecutive_failures FROM backend_state WHERE name = ?", (name,)).fetchone()[0]
+            row = conn.execute("SELECT consecutive_failures FROM backend_state WHERE name = ?", (name,)).fetchone()
+            return int(row[0])
 
         return await self._tx(run)
 

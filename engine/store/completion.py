@@ -55,9 +55,12 @@ class CompletionsMixin(StoreCore):
 
     async def complete(self, completion: Completion) -> Job:
         """Apply a completion fenced on its owner. Raises LeaseLost or GateRefused."""
-        return (await self.complete_many([completion]))[0]
+        result = (await self.complete_many([completion]))[0]
+        if isinstance(result, Exception):  # complete_many already raises a lone completion's failure
+            raise result
+        return result
 
-    async def complete_many(self, completions: list[Completion]) -> list[Job | Exception]:  # type: ignore[misc]
+    async def complete_many(self, completions: list[Completion]) -> list[Job | Exception]:
         """Apply several completions in one transaction; each fails alone (savepoint per completion)."""
 
         def run(conn: sqlite3.Connection, now: float) -> list[Job | Exception]:

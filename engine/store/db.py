@@ -185,7 +185,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT)")
     applied = {row[0] for row in conn.execute("SELECT version FROM schema_version")}
     folder = resources.files("engine.store").joinpath("migrations")
-    scripts = sorted(p for p in folder.iterdir() if p.name.endswith(".sql"))
+    scripts = sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
     for script in scripts:
         version = int(script.name.split("_", 1)[0])
         if version in applied:

@@ -12,7 +12,7 @@ from engine import notices
 from engine.errors import GateRefused
 from engine.models import Attempt, Event, Job, JobState, NewJob, NewOutbox, Priority, Review
 from engine.store.core import StoreCore
-from engine.store.rows import _event, _job, _job_or_none, _review
+from engine.store.rows import _event, _job, _job_or_none, _review, _written_job
 from engine.store.transitions import _CLEAR_LEASE, _set_state
 from engine.store.writes import _add_event, _add_outbox, _enqueue
 
@@ -41,7 +41,8 @@ class JobsMixin(StoreCore):
         limit: int = 50,
         parent_id: int | None = None,
     ) -> list[Job]:
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[str | int] = []
         if states is not None:
             wanted = [s.value for s in states]
             clauses.append(f"state IN ({','.join('?' * len(wanted))})")
@@ -150,7 +151,7 @@ class JobsMixin(StoreCore):
             _set_state(conn, job, to_state, reason, now, extra, owner=owner)
             for message in messages:
                 _add_outbox(conn, message, now)
-            return _job_or_none(conn, job_id)  # type: ignore[return-value]
+            return _written_job(conn, job_id)
 
         try:
             return await self._tx(run)
@@ -182,7 +183,7 @@ class JobsMixin(StoreCore):
                 rows = conn.execute(
                     "SELECT * FROM jobs WHERE state = 'running' AND lease_expires_at < ?", (now,)
                 ).fetchall()
-            swept = []
+            swept: list[Job] = []
             for row in rows:
                 job = _job(row)
                 exhausted = job.attempt + 1 >= job.max_attempts
@@ -200,10 +201,10 @@ class JobsMixin(StoreCore):
                 if exhausted and job.type != "review":  # told like any failure (a review's through its job)
                     error = "the worker was lost (crash or restart) on every attempt"
                     _add_outbox(conn, notices.job_failed(job, "worker_lost", error, []), now)
-                swept.append(_job_or_none(conn, job.id))
+                swept.append(_written_job(conn, job.id))
             return swept
 
-        return await self._tx(run)  # type: ignore[arg-type]
+        return await self._tx(run)
 
     async def add_event(self, job_id: int | None, kind: str, reason: str, data: dict[str, Any] | None = None) -> None:
         await self._tx(lambda conn, now: _add_event(conn, job_id, now, kind, None, None, reason, data))

@@ -18,6 +18,11 @@ def _job_or_none(conn: sqlite3.Connection, job_id: int) -> Job | None:
     return _job(row) if row is not None else None
 
 
+def _written_job(conn: sqlite3.Connection, job_id: int) -> Job:
+    """A job this transaction has just written (so it exists), read back."""
+    return _job(conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+
+
 def _event(row: sqlite3.Row) -> Event:
     values = dict(row)
     values["data"] = json.loads(values["data"] or "{}")

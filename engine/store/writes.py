@@ -8,7 +8,7 @@ import sqlite3
 from typing import Any
 
 from engine.models import Job, JobState, NewJob, NewOutbox, NewReview
-from engine.store.rows import _job, _job_or_none
+from engine.store.rows import _job, _written_job
 
 
 def _enqueue(conn: sqlite3.Connection, new: NewJob, now: float) -> tuple[Job, bool]:
@@ -48,7 +48,8 @@ def _enqueue(conn: sqlite3.Connection, new: NewJob, now: float) -> tuple[Job, bo
             now,
         ),
     )
-    job_id = int(cur.lastrowid)  # type: ignore[arg-type]
+    assert cur.lastrowid is not None  # every INSERT into a rowid table sets it
+    job_id = cur.lastrowid
     _add_event(
         conn,
         job_id,
@@ -59,7 +60,7 @@ def _enqueue(conn: sqlite3.Connection, new: NewJob, now: float) -> tuple[Job, bo
         f"from {new.source.value}",
         {"type": new.type, "priority": new.priority.name.lower()},
     )
-    return _job_or_none(conn, job_id), True  # type: ignore[return-value]
+    return _written_job(conn, job_id), True
 
 
 def _title_from(prompt: str) -> str:

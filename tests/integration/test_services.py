@@ -3,6 +3,7 @@ closed in reverse; and Settings holding the Telegram secrets without ever showin
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -12,10 +13,13 @@ import pytest
 
 from bot.app import open_services
 from bot.doctor import run_checks
+from bot.memory_commands import memory_commands
 from engine.clock import FakeClock
 from engine.errors import ConfigError
+from engine.late_memory import LateMemory
 from engine.memory_link import MemoryHooks
-from engine.models import JobState
+from engine.models import Job, JobState
+from engine.runner import JobContext
 from engine.settings import Settings, default_sim_backends, load_settings
 from engine.store import StoreError
 from tests.conftest import instant, sim_backends
@@ -105,3 +109,36 @@ def test_a_config_file_holding_a_telegram_secret_is_refused(tmp_path: Path) -> N
     with pytest.raises(ConfigError, match="secrets are never in the file") as raised:
         load_settings(config)
     assert TOKEN not in str(raised.value)
+
+
+async def test_run_opens_memory_in_the_background_and_hands_it_over_once_open(tmp_path: Path) -> None:
+    """`switchboard run` does not wait for LanceDB and the embedder: the engine runs at once on a LateMemory."""
+    settings = _settings(tmp_path, engine={"shutdown_grace_s": 0})
+    clock = FakeClock()
+    backends = sim_backends(settings, clock)
+    async with open_services(
+        settings, clock=clock, engine=True, memory=True, pulse=True, backends=backends, wait_for_memory=False
+    ) as s:
+        assert isinstance(s.memory, LateMemory) and s.engine is not None and s.pulse is not None
+        await asyncio.wait_for(s.memory.settled.wait(), timeout=120)
+        assert isinstance(s.memory.hooks, MemoryHooks)
+        assert s.memory.hooks.enqueue == s.engine.submit  # consolidation still runs as a job
+        assert (await s.commands.handle("/memory")).startswith("0 memories stored")
+        assert "pruned 0 old episode(s)" in await s.memory.maintain()
+
+
+async def test_until_memory_is_open_jobs_get_no_memories_and_the_commands_say_so(tmp_path: Path) -> None:
+    late = LateMemory()
+    job = Job.model_validate(
+        {
+            "id": 1, "type": "analysis", "title": "t", "prompt": "p", "source": "operator", "priority": 2,
+            "state": "running", "tier": 3, "run_after": 0.0, "max_attempts": 3, "max_revisions": 2,
+            "created_at": 0.0, "updated_at": 0.0,
+        }
+    )
+    assert await late.context_for(job) == JobContext()
+    await late.job_finished(job)  # nothing to record it in: no error
+    assert await late.maintain() == "memory not open yet"
+    assert "not open yet" in await memory_commands(late)["memory"]("deploys")
+    late.open(None)  # it could not open
+    assert late.settled.is_set() and await late.maintain() == "memory unavailable"

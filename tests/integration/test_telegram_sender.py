@@ -14,6 +14,7 @@ from bot import render
 from bot.telegram.sender import OutboxSender
 from engine.clock import FakeClock
 from engine.models import NewOutbox
+from engine.redaction import Redactor
 from engine.settings import Settings
 from engine.store import Store
 from tests.fakes.fake_telegram import FakeTelegram
@@ -69,3 +70,21 @@ async def test_a_failure_before_delivery_is_still_retried(
     assert await sender.drain_once() == 1
     assert [m.text for m in fake.messages_to(CHAT)] == ["try again"]
     assert (await store.stats(since=0)).uncertain_sends == 0
+
+
+async def test_rows_written_outside_the_engine_are_redacted_on_the_way_out(
+    settings: Settings, store: Store, clock: FakeClock, fake: FakeTelegram, bot: Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pulse alert or a command answer is not a Completion: the sender is the last exit, and it redacts."""
+    key = "sk-live-0123456789abcdefghijklmnop"
+    monkeypatch.setenv("SWITCHBOARD_TEST_KEY", key)
+    configured = settings.model_copy(
+        update={"backends": [settings.backends[0].model_copy(update={"api_key_env": "SWITCHBOARD_TEST_KEY"})]}
+    )
+    sender = OutboxSender(configured, store, bot, clock, redactor=Redactor.from_settings(configured))
+    token = "123456789:AAHfakeFAKEfake_tokenTOKEN-token0123456"
+    await _queue(store, "alert", f"Backend said: invalid key {key}; bot {token}")
+    assert await sender.drain_once() == 1
+    [sent] = fake.messages_to(CHAT)
+    assert key not in sent.text and token not in sent.text
+    assert sent.text.startswith("Backend said: invalid key ***")

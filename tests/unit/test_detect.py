@@ -9,8 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from engine.detect import detect_backends
-from engine.settings import load_settings
+from engine.detect import BackendTable, detect_backends
+from engine.settings import BackendConfig, load_settings
+
+
+def _configs(tables: list[BackendTable]) -> list[BackendConfig]:
+    """Detection returns [[backends]] tables; load_settings validates them like the file's."""
+    return [BackendConfig.model_validate(table) for table in tables]
 
 
 @pytest.fixture
@@ -47,7 +52,7 @@ def test_a_logged_in_claude_gives_three_tiers_of_workers(tmp_path: Path, closed_
     assert detect_backends(env, ollama_port=closed_port) == []  # on PATH but not logged in: not usable
     (tmp_path / ".claude").mkdir()
     (tmp_path / ".claude" / ".credentials.json").write_text("{}")
-    found = detect_backends(env, ollama_port=closed_port)
+    found = _configs(detect_backends(env, ollama_port=closed_port))
     assert [(b.name, b.kind, b.tier, b.subscription) for b in found] == [
         ("claude-opus", "claude_cli", 3, True),
         ("claude-sonnet", "claude_cli", 2, True),
@@ -63,7 +68,7 @@ def test_api_keys_and_a_local_ollama(tmp_path: Path, listening_port: int) -> Non
         "DEEPSEEK_API_KEY": "sk-ds-9Zq",
         "ANTHROPIC_API_KEY": "sk-ant-7Yw",
     }
-    found = {b.name: b for b in detect_backends(env, ollama_port=listening_port)}
+    found = {b.name: b for b in _configs(detect_backends(env, ollama_port=listening_port))}
     assert set(found) == {"anthropic-sonnet", "deepseek-reasoner", "deepseek-chat", "ollama"}
     assert found["deepseek-chat"].api_key_env == "DEEPSEEK_API_KEY" and found["deepseek-chat"].pay_per_token
     assert found["anthropic-sonnet"].kind == "anthropic"

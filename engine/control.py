@@ -16,13 +16,15 @@ from engine.models import Job, JobState, Priority, Project, Schedule, Source
 from engine.settings import Settings
 from engine.store import NewOutbox, Store
 from engine.text import clean_name, clean_text
-from engine.vocab import ALIVE_KEY, QUESTION_PREFIX
+from engine.vocab import ALIVE_KEY, QUESTION_PREFIX, STOPPED_MARK
 from engine.workspace import Workspace
 
 if TYPE_CHECKING:  # the CLI's Control has no engine: the loop, the runner and the backends stay unloaded
     from engine.loop import Engine
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+# "<epoch seconds> <what is wrong>" written by the operator's channel (Telegram unreachable); "" once it is up.
+CHANNEL_PROBLEM_KEY = "channel:problem"
 MAX_JOB_ID = 2**63 - 1  # SQLite's largest integer: a larger id cannot even be looked up
 
 
@@ -203,6 +205,7 @@ class Control:
                 }
             )
         engine = await self._engine_liveness(now)
+        engine["channel_problem"] = await self._channel_problem()
         return {
             "engine": engine,
             "slots": {
@@ -220,13 +223,20 @@ class Control:
             "now": now,
         }
 
+    async def _channel_problem(self) -> dict[str, Any] | None:
+        """What the running engine's channel last said was wrong with it (Telegram unreachable), if anything."""
+        since, _, text = (await self.store.kv_get(CHANNEL_PROBLEM_KEY) or "").partition(" ")
+        return {"since": float(since), "text": text} if text else None
+
     async def _engine_liveness(self, now: float) -> dict[str, Any]:
         """Is a `switchboard run` engine alive on this data folder? It renews its mark every sweep interval."""
-        mark = await self.store.kv_get(ALIVE_KEY)
-        seen_at = float(mark.split(" ", 1)[0]) if mark else None
+        parts = (await self.store.kv_get(ALIVE_KEY) or "").split(" ")
+        seen_at = float(parts[0]) if parts[0] else None
+        stopped = parts[2:] == [STOPPED_MARK]  # a clean stop cleared the mark
         limit_s = 3 * self.settings.engine.sweep_interval_s
-        alive = seen_at is not None and now - seen_at <= limit_s
-        return {"alive": alive, "last_seen": seen_at, "owner": mark.split(" ", 1)[1] if mark and " " in mark else None}
+        alive = seen_at is not None and now - seen_at <= limit_s and not stopped
+        owner = parts[1] if len(parts) > 1 else None
+        return {"alive": alive, "last_seen": seen_at, "owner": owner, "stopped": stopped}
 
     async def pause_backend(self, name: str, hours: float = 24 * 365) -> None:
         self.settings.backend(name)  # KeyError for an unknown name

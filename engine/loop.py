@@ -26,7 +26,7 @@ from engine.routing import Router
 from engine.runner import EngineHooks, JobRunner, NoHooks
 from engine.settings import Settings
 from engine.store import Completion, EngineRunning, GateRefused, LeaseLost, Store, StoreError
-from engine.vocab import ALIVE_KEY
+from engine.vocab import ALIVE_KEY, STOPPED_MARK
 from engine.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,10 @@ class Engine:
         await asyncio.gather(*self._background, return_exceptions=True)
         await self._flush()
         await self._requeue_own_running()
+        try:  # a clean stop clears the liveness mark: `status` says stopped at once, not after three sweeps
+            await self.store.kv_set_if_changed(ALIVE_KEY, f"{self.clock.now():.0f} {self.owner} {STOPPED_MARK}")
+        except Exception:
+            log.exception("could not record the engine's clean stop")
         with contextlib.suppress(Exception):
             await self.store.engine_lease_release(self.owner)
 

@@ -5,21 +5,35 @@ Sources, lowest precedence first: built-in defaults, ``switchboard.toml`` (``--c
 (nested keys with ``__``: ``SWITCHBOARD_ENGINE__MAX_SLOTS=10``). Secrets are never in the file: a backend
 names the environment variable that holds its key (``api_key_env``).
 
-A malformed or contradictory configuration raises ``ConfigError`` with one message naming the key.
+A malformed or contradictory configuration raises ``ConfigError`` with one message naming the key. Every table
+forbids keys it does not know, and an unknown ``SWITCHBOARD_*`` variable is refused the same way, both with a
+"did you mean" when a known key is close; times, time zones and ranges are checked here, so ``doctor`` and
+``run`` refuse the same things with the same line.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from engine.errors import ConfigError
+from engine.schedule_times import parse_hhmm, zone
 from memory.settings import MemorySettings
 
 JOB_TYPES: tuple[str, ...] = (
@@ -39,9 +53,18 @@ JOB_TYPES: tuple[str, ...] = (
 BackendKind = Literal["claude_cli", "codex_cli", "openai", "anthropic", "sim"]
 BOT_TOKEN_ENV = "TELEGRAM_BOT_TOKEN"
 _FILE_SECRETS = ("bot_token", "webhook_secret")
+# SWITCHBOARD_* variables read on purpose outside the Settings fields (the config file's path, binaries, detection).
+ENV_PREFIX = "SWITCHBOARD_"
+OTHER_ENV_NAMES = frozenset({"SWITCHBOARD_CONFIG", "SWITCHBOARD_OLLAMA_MODEL"})
 
 
-class TelegramSettings(BaseModel):
+class _Strict(BaseModel):
+    """A table of switchboard.toml: a key it does not know is an error, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TelegramSettings(_Strict):
     operator_ids: list[int] = Field(default_factory=list)
     # Only private chats with an operator are served; a group or channel is served only when named here.
     allowed_chats: list[int] = Field(default_factory=list)
@@ -58,7 +81,7 @@ class TelegramSettings(BaseModel):
     webhook_secret: SecretStr | None = None
 
 
-class EngineSettings(BaseModel):
+class EngineSettings(_Strict):
     max_slots: int = Field(20, ge=1)
     reserved_operator_slots: int = Field(1, ge=0)
     token_budget_5min: int = Field(2_000_000, ge=1)
@@ -90,7 +113,7 @@ class EngineSettings(BaseModel):
         return self
 
 
-class SimProfile(BaseModel):
+class SimProfile(_Strict):
     """Behaviour of a simulated backend. Deterministic for a given seed."""
 
     latency_ms: float = 200.0
@@ -103,7 +126,7 @@ class SimProfile(BaseModel):
     seed: int = 0
 
 
-class BackendConfig(BaseModel):
+class BackendConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     kind: BackendKind
     model: str = ""
@@ -152,7 +175,7 @@ class BackendConfig(BaseModel):
         return SecretStr(value) if value else None
 
 
-class JobTypeConfig(BaseModel):
+class JobTypeConfig(_Strict):
     tier: int = Field(2, ge=1, le=3)
     review: bool = False
     rubric: str = "default"
@@ -208,14 +231,37 @@ def default_sim_backends() -> list[BackendConfig]:
     ]
 
 
-class PulseSettings(BaseModel):
+class PulseSettings(_Strict):
     interval_min: float = Field(30.0, gt=0)
-    digest_time: str = Field("07:00", pattern=r"^\d{2}:\d{2}$")
-    quiet_hours: str | None = Field(None, pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")
+    digest_time: str = "07:00"
+    quiet_hours: str | None = None
     timezone: str = "UTC"
-    project_idle_hours: float = 12.0
-    stale_job_hours: float = 6.0
-    credential_warn_hours: float = 24.0
+    project_idle_hours: float = Field(12.0, gt=0)
+    stale_job_hours: float = Field(6.0, gt=0)
+    credential_warn_hours: float = Field(24.0, gt=0)
+
+    @field_validator("digest_time")
+    @classmethod
+    def _time_of_day(cls, value: str) -> str:
+        parse_hhmm(value)
+        return value
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _time_range(cls, value: str | None) -> str | None:
+        if value is not None:
+            start, dash, end = value.partition("-")
+            if not dash:
+                raise ValueError(f"not a range of times: {value!r} (HH:MM-HH:MM, e.g. 22:00-07:00)")
+            parse_hhmm(start)
+            parse_hhmm(end)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        zone(value)
+        return value
 
 
 class Settings(BaseSettings):
@@ -252,6 +298,9 @@ class Settings(BaseSettings):
         merged.update(self.job_types)
         self.job_types = merged
         for job_type, chain in self.routing.items():
+            if job_type not in self.job_types:
+                guess = _did_you_mean(job_type, self.job_types)
+                raise ValueError(f"routing.{job_type}: unknown job type {job_type!r}{guess}")
             for name in chain:
                 if name not in names:
                     raise ValueError(f"routing.{job_type}: unknown backend {name!r} (known: {', '.join(names)})")
@@ -366,6 +415,9 @@ def load_settings(config_path: str | os.PathLike[str] | None = None, **overrides
                 f"(${BOT_TOKEN_ENV} for the bot token, $TELEGRAM_WEBHOOK_SECRET or telegram.webhook_secret_env)"
             )
     data.update(overrides)
+    unknown_variable = _unknown_environment_variable(os.environ)
+    if unknown_variable:
+        raise ConfigError(unknown_variable)
     try:
         settings = Settings(**data)
         if settings.detect_backends and not data.get("backends") and settings.simulated_only:
@@ -378,13 +430,87 @@ def load_settings(config_path: str | os.PathLike[str] | None = None, **overrides
         settings._config_path = path.resolve() if path is not None else None
         return settings
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, path)) from None
+        raise ConfigError(_describe(exc, path, data)) from None
 
 
-def _describe(exc: ValidationError, path: Path | None) -> str:
+def _describe(exc: ValidationError, path: Path | None, data: dict[str, Any]) -> str:
     where = f"{path}: " if path else ""
     first = exc.errors()[0]
-    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    message = first["msg"].removeprefix("Value error, ")
+    loc = tuple(first["loc"])
     more = f" (and {exc.error_count() - 1} more problem(s))" if exc.error_count() > 1 else ""
+    if not loc:  # a check across tables: its message names the key
+        return f"{where}{first['msg'].removeprefix('Value error, ')}{more}"
+    key = _key_path(loc, data)
+    if first["type"] == "extra_forbidden":
+        table = _model_at(loc[:-1])
+        known = list(table.model_fields) if table else []
+        return f"{where}unknown setting {key}{_did_you_mean(str(loc[-1]), known)}{more}"
+    message = first["msg"].removeprefix("Value error, ")
     return f"{where}invalid setting {key}: {message}{more}"
+
+
+def _did_you_mean(word: str, known: Any) -> str:
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _key_path(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
+    """``engine.max_slot``; a backend by its name: ``backends[claude].api_key_envv``."""
+    text = ""
+    node: Any = data
+    for part in loc:
+        if isinstance(part, int):
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            name = node.get("name") if isinstance(node, dict) else None
+            text += f"[{name or part}]"
+        else:
+            node = node.get(part) if isinstance(node, dict) else None
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _unwrap(annotation: Any) -> Any:
+    """The model, list or dict inside ``X | None``."""
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) not in (list, dict) and len(args) == 1:
+        return args[0]
+    return annotation
+
+
+def _step(annotation: Any, part: str | int) -> Any:
+    """The type one key below ``annotation`` (a field of a model, an item of a list, a value of a dict)."""
+    annotation = _unwrap(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        field = annotation.model_fields.get(str(part))
+        return field.annotation if field else None
+    if get_origin(annotation) in (list, dict):
+        return get_args(annotation)[-1]
+    return None
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    annotation: Any = Settings
+    for part in loc:
+        annotation = _step(annotation, part)
+    annotation = _unwrap(annotation)
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _unknown_environment_variable(environ: Any) -> str | None:
+    """The first ``SWITCHBOARD_*`` variable naming no setting, as one line; None when all are known."""
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in OTHER_ENV_NAMES or name.endswith("_BIN"):
+            continue
+        annotation: Any = Settings
+        parts = name[len(ENV_PREFIX):].lower().split("__")
+        for depth, part in enumerate(parts):
+            table = _unwrap(annotation)
+            if isinstance(table, type) and issubclass(table, BaseModel) and part not in table.model_fields:
+                close = difflib.get_close_matches(part, list(table.model_fields), n=1, cutoff=0.6)
+                meant = ENV_PREFIX + "__".join([*parts[:depth], *close, *parts[depth + 1:]]).upper()
+                guess = f" (did you mean {meant}?)" if close else ""
+                return f"environment variable {name}: no such setting {'.'.join(parts[:depth + 1])}{guess}"
+            annotation = _step(annotation, part)
+            if annotation is None:
+                break
+    return None

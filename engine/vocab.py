@@ -10,7 +10,8 @@ from __future__ import annotations
 from enum import IntEnum, StrEnum
 
 # The engine's liveness mark in the kv table: "<epoch seconds> <owner>", renewed every sweep interval.
-ALIVE_KEY = "engine:alive"
+ALIVE_KEY = "engine:alive"  # "<epoch seconds> <owner>", renewed every sweep; "<...> stopped" after a clean stop
+STOPPED_MARK = "stopped"
 # A job waiting in needs_input keeps its worker's question in ``progress`` behind this prefix.
 QUESTION_PREFIX = "Question for the operator: "
 

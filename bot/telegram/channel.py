@@ -24,12 +24,15 @@ from bot.telegram.handlers import Handlers, TelegramApp
 from bot.telegram.live import LiveActivity
 from bot.telegram.sender import OutboxSender
 from bot.telegram.webhook import WebhookServer, webhook_path
+from engine.control import CHANNEL_PROBLEM_KEY
 from engine.errors import ChannelRefused
+from engine.redaction import redact
 from engine.settings import BOT_TOKEN_ENV, Settings
 
 log = logging.getLogger(__name__)
 
 ALLOWED_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
+UNREACHABLE_WARN_EVERY_S = 60.0  # an unreachable Telegram is retried on, but said at most once a minute
 
 
 def refusal(settings: Settings) -> str | None:
@@ -71,6 +74,8 @@ class TelegramChannel:
             raise ChannelRefused(f"no bot token: set {BOT_TOKEN_ENV}")
         logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO lines carry the token in URLs
         self._settings = settings
+        self._token = token
+        self._store = services.store
         self._clock = services.clock
         self._poll_timeout_s = poll_timeout_s
         self._webhook: WebhookServer | None = None
@@ -111,22 +116,36 @@ class TelegramChannel:
         """Reach Telegram (getMe). A rejected token is fatal, with a clear message; an unreachable server is
         retried with backoff while the engine keeps working. False when asked to stop meanwhile."""
         delay_s = 1.0
+        warned_at: float | None = None
         while not stop.is_set():
             try:
                 await self.app.initialize()
+                await self._store.kv_set_if_changed(CHANNEL_PROBLEM_KEY, "")
                 return True
             except InvalidToken as exc:
                 raise ChannelRefused(
-                    f"Telegram rejected the bot token in {BOT_TOKEN_ENV} ({exc}); get a new one from @BotFather"
+                    f"Telegram rejected the bot token in {BOT_TOKEN_ENV} ({redact(str(exc), [self._token])}); "
+                    "get a new one from @BotFather"
                 ) from None
             except (NetworkError, TimedOut) as exc:
-                log.warning("Telegram is unreachable (%s); retrying in %.0f s", exc, delay_s)
+                now = self._clock.now()
+                if warned_at is None or now - warned_at >= UNREACHABLE_WARN_EVERY_S:
+                    warned_at = now
+                    await self._say_unreachable(redact(str(exc), [self._token]), now)
             waits = [asyncio.ensure_future(self._clock.sleep(delay_s)), asyncio.ensure_future(stop.wait())]
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             for wait in waits:
                 wait.cancel()
             delay_s = min(delay_s * 2, 60.0)
         return False
+
+    async def _say_unreachable(self, reason: str, now: float) -> None:
+        """Logged, and kept for `switchboard status`, at most once a minute; the retries go on."""
+        log.warning("Telegram is unreachable (%s); still retrying, with backoff up to a minute", reason)
+        try:
+            await self._store.kv_set_if_changed(CHANNEL_PROBLEM_KEY, f"{now:.0f} Telegram is unreachable ({reason})")
+        except Exception as exc:  # the warning above is what matters; status shows the last one it could write
+            log.warning("could not record the channel's problem for status (%s)", type(exc).__name__)
 
     async def _register_commands(self) -> None:
         try:

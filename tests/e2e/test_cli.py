@@ -75,3 +75,51 @@ def test_status_check_fails_without_a_running_engine(home: Path) -> None:
     assert status.returncode == 1
     assert json.loads(status.stdout)["engine"]["alive"] is False
     assert "no running engine" in status.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[engine]\nmax_slot = 10\n", "unknown setting engine.max_slot (did you mean max_slots?)"),
+        ('[pulse]\ntimezone = "Mars/Olympus"\n', "invalid setting pulse.timezone: unknown time zone 'Mars/Olympus'"),
+        ('[pulse]\nquiet_hours = "25:00-07:00"\n', "invalid setting pulse.quiet_hours: not a time of day"),
+    ],
+)
+def test_doctor_and_run_refuse_a_bad_config_with_the_same_line(
+    home: Path, tmp_path: Path, text: str, expected: str
+) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    doctor = _run(home, "doctor", config=config)
+    run = _run(home, "run", "--no-console", config=config)
+    assert doctor.returncode == run.returncode == 1
+    assert doctor.stderr == run.stderr and len(doctor.stderr.splitlines()) == 1
+    assert doctor.stderr.startswith(f"switchboard: configuration error: {config}: {expected}")
+    assert "Traceback" not in doctor.stderr and doctor.stdout == ""
+
+
+def test_an_unknown_switchboard_variable_is_refused_by_the_cli(home: Path) -> None:
+    env = {**os.environ, "SWITCHBOARD_HOME": str(home), "SWITCHBOARD_ENGIN__MAX_SLOTS": "10"}
+    refused = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "doctor"], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    assert refused.returncode == 1 and refused.stderr == (
+        "switchboard: configuration error: environment variable SWITCHBOARD_ENGIN__MAX_SLOTS: no such setting engin "
+        "(did you mean SWITCHBOARD_ENGINE__MAX_SLOTS?)\n"
+    )
+
+
+def test_json_everywhere_and_global_options_after_the_command(home: Path, tmp_path: Path) -> None:
+    missing = _run(home, "jobs", "cancel", "999", "--json")
+    assert missing.returncode == 1 and json.loads(missing.stdout) == {"error": "no job #999"}
+    paused = _run(home, "backends", "pause", "sim-opus", "--json")
+    assert paused.returncode == 0 and json.loads(paused.stdout) == {"backend": "sim-opus", "paused": True}
+    resumed = _run(home, "--json", "backends", "resume", "sim-opus")
+    assert resumed.returncode == 0 and json.loads(resumed.stdout) == {"backend": "sim-opus", "paused": False}
+    config = tmp_path / "x.toml"
+    config.write_text("[engine]\nmax_slot = 3\n")
+    refused = _run(home, "doctor", "--config", str(config), "--json")  # after the command, not only before
+    assert refused.returncode == 1 and "unknown setting engine.max_slot" in json.loads(refused.stdout)["error"]
+    config.write_text("[engine]\nmax_slots = 3\n")
+    status = _run(home, "status", "--config", str(config), "--json")
+    assert json.loads(status.stdout)["slots"]["max"] == 3

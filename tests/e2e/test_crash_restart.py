@@ -436,6 +436,19 @@ async def test_sigterm_during_work_exits_0_within_grace_and_leaves_nothing_runni
 
     assert code == 0, process.err_text()
     assert "stopped cleanly" in process.err_text()
+    # Right after a clean stop, status says so (not "running" until three sweep intervals passed).
+    status = await asyncio.create_subprocess_exec(
+        *_command(config, "status", "--json"), env=_env(home), stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, _ = await asyncio.wait_for(status.communicate(), 30)
+    finally:  # no process left behind if it hung
+        if status.returncode is None:
+            status.kill()
+            await status.communicate()
+    engine_status = json.loads(out)["engine"]
+    assert engine_status["alive"] is False and engine_status["stopped"] is True, out
     assert took <= grace_s + 2.0, f"took {took:.1f}s to stop with a grace of {grace_s}s"
     states = {r[0]: r[1] for r in _query(home, "SELECT state, COUNT(*) FROM jobs GROUP BY state")}
     assert set(states) <= {"done", "queued"}, states

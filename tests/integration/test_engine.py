@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from bot import render
 from engine.backends.base import BackendRequest, BackendResult, CredentialStatus, ProgressCallback, Usage
 from engine.clock import Clock, FakeClock, SystemClock
 from engine.failures import Failure, FailureClass
@@ -505,6 +506,10 @@ async def test_status_knows_whether_an_engine_is_alive(
 
     await eventually(alive)
     await engine.stop(grace_s=0)
+    # A clean stop clears the mark at once: no waiting out three sweep intervals (issue 12: ~90 s of "running").
+    engine_status = (await control.status())["engine"]
+    assert engine_status["alive"] is False and engine_status["stopped"] is True
+    assert render.status_text(await control.status()).startswith("Engine: stopped cleanly (last seen")
     clock.advance(3 * settings.engine.sweep_interval_s + 1)  # no renewal after the engine stopped
     assert (await control.status())["engine"]["alive"] is False
 

@@ -23,8 +23,9 @@ from engine.runner import JobContext
 from engine.settings import Settings, default_sim_backends, load_settings
 from engine.store import StoreError
 from tests.conftest import instant, sim_backends
+from tests.fakes.fake_telegram import FakeTelegram
 
-TOKEN = "123456:the-real-bot-token"
+TOKEN = "123456:the-real-bot-token-never-shown"
 HOOK_SECRET = "the-webhook-secret"
 
 
@@ -95,8 +96,10 @@ def test_settings_read_the_telegram_secrets_and_never_show_them(
 
 async def test_doctor_reads_the_token_from_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TELEGRAM_BOT_TOKEN", raising=False)
-    given = _settings(tmp_path, telegram={"operator_ids": [7], "bot_token": TOKEN})
-    [telegram] = [c for c in await run_checks(given) if c["check"] == "telegram"]
+    async with FakeTelegram(TOKEN) as fake:  # doctor asks Telegram (getMe) whether it accepts the token
+        root = fake.base_url.removesuffix("/bot")
+        given = _settings(tmp_path, telegram={"operator_ids": [7], "bot_token": TOKEN, "api_base_url": root})
+        [telegram] = [c for c in await run_checks(given) if c["check"] == "telegram"]
     assert telegram["ok"] and "token set" in telegram["detail"] and TOKEN not in telegram["detail"]
 
 

@@ -271,9 +271,9 @@ class _ResultText:
         raw = result.result or "; ".join(result.errors) or ""
         return cls(raw=raw, shown=redact(clip(raw or f"{result.subtype or 'error'}", 500), secrets))
 
-    def failure(self, cls: FailureClass, signature: str, *, status: int | None = None,
+    def failure(self, failure_class: FailureClass, signature: str, *, status: int | None = None,
                 resume_at: float | None = None) -> Failure:
-        return Failure(failure_class=cls, message=self.shown, http_status=status, resume_at=resume_at,
+        return Failure(failure_class=failure_class, message=self.shown, http_status=status, resume_at=resume_at,
                        signature=signature)
 
 

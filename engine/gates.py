@@ -15,10 +15,10 @@ from engine import notices
 from engine.backends.base import BackendResult
 from engine.errors import UnparseableReview
 from engine.job_factory import new_job
-from engine.models import Job, JobState, Priority, Source
-from engine.settings import BackendConfig, Settings
+from engine.models import Job, JobState, NewJob, Priority, Source
+from engine.settings import BackendConfig, JobTypeConfig, Settings
 from engine.store import Completion, NewAttempt, NewReview, ParentUpdate, Store
-from engine.verdict import parse_review
+from engine.verdict import ReviewVerdict, parse_review
 from engine.workspace import Workspace
 
 INLINE_RESULT_CHARS = 4000
@@ -78,9 +78,7 @@ async def complete_maker(
     fields = _result_fields(job, config, result, workspace)
     base = Completion(job_id=job.id, owner=owner, to_state=JobState.DONE, reason="", attempts=attempts, fields=fields)
     if not job.review_required:
-        finished = job.model_copy(update=fields)
-        done = notices.job_done(finished, now, backend=config.name, score=None, summary=notices.summarize(result.text))
-        return base.model_copy(update={"reason": f"done by {config.name}", "outbox": [done]})
+        return _done_unreviewed(job, base, config, result, now)
     type_config = settings.job_type(job.type)
     evidence = workspace.test_evidence(job.id) if type_config.require_test_evidence else None
     if type_config.require_test_evidence and evidence is None:
@@ -90,6 +88,34 @@ async def complete_maker(
             config,
             "no test evidence: run the tests and save their output to the checkpoint folder as tests.txt",
         )
+    review = _review_job(settings, type_config, job, config, result, evidence)
+    return base.model_copy(
+        update={
+            "to_state": JobState.REVIEWING,
+            "new_jobs": [review],
+            "reason": f"made by {config.name}; checks passed; review requested",
+        }
+    )
+
+
+def _done_unreviewed(
+    job: Job, base: Completion, config: BackendConfig, result: BackendResult, now: float
+) -> Completion:
+    """No review for this job type: the maker's result is the answer."""
+    finished = job.model_copy(update=base.fields)
+    done = notices.job_done(finished, now, backend=config.name, score=None, summary=notices.summarize(result.text))
+    return base.model_copy(update={"reason": f"done by {config.name}", "outbox": [done]})
+
+
+def _review_job(
+    settings: Settings,
+    type_config: JobTypeConfig,
+    job: Job,
+    config: BackendConfig,
+    result: BackendResult,
+    evidence: str | None,
+) -> NewJob:
+    """The review job for a maker's result: authorship hidden, scored against the job type's rubric."""
     rubric = "rubric_coding" if type_config.rubric == "coding" else "rubric_default"
     review_prompt = prompts.render(
         rubric,
@@ -98,7 +124,7 @@ async def complete_maker(
         evidence=prompts.untrusted("test output", evidence) if evidence else "(not required for this job type)",
         threshold=f"{type_config.threshold:g}",
     )
-    review = new_job(
+    return new_job(
         settings,
         type="review",
         prompt=review_prompt,
@@ -110,13 +136,6 @@ async def complete_maker(
         parent_id=job.id,
         idempotency_key=f"review:{job.id}:{job.revision}",
         maker_family=config.family,
-    )
-    return base.model_copy(
-        update={
-            "to_state": JobState.REVIEWING,
-            "new_jobs": [review],
-            "reason": f"made by {config.name}; checks passed; review requested",
-        }
     )
 
 
@@ -175,9 +194,16 @@ async def complete_review(
         return base.model_copy(update={"reason": "verdict recorded; the reviewed job moved on meanwhile"})
     threshold = settings.job_type(parent.type).threshold
     passed = verdict.passes(threshold)
-    critique = verdict.critique
-    reviewer = attempts[-1]
-    review = NewReview(
+    review = _review_record(parent, attempts[-1], verdict, passed)
+    if passed:
+        return _review_passed(base, review, parent, review_job, verdict)
+    if parent.revision < parent.max_revisions:
+        return _revision_queued(base, review, parent, review_job, verdict, threshold)
+    return _rejected(base, review, parent, verdict)
+
+
+def _review_record(parent: Job, reviewer: NewAttempt, verdict: ReviewVerdict, passed: bool) -> NewReview:
+    return NewReview(
         job_id=parent.id,
         revision=parent.revision,
         reviewer_backend=reviewer.backend,
@@ -187,32 +213,44 @@ async def complete_review(
         score=verdict.score,
         passed=passed,
         verdict=verdict.verdict,
-        critique=critique.strip(),
+        critique=verdict.critique.strip(),
     )
-    if passed:
-        done = notices.job_done(
-            parent,
-            review_job.updated_at,
-            backend=parent.maker_backend,
-            score=verdict.score,
-            summary=parent.result_summary or "",
-        )
-        update = ParentUpdate(job_id=parent.id, to_state=JobState.DONE, reason=f"review passed ({verdict.score:g})")
-        return base.model_copy(update={"reviews": [review], "parent_updates": [update], "outbox": [done]})
-    if parent.revision < parent.max_revisions:
-        updates = [
-            ParentUpdate(
-                job_id=parent.id, to_state=JobState.REVISING, reason=f"review score {verdict.score:g} < {threshold:g}"
-            ),
-            ParentUpdate(
-                job_id=parent.id,
-                to_state=JobState.QUEUED,
-                reason="revision queued",
-                fields={"revision": parent.revision + 1, "run_after": review_job.updated_at},
-            ),
-        ]
-        return base.model_copy(update={"reviews": [review], "parent_updates": updates})
-    ask = notices.needs_human(parent, critique, verdict.score)
+
+
+def _review_passed(
+    base: Completion, review: NewReview, parent: Job, review_job: Job, verdict: ReviewVerdict
+) -> Completion:
+    done = notices.job_done(
+        parent,
+        review_job.updated_at,
+        backend=parent.maker_backend,
+        score=verdict.score,
+        summary=parent.result_summary or "",
+    )
+    update = ParentUpdate(job_id=parent.id, to_state=JobState.DONE, reason=f"review passed ({verdict.score:g})")
+    return base.model_copy(update={"reviews": [review], "parent_updates": [update], "outbox": [done]})
+
+
+def _revision_queued(
+    base: Completion, review: NewReview, parent: Job, review_job: Job, verdict: ReviewVerdict, threshold: float
+) -> Completion:
+    updates = [
+        ParentUpdate(
+            job_id=parent.id, to_state=JobState.REVISING, reason=f"review score {verdict.score:g} < {threshold:g}"
+        ),
+        ParentUpdate(
+            job_id=parent.id,
+            to_state=JobState.QUEUED,
+            reason="revision queued",
+            fields={"revision": parent.revision + 1, "run_after": review_job.updated_at},
+        ),
+    ]
+    return base.model_copy(update={"reviews": [review], "parent_updates": updates})
+
+
+def _rejected(base: Completion, review: NewReview, parent: Job, verdict: ReviewVerdict) -> Completion:
+    """Out of revisions: the operator decides."""
+    ask = notices.needs_human(parent, verdict.critique, verdict.score)
     update = ParentUpdate(
         job_id=parent.id, to_state=JobState.NEEDS_HUMAN, reason=f"rejected after {parent.revision} revision(s)"
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -246,61 +247,90 @@ def classify_cli_result(
     secrets = secrets or []
     if result is None:
         return _no_result(timed_out=timed_out, exit_code=exit_code, stderr=stderr, secrets=secrets)
-    message_text = result.result or "; ".join(result.errors) or ""
-    message = redact(clip(message_text or f"{result.subtype or 'error'}", 500), secrets)
-    lowered = message_text.lower()
-
-    def make(cls: FailureClass, signature: str, *, status: int | None = None,
-             resume_at: float | None = None) -> Failure:
-        return Failure(failure_class=cls, message=message, http_status=status, resume_at=resume_at,
-                       signature=signature)
-
+    text = _ResultText.of(result, secrets)
     if not result.is_error and (result.subtype in (None, "success")):
         if not (result.result or "").strip():
-            return make(FailureClass.EMPTY_OUTPUT, "cli:empty_result")
+            return text.failure(FailureClass.EMPTY_OUTPUT, "cli:empty_result")
         return None
+    return (
+        _api_failure(result, text, rate_limit=rate_limit, now=now, secrets=secrets)
+        or _turn_loop_failure(result, text)
+        or _text_failure(result, text, now=now)
+    )
 
-    # 1. The API error, when the CLI says which.
+
+@dataclass(frozen=True)
+class _ResultText:
+    """The result line's error text: ``raw`` to read, ``shown`` (clipped, redacted) for the operator."""
+
+    raw: str
+    shown: str
+
+    @classmethod
+    def of(cls, result: CliEvent, secrets: list[str]) -> _ResultText:
+        raw = result.result or "; ".join(result.errors) or ""
+        return cls(raw=raw, shown=redact(clip(raw or f"{result.subtype or 'error'}", 500), secrets))
+
+    def failure(self, failure_class: FailureClass, signature: str, *, status: int | None = None,
+                resume_at: float | None = None) -> Failure:
+        return Failure(failure_class=failure_class, message=self.shown, http_status=status, resume_at=resume_at,
+                       signature=signature)
+
+
+def _api_failure(result: CliEvent, text: _ResultText, *, rate_limit: RateLimitInfo | None, now: float,
+                 secrets: list[str]) -> Failure | None:
+    """1. The API error, when the CLI says which."""
     status = result.api_error_status
     rejected = rate_limit if rate_limit is not None and rate_limit.status in (None, "rejected") else None
     if result.api_error == "usage_limit_reached" or (status == 429 and rejected is not None):
-        # The structured resetsAt is exact; the "resets 5:45pm" text is in the CLI's local zone, which we may
-        # not know, so it is only the fallback (read as UTC unless it names its zone).
-        resume_at = parse_resets_at(rejected.resetsAt, now) if rejected else None
-        if resume_at is None:
-            resume_at = parse_resets_text(message_text, now)
-        return make(FailureClass.RATE_LIMITED, f"cli:{result.api_error or 'rate_limit'}", status=status,
-                    resume_at=resume_at or now + DEFAULT_RATE_LIMIT_PAUSE_S)
-    if status is not None:
-        body = json.dumps({"error": {"type": result.api_error_type or "", "message": message_text}})
-        failure = classify_http(status, body, {}, now, secrets=secrets)
-        return failure.model_copy(update={"message": message, "signature": f"cli:{failure.signature}"})
+        return text.failure(FailureClass.RATE_LIMITED, f"cli:{result.api_error or 'rate_limit'}", status=status,
+                            resume_at=_resume_at(rejected, text.raw, now))
+    if status is None:
+        return None
+    body = json.dumps({"error": {"type": result.api_error_type or "", "message": text.raw}})
+    failure = classify_http(status, body, {}, now, secrets=secrets)
+    return failure.model_copy(update={"message": text.shown, "signature": f"cli:{failure.signature}"})
 
-    # 2. How the turn loop ended.
+
+def _resume_at(rejected: RateLimitInfo | None, message_text: str, now: float) -> float:
+    """When a rate limit lifts. The structured resetsAt is exact; the "resets 5:45pm" text is in the CLI's
+    local zone, which we may not know, so it is only the fallback (read as UTC unless it names its zone)."""
+    resume_at = parse_resets_at(rejected.resetsAt, now) if rejected else None
+    if resume_at is None:
+        resume_at = parse_resets_text(message_text, now)
+    return resume_at or now + DEFAULT_RATE_LIMIT_PAUSE_S
+
+
+def _turn_loop_failure(result: CliEvent, text: _ResultText) -> Failure | None:
+    """2. How the turn loop ended."""
     reason = result.terminal_reason or ""
     if result.stop_reason == "refusal" or result.safety_stops:
-        return make(FailureClass.CONTENT_REFUSED, "cli:refusal")
+        return text.failure(FailureClass.CONTENT_REFUSED, "cli:refusal")
     if reason == "prompt_too_long":
-        return make(FailureClass.CONTEXT_OVERFLOW, "cli:prompt_too_long")
+        return text.failure(FailureClass.CONTEXT_OVERFLOW, "cli:prompt_too_long")
     if reason == "budget_exhausted" or result.subtype == "error_max_budget_usd":
-        return make(FailureClass.BUDGET_EXCEEDED, "cli:max_budget_usd")
+        return text.failure(FailureClass.BUDGET_EXCEEDED, "cli:max_budget_usd")
     if reason == "max_turns" or result.subtype == "error_max_turns":
         # The job's turn allowance is a budget too: park it rather than burn the same turns elsewhere.
-        return make(FailureClass.BUDGET_EXCEEDED, "cli:max_turns")
-    # 3. What the text says, by the one phrase table.
-    hinted = classify_text(message_text)
-    if hinted == FailureClass.AUTH and "not logged in" in lowered:
-        return make(hinted, "cli:not_logged_in")
+        return text.failure(FailureClass.BUDGET_EXCEEDED, "cli:max_turns")
+    return None
+
+
+def _text_failure(result: CliEvent, text: _ResultText, *, now: float) -> Failure:
+    """3. What the text says, by the one phrase table; 4. else whatever the subtype says."""
+    hinted = classify_text(text.raw)
+    if hinted == FailureClass.AUTH and "not logged in" in text.raw.lower():
+        return text.failure(hinted, "cli:not_logged_in")
     if hinted == FailureClass.RATE_LIMITED:
-        return make(hinted, _TEXT_SIGNATURES[hinted],
-                    resume_at=parse_resets_text(message_text, now) or now + DEFAULT_RATE_LIMIT_PAUSE_S)
+        return text.failure(hinted, _TEXT_SIGNATURES[hinted], resume_at=_resume_at(None, text.raw, now))
     if hinted is not None:
-        return make(hinted, _TEXT_SIGNATURES.get(hinted, f"cli:{hinted}"))
+        return text.failure(hinted, _TEXT_SIGNATURES.get(hinted, f"cli:{hinted}"))
     if not result.is_error and not (result.result or "").strip():
-        return make(FailureClass.EMPTY_OUTPUT, "cli:empty_result")
-    # 4. Whatever else the subtype says: new to us, so the operator hears about it once.
-    return make(FailureClass.UNKNOWN,
-                f"cli:{result.subtype or 'error'}:{reason or 'none'}:{normalise_signature(message_text)}")
+        return text.failure(FailureClass.EMPTY_OUTPUT, "cli:empty_result")
+    # New to us, so the operator hears about it once.
+    reason = result.terminal_reason or ""
+    return text.failure(FailureClass.UNKNOWN,
+                        f"cli:{result.subtype or 'error'}:{reason or 'none'}:{normalise_signature(text.raw)}")
 
 
 def _no_result(*, timed_out: bool, exit_code: int | None, stderr: str, secrets: list[str]) -> Failure:

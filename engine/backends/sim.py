@@ -45,44 +45,54 @@ class SimBackend:
         self._calls = 0
 
     async def run(self, request: BackendRequest, progress: ProgressCallback | None = None) -> BackendResult:
-        profile = self.config.sim
         self._calls += 1
-        rng = random.Random(f"{profile.seed}:{self.config.name}:{request.job_id}:{self._calls}")
+        rng = random.Random(f"{self.config.sim.seed}:{self.config.name}:{request.job_id}:{self._calls}")
+        latency_ms = await self._work(progress)
+        failure = self._failure(rng)
+        if failure is not None:
+            return BackendResult(model=self.config.model, latency_ms=latency_ms, failure=failure)
+        text = self._answer(request)
+        self._save_test_evidence(request)
+        return self._result(request, text, latency_ms)
+
+    async def _work(self, progress: ProgressCallback | None) -> float:
+        """The profile's latency on the clock, with one progress line; the milliseconds it took."""
         started = self._clock.now()
-        if profile.latency_ms > 0:
-            await self._clock.sleep(profile.latency_ms / 1000.0)
+        if self.config.sim.latency_ms > 0:
+            await self._clock.sleep(self.config.sim.latency_ms / 1000.0)
         if progress is not None:
             await progress(f"{self.config.name} (simulated) working")
-        latency_ms = (self._clock.now() - started) * 1000.0
+        return (self._clock.now() - started) * 1000.0
+
+    def _failure(self, rng: random.Random) -> Failure | None:
+        """A 429 or a server error, as often as the profile says."""
+        profile = self.config.sim
         if rng.random() < profile.rate_limit_rate:
-            return BackendResult(
-                model=self.config.model,
-                latency_ms=latency_ms,
-                failure=Failure(
-                    failure_class=FailureClass.RATE_LIMITED,
-                    http_status=429,
-                    message="simulated 429",
-                    resume_at=self._clock.now() + profile.retry_after_s,
-                    signature="sim:429",
-                ),
+            return Failure(
+                failure_class=FailureClass.RATE_LIMITED,
+                http_status=429,
+                message="simulated 429",
+                resume_at=self._clock.now() + profile.retry_after_s,
+                signature="sim:429",
             )
         if rng.random() < profile.failure_rate:
-            return BackendResult(
-                model=self.config.model,
-                latency_ms=latency_ms,
-                failure=Failure(
-                    failure_class=FailureClass.SERVER_ERROR,
-                    http_status=500,
-                    message="simulated server error",
-                    signature="sim:500",
-                ),
+            return Failure(
+                failure_class=FailureClass.SERVER_ERROR,
+                http_status=500,
+                message="simulated server error",
+                signature="sim:500",
             )
-        text = self._answer(request)
+        return None
+
+    def _save_test_evidence(self, request: BackendRequest) -> None:
         if request.workspace is not None and request.job_type == "coding":
             # Coding work must show test evidence; the simulation's is labelled as such.
             checkpoints = request.workspace / "checkpoints"
             checkpoints.mkdir(parents=True, exist_ok=True)
             (checkpoints / "tests.txt").write_text(f"{label_for(self.config.name)} 1 passed (simulated test run)\n")
+
+    def _result(self, request: BackendRequest, text: str, latency_ms: float) -> BackendResult:
+        profile = self.config.sim
         usage = Usage(input_tokens=profile.tokens_in, output_tokens=profile.tokens_out)
         cost = (
             usage.input_tokens * self.config.price_in_per_mtok + usage.output_tokens * self.config.price_out_per_mtok

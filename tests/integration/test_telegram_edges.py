@@ -3,73 +3,24 @@ that do not fit."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from bot.app import open_services
-from bot.telegram import TelegramChannel
-from engine.clock import FakeClock
-from engine.control import Control
-from engine.settings import Settings, default_sim_backends
-from engine.store import Store
-from tests.conftest import instant
-from tests.fakes.fake_telegram import FakeTelegram
+from tests.integration.telegram_rig import OPERATOR, Rig, TelegramRigs
 
-OPERATOR = 4242
 GROUP = -100123
 
 
-@dataclass
-class Rig:
-    fake: FakeTelegram
-    store: Store
-    control: Control
-
-
 @pytest.fixture
-async def make_rig(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Callable[..., Any]]:
-    cleanups: list[Callable[[], Any]] = []
+def make_rig(telegram_rigs: TelegramRigs) -> Callable[..., Awaitable[Rig]]:
+    """``await make_rig(**telegram_settings)``: a running channel on the fake's real HTTP adapter."""
 
     async def make(**telegram: Any) -> Rig:
-        fake = FakeTelegram()
-        base_url = await fake.start_http()
-        settings = Settings(
-            home=tmp_path / "home",
-            backends=instant(default_sim_backends()),
-            telegram={
-                "operator_ids": [OPERATOR],
-                "api_base_url": base_url.removesuffix("/bot"),
-                "bot_token": fake.token,
-                **telegram,
-            },
-        )
-        stack = contextlib.AsyncExitStack()
-        services = await stack.enter_async_context(open_services(settings, clock=clock))
-        channel = TelegramChannel(
-            services, limiter_retries=0, poll_timeout_s=0.5, sender_poll_s=0.01, live_tick_s=0.05
-        )
-        stop = asyncio.Event()
-        task = asyncio.create_task(channel.run(stop))
-        await fake.wait_for_calls("getUpdates", 1)
+        return await telegram_rigs.start(http=True, telegram=telegram, poll_timeout_s=0.5, live_tick_s=0.05)
 
-        async def cleanup() -> None:
-            stop.set()
-            await asyncio.wait_for(task, 10)
-            await stack.aclose()
-            await fake.aclose()
-
-        cleanups.append(cleanup)
-        return Rig(fake, services.store, services.control)
-
-    yield make
-    for cleanup in reversed(cleanups):
-        await cleanup()
+    return make
 
 
 # ---- which chats are served ---------------------------------------------------------------------------

@@ -34,6 +34,7 @@ class FakeClock:
     def __init__(self, start: float = 1_767_225_600.0) -> None:  # 2026-01-01T00:00:00Z
         self._now = start
         self._changed = asyncio.Event()
+        self.sleepers = 0  # sleeps whose deadline is set: an `advance` from now on counts towards them
 
     def now(self) -> float:
         return self._now
@@ -47,9 +48,13 @@ class FakeClock:
 
     async def sleep(self, seconds: float) -> None:
         deadline = self._now + max(0.0, seconds)
-        while self._now < deadline:
-            self._changed.clear()
-            await self._changed.wait()
+        self.sleepers += 1
+        try:
+            while self._now < deadline:
+                self._changed.clear()
+                await self._changed.wait()
+        finally:
+            self.sleepers -= 1
         await asyncio.sleep(0)
 
 

@@ -21,6 +21,7 @@ from engine.capacity import Capacity
 from engine.clock import Clock
 from engine.errors import describe_error
 from engine.models import Job, JobState, NewJob, Priority
+from engine.passes import Passes
 from engine.redaction import Redactor
 from engine.routing import Router
 from engine.runner import EngineHooks, JobRunner, NoHooks
@@ -72,6 +73,7 @@ class Engine:
         self._store_error = ""  # the store error last told (see _tell_once)
         self._engine_lease_s = 3 * settings.engine.sweep_interval_s  # as `status` judges liveness
         self._lease_lost = False
+        self.passes = Passes()  # dispatch passes of the loop: `passes.next_whole()` waits until it looked again
 
     # ---- public surface -------------------------------------------------------------------------------
 
@@ -150,6 +152,7 @@ class Engine:
     async def _loop(self) -> None:
         while not self._stopping.is_set():
             self._wake.clear()
+            self.passes.begin()
             try:
                 claimed = await self._dispatch()
                 self._store_error = ""
@@ -159,6 +162,7 @@ class Engine:
             except Exception:  # the loop must survive a bad moment
                 log.exception("dispatch failed; retrying on the next wake-up")
                 claimed = 0
+            self.passes.end()
             if claimed and not self._stopping.is_set():
                 await asyncio.sleep(0)
                 continue

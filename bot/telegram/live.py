@@ -20,6 +20,7 @@ from bot.console import CONSOLE_CHAT_ID
 from bot.telegram import format as fmt
 from engine.clock import Clock
 from engine.models import Job, JobState
+from engine.passes import Passes
 from engine.schedule_times import in_quiet_hours, zone
 from engine.settings import Settings
 from engine.store import Store
@@ -49,13 +50,16 @@ class LiveActivity:
         self._typing_at: dict[int, float] = {}
         self._cards: dict[tuple[int, int], _Card] = {}  # (job id, chat id) -> card
         self._tz = zone(settings.pulse.timezone)
+        self.passes = Passes()  # ticks of `run`: `passes.next_whole()` waits until it looked again
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            self.passes.begin()
             try:
                 await self.tick()
             except Exception:
                 log.exception("live activity tick failed")
+            self.passes.end()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self._tick_s)
 

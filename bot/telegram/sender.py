@@ -40,6 +40,7 @@ from bot.console import CONSOLE_CHAT_ID
 from bot.telegram import format as fmt
 from engine.clock import Clock
 from engine.models import TERMINAL_STATES, JobState, OutboxMessage
+from engine.passes import Passes
 from engine.redaction import Redactor
 from engine.schedule_times import in_quiet_hours, zone
 from engine.settings import Settings
@@ -79,6 +80,7 @@ class OutboxSender:
         self._wake = asyncio.Event()
         self._paused_until = 0.0
         self._tz = zone(settings.pulse.timezone)
+        self.passes = Passes()  # drain passes of `run`: `passes.next_whole()` waits until it looked again
 
     def wake(self) -> None:
         """Something was just queued (a command answer): look now instead of at the next poll."""
@@ -89,10 +91,12 @@ class OutboxSender:
         if recovered:
             log.warning("%d message(s) were interrupted mid-send by a previous process; sending again", len(recovered))
         while not stop.is_set():
+            self.passes.begin()
             try:
                 await self.drain_once()
             except Exception:  # the sender must outlive a bad moment (busy database, a bug in one message)
                 log.exception("outbox drain failed")
+            self.passes.end()
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)

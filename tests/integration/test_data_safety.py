@@ -78,9 +78,9 @@ async def test_engine_says_a_store_error_once(
     engine = await make_engine(settings, store, clock)  # type: ignore[operator]
     _connection(store).execute("PRAGMA query_only=ON")
     with caplog.at_level(logging.ERROR, logger="engine.loop"):
-        for _ in range(5):
+        for _ in range(5):  # five whole dispatch passes, each meeting the read-only store
             engine.wake()
-            await asyncio.sleep(0.02)
+            await asyncio.wait_for(engine.passes.next_whole(), 30)
     _connection(store).execute("PRAGMA query_only=OFF")
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1, [r.getMessage() for r in errors]

@@ -98,6 +98,13 @@ async def all_in(store: Store, ids: list[int], state: JobState) -> bool:
     return all([await state_of(store, i) == state for i in ids])
 
 
+async def looked_again(engine: Engine) -> None:
+    """Wake the loop and wait until a whole dispatch pass begun after now has finished: whatever it did not
+    claim then, it would not claim."""
+    engine.wake()
+    await asyncio.wait_for(engine.passes.next_whole(), 30)
+
+
 # ---- slots ------------------------------------------------------------------------------------------------
 
 
@@ -118,7 +125,7 @@ async def test_reserved_operator_slot(
     operator, _ = await engine.submit(analysis(settings, "mine, now", priority=Priority.OPERATOR))
     await eventually(lambda: all_in(store, [operator.id], S.RUNNING))
     assert engine.running_counts() == (1, 19)
-    await asyncio.sleep(0.05)  # the loop had its chance: the 20th background job still waits
+    await looked_again(engine)  # the loop had its chance: the 20th background job still waits
     assert await state_of(store, twentieth.id) == S.QUEUED
     assert engine.running == 20
 
@@ -168,7 +175,7 @@ async def test_backpressure_lets_background_work_trickle(
     ids = [(await store.enqueue(analysis(settings, f"normal {i}")))[0].id for i in range(12)]
     engine = await make_engine(settings, store, clock)
     await eventually(lambda: _count_in(store, ids, S.RUNNING, 4))
-    await asyncio.sleep(0.05)  # the loop had its chance: still only the trickle runs
+    await looked_again(engine)  # the loop had its chance: still only the trickle runs
     assert engine.backpressure
     assert engine.running_counts() == (0, 4)
 
@@ -362,8 +369,7 @@ async def test_all_backends_paused_snoozes_until_earliest_reset(
     assert snoozed.last_failure_class == "rate_limited"
 
     clock.advance(119)
-    engine.wake()
-    await asyncio.sleep(0.05)
+    await looked_again(engine)  # a dispatch pass at 119 s: not due yet
     assert await state_of(store, job.id) == S.SNOOZED
     clock.advance(1)
     engine.wake()

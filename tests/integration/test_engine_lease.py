@@ -94,7 +94,7 @@ async def test_engine_that_lost_its_lease_starts_nothing_more(
     await eventually(noticed)  # type: ignore[operator]
     job, _ = await store.enqueue(new_job(settings, type="analysis", prompt="not for the stalled engine"))
     engine.wake()
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(engine.passes.next_whole(), 30)  # a whole dispatch pass: it claimed nothing
     assert (await store.get_job(job.id)).state == JobState.QUEUED  # type: ignore[union-attr]
     await engine.stop(grace_s=0)
     assert (await store.engine_lease()).owner == "other"  # type: ignore[union-attr]  # stop releases only its own

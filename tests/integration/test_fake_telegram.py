@@ -190,8 +190,10 @@ async def test_get_updates_blocks_until_an_update_arrives(bot: Bot, fake: FakeTe
     started = loop.time()
     poll = asyncio.create_task(bot.get_updates(timeout=5))
     await fake.wait_for_calls("getUpdates", 1)
-    await asyncio.sleep(0.05)
-    assert not poll.done()  # still waiting: a long poll, not an instant empty answer
+    assert await bot.get_me()  # a later request, served in full while the poll is open
+    # still waiting: a long poll, not an instant empty answer (the fake records a request once it answers it)
+    assert [c.method for c in fake.requests][-1] == "getMe" and "getUpdates" not in {c.method for c in fake.requests}
+    assert not poll.done()
     fake.operator_sends_text(OPERATOR, OPERATOR, "wake up")
     [update] = await asyncio.wait_for(poll, 2)
     assert update.message is not None and update.message.text == "wake up"
@@ -215,13 +217,15 @@ async def test_polling_does_not_spin(fake: FakeTelegram, adapter: str) -> None:
         await app.start()
         assert app.updater is not None
         await app.updater.start_polling(timeout=dtm.timedelta(seconds=1), poll_interval=0)
-        await fake.wait_for_calls("getUpdates", 1)
-        before = fake.calls["getUpdates"]
-        await asyncio.sleep(1.0)  # an idle second: at most a couple of long polls
-        idle_calls = fake.calls["getUpdates"] - before
+        loop = asyncio.get_running_loop()
+        begun = await fake.wait_for_calls("getUpdates", 1)
+        await fake.wait_for_calls("getUpdates", begun + 1)  # the next poll begins: nothing came, it was idle
+        started = loop.time()
+        await fake.wait_for_calls("getUpdates", begun + 2)  # and ends (the poller asks again)
+        idle_poll_s = loop.time() - started
         await app.updater.stop()
         await app.stop()
-    assert idle_calls <= 3, f"PTB issued {idle_calls} getUpdates in an idle second: the fake does not long-poll"
+    assert idle_poll_s >= 0.9, f"an idle getUpdates took {idle_poll_s:.3f} s, not its 1 s: the fake does not long-poll"
 
 
 # -- an Application over the HTTP adapter ----------------------------------------------------------------

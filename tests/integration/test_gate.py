@@ -330,7 +330,8 @@ async def test_only_same_family_available_waits_in_reviewing(
         clock.advance(10)
         engine.wake()
         await eventually(lambda: in_state(store, review_job.id, S.SNOOZED, S.RUNNING))
-        await asyncio.sleep(0.02)
+        engine.wake()
+        await asyncio.wait_for(engine.passes.next_whole(), 30)  # the loop looked again: claimed it or left it
         await eventually(snoozed_review)
     assert await in_state(store, job.id, S.REVIEWING)
     assert await store.job_reviews(job.id) == []

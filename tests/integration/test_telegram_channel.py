@@ -60,6 +60,18 @@ async def _claim(store: Store) -> list[Job]:
     return await store.claim("worker", free_slots=5, background_limit=5, lease_s=600)
 
 
+async def _sender_looked(rig: Rig) -> None:
+    """Wake the outbox sender and wait until a whole drain pass begun after now has finished: a row it did
+    not send then is held, not late."""
+    rig.channel.sender.wake()
+    await asyncio.wait_for(rig.channel.sender.passes.next_whole(), 30)
+
+
+async def _cards_looked(rig: Rig) -> None:
+    """Wait until a whole tick of the progress cards begun after now has finished."""
+    await asyncio.wait_for(rig.channel.live.passes.next_whole(), 30)
+
+
 # ---- the persona, end to end in process ---------------------------------------------------------------
 
 
@@ -130,7 +142,7 @@ async def test_strangers_get_nothing_for_messages_or_buttons(make_rig: Any) -> N
     assert [j.id for j in await rig.store.list_jobs()] == [job.id]
 
 
-async def test_a_redelivered_update_never_creates_a_second_job(make_rig: Any) -> None:
+async def test_a_redelivered_update_never_creates_a_second_job(make_rig: Any, eventually: Any) -> None:
     rig: Rig = await make_rig(engine=False)
     update = rig.fake.operator_sends_text(OPERATOR, OPERATOR, "write a haiku about queues")
     await rig.fake.wait_for_delivery()
@@ -138,10 +150,7 @@ async def test_a_redelivered_update_never_creates_a_second_job(make_rig: Any) ->
     async def chat_jobs() -> list[Job]:
         return [j for j in await rig.store.list_jobs() if j.type == "chat"]
 
-    for _ in range(50):
-        if await chat_jobs():
-            break
-        await asyncio.sleep(0.01)
+    await eventually(chat_jobs)
     # Telegram delivers the same update again (a lost offset confirmation, a restart).
     await rig.channel.app.process_update(Update.de_json(update, rig.channel.app.bot))
     await rig.channel.app.process_update(Update.de_json(update, rig.channel.app.bot))
@@ -261,16 +270,16 @@ async def test_a_flood_wait_is_honoured_on_the_injected_clock(make_rig: Any) -> 
     rig.fake.script_flood_wait("sendMessage", retry_after=30)
     await rig.store.add_outbox(notices.alert("outage", "sim-opus is down"))
     await rig.fake.wait_for_calls("sendMessage", 1)
-    await asyncio.sleep(0.1)
+    await _sender_looked(rig)
     assert rig.fake.calls["sendMessage"] == 1 and not rig.fake.sent
     assert await rig.outbox_state("alert:outage") == "pending"
     rig.clock.advance(29)
-    await asyncio.sleep(0.1)
+    await _sender_looked(rig)
     assert rig.fake.calls["sendMessage"] == 1, "sent again before retry_after passed"
     rig.clock.advance(2)
     [alert] = await rig.fake.wait_for_messages(OPERATOR, 1)
     assert "sim-opus is down" in alert.text
-    await asyncio.sleep(0.05)
+    await _sender_looked(rig)
     assert len(rig.fake.sent) == 1 and await rig.outbox_state("alert:outage") == "sent"
 
 
@@ -279,15 +288,12 @@ async def test_a_transient_error_is_retried_with_backoff_and_a_refusal_is_not(ma
     rig.fake.script_error("sendMessage", 502, "Bad Gateway")
     await rig.store.add_outbox(NewOutbox(dedupe_key="t", kind="info", text="after a 502", chat_id=OPERATOR))
     await rig.fake.wait_for_calls("sendMessage", 1)
-    await asyncio.sleep(0.05)
+    await _sender_looked(rig)
     assert not rig.fake.sent
     rig.clock.advance(3)
     await rig.fake.wait_for_messages(OPERATOR, 1)
     await rig.store.add_outbox(NewOutbox(dedupe_key="gone", kind="info", text="to nobody", chat_id=-100))
-    for _ in range(100):
-        if await rig.outbox_state("gone") == "failed":
-            break
-        await asyncio.sleep(0.01)
+    await _sender_looked(rig)  # one attempt, refused: failed at once, not retried
     assert await rig.outbox_state("gone") == "failed"
 
 
@@ -303,7 +309,7 @@ async def test_a_row_left_sending_by_a_dead_process_is_sent_once(
     rig: Rig = await make_rig(engine=False)
     [message] = await rig.fake.wait_for_messages(OPERATOR, 1)
     assert message.text == "interrupted"
-    await asyncio.sleep(0.05)
+    await _sender_looked(rig)
     assert len(rig.fake.sent) == 1 and await rig.outbox_state("stuck") == "sent"
 
 
@@ -356,7 +362,7 @@ async def test_replies_go_out_in_the_order_the_operator_wrote(make_rig: Any) -> 
         )
 
     await answer(jobs[second.id], "answer to the second message")  # the second finishes first
-    await asyncio.sleep(0.1)
+    await _sender_looked(rig)
     assert rig.fake.sent == [], "the second answer waits for the first"
     # In the same batch: a routine notice written after the first answer keeps its place after it.
     await answer(jobs[first.id], "answer to the first message", notices.info("other", "routine", chat_id=OPERATOR))
@@ -372,7 +378,7 @@ async def test_quiet_hours_hold_routine_notices_but_not_urgent_ones_or_the_conve
     await rig.store.add_outbox(notices.alert("cred", "sim-opus credentials expire in 2 h"))
     rig.fake.sends_command(OPERATOR, OPERATOR, "cost")
     messages = await rig.fake.wait_for_messages(OPERATOR, 2)
-    await asyncio.sleep(0.05)
+    await _sender_looked(rig)
     assert sorted(m.text.split()[0] for m in rig.fake.sent) == ["Spend", "⚠️"]
     assert await rig.outbox_state("routine") == "pending"
     rig.clock.advance(7 * 3600)
@@ -388,7 +394,7 @@ async def test_progress_card_is_edited_in_place_throttled_and_only_on_change(mak
     job = await _job(rig.store, rig.settings, chat_id=OPERATOR)
     await _claim(rig.store)
     await rig.store.heartbeat(job.id, "worker", 600, "step 1: reading sources")
-    await asyncio.sleep(0.05)
+    await _cards_looked(rig)
     assert rig.fake.sent == [], "a short job gets no card"
 
     rig.clock.advance(INTERVAL_S)
@@ -396,13 +402,13 @@ async def test_progress_card_is_edited_in_place_throttled_and_only_on_change(mak
     assert "step 1" in card.text and f"Job #{job.id}" in card.text
     await rig.store.heartbeat(job.id, "worker", 600, "step 2: writing")
     rig.clock.advance(INTERVAL_S / 2)
-    await asyncio.sleep(0.1)
+    await _cards_looked(rig)
     assert rig.fake.edits == [], "edits are throttled"
     rig.clock.advance(INTERVAL_S / 2)
     [edit] = await rig.fake.wait_for_edits(OPERATOR, 1)
     assert edit.message_id == card.message_id and edit.text is not None and "step 2" in edit.text
     rig.clock.advance(INTERVAL_S * 0.4)  # same minute, same progress: nothing to edit
-    await asyncio.sleep(0.1)
+    await _cards_looked(rig)
     assert len(rig.fake.edits) == 1
 
     await rig.store.complete(

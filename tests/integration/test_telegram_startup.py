@@ -19,6 +19,7 @@ from engine.loop import ALIVE_KEY
 from engine.settings import Settings, default_sim_backends
 from tests.conftest import instant
 from tests.fakes.fake_telegram import FakeTelegram
+from tests.fakes.scenario import wait_for
 
 OPERATOR = 4242
 Eventually = Callable[..., Awaitable[Any]]
@@ -94,7 +95,7 @@ async def test_an_unreachable_telegram_is_retried_until_it_answers(tmp_path: Pat
             task = asyncio.create_task(channel.run(stop))
             try:
                 await fake.wait_for_calls("getMe", 1)
-                await asyncio.sleep(0.05)
+                await wait_for(lambda: asyncio.sleep(0, clock.sleepers == 1), 30, "the channel's backoff sleep")
                 assert fake.calls["getMe"] == 1 and fake.calls["getUpdates"] == 0  # waiting 1 s of fake time
                 clock.advance(1.0)
                 await fake.wait_for_calls("getMe", 2)

@@ -38,6 +38,7 @@ test: $(VENV)/.installed $(CLAUDE_BIN) lint typecheck
 bench: $(VENV)/.installed
 	$(PY) bench/engine_bench.py
 	$(PY) bench/memory_bench.py
+	$(PY) bench/cold_start.py --runs 11 --starts 3
 
 clean:
 	rm -rf $(VENV) .tools

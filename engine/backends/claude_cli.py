@@ -1,6 +1,6 @@
 """The ``claude_cli`` backend: one fresh ``claude -p`` process per job, its stream-json output parsed line by line.
 
-What the real CLI (pinned 2.1.332) prints is in ``tests/fixtures/claude-code/`` (captured from the real CLI). The final ``result`` line
+What the real CLI (pinned 2.1.332) prints is captured in ``tests/fixtures/claude-code/``. The final ``result`` line
 carries text, usage, cost and session id; its error fields are read in this order (the CLI reports
 ``"subtype": "success"`` even on API errors):
 

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.configs import sim_backends_toml
+
 ROOT = Path(__file__).resolve().parents[2]
 # Imported only by the code paths that use them: memory search (LanceDB, pyarrow, numpy, the embedder), the
 # Telegram channel (python-telegram-bot), its charts (matplotlib) and the running engine's pulse (APScheduler).
@@ -133,24 +135,9 @@ def test_help_and_usage_errors_load_neither_pydantic_nor_asyncio(argv: list[str]
     }
 
 
-SIM_CONFIG = """\
-[memory]
-enabled = true
-
-[[backends]]
-name = "sim-opus"
-kind = "sim"
-model = "sim-opus"
-family = "anthropic"
-tier = 3
-
-[[backends]]
-name = "sim-gpt"
-kind = "sim"
-model = "sim-gpt"
-family = "openai"
-tier = 3
-"""
+SIM_CONFIG = "\n".join(
+    ["[memory]", "enabled = true", "", *sim_backends_toml([("sim-opus", "anthropic", 3, 0.0), ("sim-gpt", "openai", 3, 0.0)])]
+)
 # Only `switchboard run` opens the engine, the backends and the pulse; the other commands open the store alone.
 ENGINE_ONLY = {"engine.loop", "engine.runner", "engine.gates", "engine.backends", "engine.pulse", "engine.memory_link"}
 

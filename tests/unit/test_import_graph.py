@@ -135,9 +135,8 @@ def test_help_and_usage_errors_load_neither_pydantic_nor_asyncio(argv: list[str]
     }
 
 
-SIM_CONFIG = "\n".join(
-    ["[memory]", "enabled = true", "", *sim_backends_toml([("sim-opus", "anthropic", 3, 0.0), ("sim-gpt", "openai", 3, 0.0)])]
-)
+SIM_BACKENDS = [("sim-opus", "anthropic", 3, 0.0), ("sim-gpt", "openai", 3, 0.0)]
+SIM_CONFIG = "\n".join(["[memory]", "enabled = true", "", *sim_backends_toml(SIM_BACKENDS)])
 # Only `switchboard run` opens the engine, the backends and the pulse; the other commands open the store alone.
 ENGINE_ONLY = {"engine.loop", "engine.runner", "engine.gates", "engine.backends", "engine.pulse", "engine.memory_link"}
 

@@ -43,7 +43,7 @@ def plan_arrivals(scenario: Scenario, job_types: list[str], seed: int) -> list[A
         if name not in job_types:
             raise ConfigError(f"scenario {scenario.name}: invalid key workload.mix.{name}: unknown job type "
                               f"(the configuration knows: {', '.join(job_types)})")
-    rng = random.Random(f"drill:{seed}:{scenario.name}")
+    rng = random.Random(f"drill:{seed}")  # not the name: every scenario with this workload gets the same arrivals
     span = scenario.span_s
     count = round(workload.jobs_per_day * scenario.hours / 24)
     types = sorted(workload.mix)

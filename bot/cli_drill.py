@@ -7,7 +7,6 @@ The drill runs the real engine on simulated twins of the configured backends in 
 from __future__ import annotations
 
 import argparse
-import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +28,8 @@ def register(subparsers: Any) -> None:
 
 
 async def _drill(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
     from engine.drill import load_scenario, report_text, run_drill
 
     report = await run_drill(settings, load_scenario(args.scenario), seed=args.seed, without=args.without)

@@ -175,11 +175,11 @@ def _routing(facts: DrillFacts) -> dict[str, Any]:
 def _notifications(facts: DrillFacts) -> dict[str, Any]:
     seen: set[tuple[str, int | None, str]] = set()
     done_jobs: set[int] = set()
-    duplicates = 0
+    duplicates: list[str] = []
     for message in facts.outbox:
         key = (message.kind, message.job_id, message.text)
-        again = key in seen or (message.kind == "job_done" and message.job_id in done_jobs)
-        duplicates += again
+        if key in seen or (message.kind == "job_done" and message.job_id in done_jobs):
+            duplicates.append(f"{facts.at(message.created_at)} {message.kind} {message.text.splitlines()[0][:120]}")
         seen.add(key)
         if message.kind == "job_done" and message.job_id is not None:
             done_jobs.add(message.job_id)
@@ -189,7 +189,8 @@ def _notifications(facts: DrillFacts) -> dict[str, Any]:
         "notifications_by_kind": dict(sorted(Counter(m.kind for m in facts.outbox).items())),
         "alerts": len(alerts),
         "alert_log": [f"{facts.at(m.created_at)} {m.text.splitlines()[0][:150]}" for m in alerts],
-        "duplicate_notifications": duplicates,
+        "duplicate_notifications": len(duplicates),
+        "duplicate_log": duplicates[:20],
     }
 
 

@@ -173,3 +173,15 @@ def test_the_command_prints_one_json_document(tmp_path: Path, monkeypatch: pytes
     assert not (tmp_path / "home" / "switchboard.db").exists()
     assert main(["drill", "no-such-scenario", "--json"]) == 1
     assert "unknown scenario 'no-such-scenario'" in json.loads(capsys.readouterr().out)["error"]
+
+
+async def test_calls_in_flight_when_an_outage_starts_do_not_announce_a_recovery(two: Settings) -> None:
+    """Found by a drill: calls started before an outage still succeed after the circuit opened. They prove
+    nothing about the backend now, so they must not tell the operator it recovered (and then that it fails
+    again): one alert when the circuit opens, one notice when a call started after it succeeds."""
+    busy = HOUR.replace("jobs_per_day = 720", "jobs_per_day = 2880").replace("latency_s = 10", "latency_s = 600")
+    scenario = parse_scenario(busy + _incident(backend="alpha", start="00:10", minutes=30, kind="outage"))
+    report = await run_drill(two, scenario)
+    assert (report["failed"], report["still_open"]) == (0, 0)
+    assert report["alerts"] == 1 and report["duplicate_notifications"] == 0, report["alert_log"]
+    assert report["notifications_by_kind"]["info"] == 1  # "Backend alpha recovered.", after the outage

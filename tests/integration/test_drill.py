@@ -8,12 +8,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from telegram import Bot
 
+from bot.app import open_services
+from bot.charts import drill_chart_png
 from bot.cli import main
+from bot.telegram.sender import OutboxSender
+from engine.clock import FakeClock
 from engine.drill import run_drill
 from engine.drill.scenario import parse_scenario
 from engine.errors import ConfigError
+from engine.models import NewOutbox
 from engine.settings import BackendConfig, Settings
+from engine.store import Store
+from tests.fakes.fake_telegram import FakeTelegram
 
 # 30 analysis jobs (tier 2, no review) in one hour; every call takes 10 s and uses 1,000 tokens in, 500 out.
 HOUR = """
@@ -185,3 +193,41 @@ async def test_calls_in_flight_when_an_outage_starts_do_not_announce_a_recovery(
     assert (report["failed"], report["still_open"]) == (0, 0)
     assert report["alerts"] == 1 and report["duplicate_notifications"] == 0, report["alert_log"]
     assert report["notifications_by_kind"]["info"] == 1  # "Backend alpha recovered.", after the outage
+
+
+async def test_drill_from_chat_runs_in_the_background_and_sends_its_report_with_a_chart(two: Settings) -> None:
+    async with open_services(two) as services:
+        assert (await services.commands.handle("/drill")).startswith("Which drill? /drill NAME, one of:")
+        assert (await services.commands.handle("/drill /etc/passwd")).startswith("Which drill?")  # shipped only
+        assert (await services.commands.handle("/drill quiet")).startswith("Drill quiet started: 24 simulated")
+        assert (await services.commands.handle("/drill seed-day")).startswith("A drill is already running")
+        await services.commands.drills.wait()
+        [message] = [m for m in await services.store.outbox_all() if m.dedupe_key.startswith("drill:quiet:")]
+    assert message.text.startswith("Drill quiet (seed 0, 24 h simulated") and "0 duplicates" in message.text
+    chart = Path(str(message.payload["photo_path"]))
+    assert chart.parent == two.home / "drills" and _png(chart)
+
+
+async def test_the_sender_attaches_a_drills_chart(settings: Settings, store: Store, clock: FakeClock,
+                                                 tmp_path: Path) -> None:
+    report = await run_drill(Settings(home=tmp_path / "h", backends=[_backend("beta", "b", 0.5, 1.0)]),
+                             parse_scenario(HOUR))
+    png = drill_chart_png(report)
+    chart = _written(tmp_path / "drill.png", png)
+    await store.add_outbox(NewOutbox(dedupe_key="drill:x", kind="command", text="Drill hour ...", chat_id=4242,
+                                     payload={"photo_path": str(chart)}))
+    async with FakeTelegram() as fake:
+        async with Bot(fake.token, base_url=fake.base_url, base_file_url=fake.base_file_url) as bot:
+            assert await OutboxSender(settings, store, bot, clock).drain_once() == 1
+        [photo] = fake.sent_photos
+        assert photo.file is not None and photo.file.content == png
+        assert [m.text for m in fake.messages_to(4242) if m.kind != "photo"] == ["Drill hour ..."]
+
+
+def _png(path: Path) -> bool:
+    return path.read_bytes().startswith(b"\x89PNG")
+
+
+def _written(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    return path

@@ -88,20 +88,26 @@ async def _simulate(drill: Settings, scenario: Scenario, windows: list[Window], 
         while True:
             await settle()
             now = clock.now()
+            acted = False
             while pending and DAY0 + pending[-1].at_s <= now:
                 workload_ids += await _submit(pending.pop(), drill, engine, control, chat_id)
+                acted = True
             if pulse_due <= now:
-                await settle()
+                if acted:
+                    await settle()  # the pulse looks at a quiet system: nothing runs beside it
                 await pulse.tick()
                 pulse_runs += 1
                 engine.wake()
                 pulse_due = max(await pulse.next_due_at(), now + 1.0)
+                acted = True
             if next_tick <= now:
                 engine.wake()
                 next_tick = now + tick_s
                 if now >= arrivals_end and await _all_settled(store):
                     break
-            await settle()  # what arrived, ticked or woke acts at this moment, before the clock moves on
+                acted = True
+            if acted:
+                continue  # what arrived, ticked or woke acts at this moment before the clock moves on
             upcoming = [t for t in (clock.next_deadline(), pulse_due, next_tick) if t is not None]
             if pending:
                 upcoming.append(DAY0 + pending[-1].at_s)

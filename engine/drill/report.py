@@ -6,6 +6,7 @@ was told (and whether anything twice), read from the store after the run.
 
 Definitions:
 
+- ``failed_another_could_do``: failed work jobs whose chain held a backend no incident touched at the time.
 - work jobs: every job but the persona's chat turns and the gate's review jobs (the workload's jobs and the
   jobs the persona queued for the operator). ``submitted``, ``done``, ``failed``, ``needs_human`` and
   ``still_open`` count work jobs; ``completion_rate`` is done / submitted.
@@ -100,12 +101,20 @@ def _outcomes(facts: DrillFacts) -> dict[str, Any]:
         "done": done,
         "failed": len(failed),
         "failed_by_class": dict(sorted(Counter(j.last_failure_class or "unknown" for j in failed).items())),
+        "failed_another_could_do": sum(1 for j in failed if _another_could_do(facts, j)),
         "needs_human": states[JobState.NEEDS_HUMAN],
         "needs_input": states[JobState.NEEDS_INPUT],
         "cancelled": states[JobState.CANCELLED],
         "still_open": sum(n for s, n in states.items() if s in _OPEN_STATES),
         "completion_rate": round(done / len(work), 4) if work else 0.0,
     }
+
+
+def _another_could_do(facts: DrillFacts, job: Job) -> bool:
+    """A twin can do any job: one of its chain that no incident touched when it failed could have done it."""
+    when = job.finished_at or facts.ended_at
+    hit = {name for w in facts.windows if w.active(when) for name in w.names}
+    return any(name not in hit for name in facts.settings.chain_for(job.type))
 
 
 def _money(facts: DrillFacts) -> dict[str, Any]:

@@ -4,6 +4,9 @@ expectations, incidents of each kind, --without, determinism, and the command li
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from engine.errors import ConfigError
 from engine.models import NewOutbox
 from engine.settings import BackendConfig, Settings
 from engine.store import Store
+from tests.e2e.configs import REPO
 from tests.fakes.fake_telegram import FakeTelegram
 
 # 30 analysis jobs (tier 2, no review) in one hour; every call takes 10 s and uses 1,000 tokens in, 500 out.
@@ -165,9 +169,7 @@ def test_the_command_prints_one_json_document(tmp_path: Path, monkeypatch: pytes
                                               capsys: pytest.CaptureFixture[str]) -> None:
     scenario = tmp_path / "hour.toml"
     scenario.write_text(HOUR, encoding="utf-8")
-    config = tmp_path / "switchboard.toml"
-    config.write_text('[[backends]]\nname = "alpha"\nkind = "sim"\nfamily = "a"\n\n'
-                      '[[backends]]\nname = "beta"\nkind = "sim"\nfamily = "b"\n', encoding="utf-8")
+    config = _two_config(tmp_path)
     monkeypatch.setenv("SWITCHBOARD_HOME", str(tmp_path / "home"))
     chart = tmp_path / "drill.png"
     code = main(["drill", str(scenario), "--config", str(config), "--without", "alpha", "--seed", "3", "--json",
@@ -231,3 +233,32 @@ def _png(path: Path) -> bool:
 def _written(path: Path, content: bytes) -> Path:
     path.write_bytes(content)
     return path
+
+
+def test_the_report_is_the_same_whatever_the_interpreter_hashes_with(tmp_path: Path) -> None:
+    """Determinism across processes: string hashing is randomised per interpreter, and no set or dict order
+    may leak into the drill."""
+    scenario = tmp_path / "hour.toml"
+    scenario.write_text(HOUR.replace("jobs_per_day = 720", "jobs_per_day = 720\noperator_messages = 4")
+                        + _incident(role="primary", start="00:15", minutes=20, kind="outage"), encoding="utf-8")
+    reports = []
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(REPO),
+               "SWITCHBOARD_HOME": str(tmp_path / "home")}
+        env.pop("SWITCHBOARD_CONFIG", None)
+        command = [sys.executable, "-m", "bot.cli", "drill", str(scenario), "--config", str(_two_config(tmp_path)),
+                   "--json"]
+        done = subprocess.run(command, env=env,
+                              capture_output=True, text=True, timeout=120, check=True)
+        report = json.loads(done.stdout)
+        report.pop("wall_s")
+        reports.append(report)
+    assert reports[0] == reports[1]
+    assert reports[0]["submitted"] >= 30
+
+
+def _two_config(folder: Path) -> Path:
+    config = folder / "switchboard.toml"
+    config.write_text('[[backends]]\nname = "alpha"\nkind = "sim"\nfamily = "a"\n\n'
+                      '[[backends]]\nname = "beta"\nkind = "sim"\nfamily = "b"\n', encoding="utf-8")
+    return config

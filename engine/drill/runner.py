@@ -33,6 +33,9 @@ from engine.settings import Settings
 from engine.store import Store
 
 DAY0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z: the simulated day starts at midnight UTC (the budget's day)
+# What the engine's tick is for: jobs that wait for a moment (a snooze, a retry, a pause's end) or for a slot. With
+# none, a tick would find nothing to claim: the drill skips it (a day of ticks is most of a quiet day's cost).
+_WAITING = [JobState.QUEUED, JobState.SNOOZED, JobState.RETRY_WAIT]
 # Waiting for an operator or the gate is not open work the drain could finish.
 _SETTLED = TERMINAL_STATES | {JobState.NEEDS_HUMAN, JobState.NEEDS_INPUT}
 
@@ -101,11 +104,12 @@ async def _simulate(drill: Settings, scenario: Scenario, windows: list[Window], 
                 pulse_due = max(await pulse.next_due_at(), now + 1.0)
                 acted = True
             if next_tick <= now:
-                engine.wake()
                 next_tick = now + tick_s
-                if now >= arrivals_end and await _all_settled(store):
+                if await store.list_jobs(states=_WAITING, limit=1):  # as the engine's safety tick would
+                    engine.wake()
+                    acted = True
+                elif now >= arrivals_end and await _all_settled(store):
                     break
-                acted = True
             if acted:
                 continue  # what arrived, ticked or woke acts at this moment before the clock moves on
             upcoming = [t for t in (clock.next_deadline(), pulse_due, next_tick) if t is not None]

@@ -165,7 +165,8 @@ async def _backends(settings: Settings, sandbox: Sandbox) -> list[dict[str, Any]
         try:
             status = await asyncio.wait_for(backend.check_credentials(), timeout=15)
             label = " [simulated]" if config.simulated else ""
-            checks.append(_check(f"backend {config.name}", status.ok, f"{config.kind}{label}: {status.message}"))
+            checks.append(_check(f"backend {config.name}", status.ok, f"{config.kind}{label}: {status.message}",
+                                 warn=not status.checked))
         except TimeoutError:
             checks.append(_check(f"backend {config.name}", False, "credential check timed out"))
         finally:

@@ -119,6 +119,7 @@ FAILURE_PHRASES: tuple[tuple[str, FailureClass], ...] = (
     ("too many requests", FailureClass.RATE_LIMITED),
     # The other side is down or shedding load; a plain timeout, or a connection that failed some other way.
     ("overloaded", FailureClass.OVERLOADED),
+    ("high demand", FailureClass.OVERLOADED),  # codex 0.169.0's words for a 5xx from the Responses API
     ("stream disconnected", FailureClass.OVERLOADED),
     ("timed out", FailureClass.TIMEOUT),
     ("timeout", FailureClass.TIMEOUT),

@@ -233,6 +233,8 @@ class Pulse:
             except Exception as exc:  # a check that crashes is a failed check, not a failed pulse
                 status = CredentialStatus(ok=False, message=f"check crashed: {type(exc).__name__}: {exc}"[:300])
             state = states.get(name)
+            if status.ok and not status.checked:
+                continue  # nothing was asked: neither a pass that re-enables it nor a failure to alert
             if status.ok:
                 await self._credential_ok(report, name, status, disabled=bool(state and state.disabled))
             else:

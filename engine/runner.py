@@ -17,7 +17,7 @@ from typing import Protocol
 
 import prompts
 from engine import gates, notices, persona
-from engine.backends.base import BackendRequest, BackendResult
+from engine.backends.base import BackendRequest, BackendResult, Usage
 from engine.capacity import Capacity
 from engine.clock import Clock
 from engine.failures import Failure, FailureClass
@@ -219,6 +219,7 @@ class JobRunner:
                         "work_dir": work if work != path else None, "read_dirs": read}
             )
             run.has_workspace = True
+        request = await self._with_session_usage(request)
         backend = self._router.backend(config.name)
         self._router.running[config.name] += 1
         reserved = _estimated_cost(config, request)
@@ -238,10 +239,24 @@ class JobRunner:
             heartbeat.cancel()
             self._router.running[config.name] -= 1
             self._router.in_flight_usd -= reserved
+        await self._keep_session_usage(result)
         result = self._validate_output(job, result)
         run.tried.append(config.name)
         self._record_attempt(run, config, result, started)
         return result
+
+    async def _with_session_usage(self, request: BackendRequest) -> BackendRequest:
+        """A resumed session's running token total as its last run reported it (codex reports running totals;
+        the backend subtracts this to get the run's own usage)."""
+        if not request.session_id:
+            return request
+        total = await self._store.kv_get(f"session_usage:{request.session_id}")
+        return request.model_copy(update={"session_usage": Usage.model_validate_json(total) if total else None})
+
+    async def _keep_session_usage(self, result: BackendResult) -> None:
+        if result.session_id and result.session_total is not None:
+            await self._store.kv_set_if_changed(f"session_usage:{result.session_id}",
+                                                result.session_total.model_dump_json())
 
     def _validate_output(self, job: Job, result: BackendResult) -> BackendResult:
         """A success status without usable output is a failure (a model that returns nothing is not cheap)."""

@@ -368,7 +368,9 @@ class ClaudeCliBackend(CliBackend):
         return env.get(self.config.api_key_env) or os.environ.get(self.config.api_key_env) or None
 
     def credentials(self, env: dict[str, str]) -> dict[str, str]:
-        values = {}
+        # The engine does the retrying: the CLI's own (ten over about three minutes) would hold a 429 or a 529
+        # where another backend could answer at once. An operator's own setting is kept.
+        values = {"CLAUDE_CODE_MAX_RETRIES": env.get("CLAUDE_CODE_MAX_RETRIES") or "0"}
         key = self._api_key(env)
         if key:
             # API-key mode: the configured variable becomes the one the CLI reads.

@@ -28,7 +28,7 @@ from enum import StrEnum
 import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
-from engine.ratelimit import resume_at_from_headers
+from engine.ratelimit import retry_hint
 from engine.redaction import redact
 
 
@@ -210,7 +210,7 @@ def classify_http(
     message = _short(f"{head}: {detail}" if detail else head, secrets)
     # From the redacted text: a signature lands in kv keys and dedupe keys, so an echoed key must not.
     signature = f"http_{status}:{normalise_signature(redact(kind or detail, secrets)) or 'no_body'}"
-    hinted_resume = resume_at_from_headers(headers, now)
+    hinted_resume = retry_hint(headers, body_text, now)
 
     def make(cls: FailureClass, resume_at: float | None = None) -> Failure:
         return Failure(failure_class=cls, message=message, http_status=status, resume_at=resume_at,

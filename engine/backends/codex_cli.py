@@ -46,7 +46,7 @@ from engine.failures import (
     classify_text,
     normalise_signature,
 )
-from engine.ratelimit import parse_resets_text
+from engine.ratelimit import parse_retry_text
 from engine.redaction import redact
 from engine.settings import BackendConfig
 
@@ -59,10 +59,6 @@ _SANDBOX = {"acceptEdits": "workspace-write", "bypassPermissions": "workspace-wr
 _STATUS_IN_TEXT = re.compile(
     r"status(?:\s*code)?[:=]?\s*([45]\d\d)\b|\b([45]\d\d)\s+(?:Unauthorized|Forbidden|Too Many Requests|"
     r"Internal Server Error|Bad Gateway|Service Unavailable|Gateway Timeout|Bad Request|Payment Required)")
-_RETRY_IN = re.compile(r"try again in\s+((?:\d+\s*(?:days?|hours?|minutes?|mins?|seconds?|secs?)[\s,and]*)+)",
-                       re.IGNORECASE)
-_RETRY_AT = re.compile(r"try again at\s+([0-9]{1,2}(?::[0-9]{2})?\s*[ap]\.?m\.?)", re.IGNORECASE)
-_UNIT_S = {"day": 86400, "hour": 3600, "minute": 60, "min": 60, "second": 1, "sec": 1}
 
 
 class CodexUsage(Loose):
@@ -208,7 +204,7 @@ def classify_codex_error(message: str, now: float) -> Failure:
     of the first known phrase (engine.failures.FAILURE_PHRASES)."""
     hinted = classify_text(message)
     if hinted == FailureClass.RATE_LIMITED:
-        resume_at = _retry_hint(message, now) or now + DEFAULT_RATE_LIMIT_PAUSE_S
+        resume_at = parse_retry_text(message, now) or now + DEFAULT_RATE_LIMIT_PAUSE_S
         return Failure(failure_class=FailureClass.RATE_LIMITED, message=message[:500], resume_at=resume_at,
                        http_status=429, signature="codex:rate_limited")
     match = _STATUS_IN_TEXT.search(message)
@@ -222,20 +218,6 @@ def classify_codex_error(message: str, now: float) -> Failure:
                        signature=_TEXT_SIGNATURES.get(hinted, f"codex:{hinted}"))
     return Failure(failure_class=FailureClass.UNKNOWN, message=message[:500],
                    signature=f"codex:{normalise_signature(message)}")
-
-
-def _retry_hint(message: str, now: float) -> float | None:
-    relative = _RETRY_IN.search(message)
-    if relative:
-        seconds = 0.0
-        for amount, unit in re.findall(r"(\d+)\s*(day|hour|minute|min|second|sec)", relative.group(1), re.I):
-            seconds += int(amount) * _UNIT_S[unit.lower()]
-        if seconds:
-            return now + seconds
-    absolute = _RETRY_AT.search(message)
-    if absolute:
-        return parse_resets_text("resets " + absolute.group(1).replace(".", "").replace(" ", ""), now)
-    return None
 
 
 def codex_result(state: CodexState, *, now: float, timed_out: bool, exit_code: int | None, stderr: str,

@@ -20,6 +20,7 @@ The table (DESIGN.md section 6)::
     timeout           breaker count       next
     auth              disable             next
     unknown           first-sight alert   next
+    backend_rejected  breaker count and first-sight alert   next
     empty_output      -                   next
     context_overflow  -                   next with a larger context window
     content_refused   -                   next of another family
@@ -50,6 +51,7 @@ class BackendAction(Enum):
     BREAKER = "breaker"  # counts toward the circuit breaker
     DISABLE = "disable"  # bad credentials: off until the credential check passes
     FIRST_SIGHT = "first_sight"  # alert the operator the first time this signature is seen
+    REJECTED = "rejected"  # both: counts toward the circuit breaker, and alerts on a new signature
 
 
 class Then(Enum):
@@ -76,6 +78,7 @@ RULES: dict[FailureClass, ClassRule] = {
     FailureClass.TIMEOUT: ClassRule(_B.BREAKER, _T.NEXT),
     FailureClass.AUTH: ClassRule(_B.DISABLE, _T.NEXT),
     FailureClass.UNKNOWN: ClassRule(_B.FIRST_SIGHT, _T.NEXT),
+    FailureClass.BACKEND_REJECTED: ClassRule(_B.REJECTED, _T.NEXT),
     FailureClass.EMPTY_OUTPUT: ClassRule(_B.NONE, _T.NEXT),
     FailureClass.CONTEXT_OVERFLOW: ClassRule(_B.NONE, _T.NEXT_LARGER_WINDOW),
     FailureClass.CONTENT_REFUSED: ClassRule(_B.NONE, _T.NEXT_OTHER_FAMILY),

@@ -229,3 +229,17 @@ def test_provider_of_our_own_turns_the_cli_retries_off():
     assert 'base_url="http://127.0.0.1:9/v1"' in argv[3] and 'env_key="OPENAI_API_KEY"' in argv[3]
     # A ChatGPT login keeps the built-in provider (it cannot be overridden).
     assert CodexCliBackend(CONFIG, clock=FakeClock(), env={"PATH": "/usr/bin"}).provider_args() == []
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # As codex 0.169.0 printed them for a local Responses API's answers.
+    ('{"error": {"message": "No connected db.", "type": "no_db_connection", "param": null, "code": "400"}}',
+     FailureClass.BACKEND_REJECTED),
+    ("The model `gpt-test` does not exist or you do not have access to it.", FailureClass.BACKEND_REJECTED),
+    ("Quota exceeded. Check your plan and billing details.", FailureClass.QUOTA),
+    ("We\u2019re currently experiencing high demand, which may cause temporary errors.", FailureClass.OVERLOADED),
+    ("unexpected status 401 Unauthorized: Incorrect API key provided: sk-bad., url: http://127.0.0.1:1/v1/responses",
+     FailureClass.AUTH),
+])
+def test_real_cli_error_texts(text, expected):
+    assert classify_codex_error(text, NOW).failure_class is expected

@@ -65,6 +65,7 @@ ATTEMPT_ROWS: list[tuple[FailureClass, BackendAction, Step, list[str]]] = [
     (F.TIMEOUT, BackendAction.BREAKER, Step.NEXT, ALL),
     (F.AUTH, BackendAction.DISABLE, Step.NEXT, ALL),
     (F.UNKNOWN, BackendAction.FIRST_SIGHT, Step.NEXT, ALL),
+    (F.BACKEND_REJECTED, BackendAction.REJECTED, Step.NEXT, ALL),  # issue 14: a 4xx about the backend itself
     (F.EMPTY_OUTPUT, BackendAction.NONE, Step.NEXT, ALL),
     (F.CONTEXT_OVERFLOW, BackendAction.NONE, Step.NEXT, ["bigger-same", "bigger-other"]),  # larger windows only
     (F.CONTENT_REFUSED, BackendAction.NONE, Step.NEXT, ["smaller-other", "bigger-other"]),  # other families only

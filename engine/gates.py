@@ -23,6 +23,9 @@ from engine.workspace import Workspace
 
 INLINE_RESULT_CHARS = 4000
 CHECKS_FAMILY = "deterministic-checks"
+# A review by another model of the maker's own family is recorded under its family with this mark: reviews are
+# cross-family by definition (the table's CHECK), and this one is not, as stats and the notice say.
+SAME_FAMILY_MARK = " (same family)"
 
 
 def verdict_problem(text: str) -> str | None:
@@ -203,11 +206,14 @@ async def complete_review(
 
 
 def _review_record(parent: Job, reviewer: NewAttempt, verdict: ReviewVerdict, passed: bool) -> NewReview:
+    family = reviewer.family
+    if family == (parent.maker_family or ""):  # only under gate.when_no_other_family = "same_family_other_model"
+        family += SAME_FAMILY_MARK
     return NewReview(
         job_id=parent.id,
         revision=parent.revision,
         reviewer_backend=reviewer.backend,
-        reviewer_family=reviewer.family,
+        reviewer_family=family,
         maker_family=parent.maker_family or "",
         scores=verdict.scores,
         score=verdict.score,
@@ -220,14 +226,26 @@ def _review_record(parent: Job, reviewer: NewAttempt, verdict: ReviewVerdict, pa
 def _review_passed(
     base: Completion, review: NewReview, parent: Job, review_job: Job, verdict: ReviewVerdict
 ) -> Completion:
+    update = ParentUpdate(job_id=parent.id, to_state=JobState.DONE, reason=f"review passed ({verdict.score:g})")
+    note = None
+    if review.reviewer_family.endswith(SAME_FAMILY_MARK):
+        # Only ``[gate] when_no_other_family = "same_family_other_model"`` routes a review to the maker's family:
+        # the operator's standing approval in the config is the override the gate needs, and it is said so.
+        note = (f"Reviewed by {review.reviewer_backend}, another model of the maker's family "
+                f"({parent.maker_family}): no reviewer of another family is configured "
+                "(gate.when_no_other_family = same_family_other_model).")
+        update = update.model_copy(update={
+            "fields": {"operator_approved": True},
+            "reason": f"review passed ({verdict.score:g}) by {review.reviewer_backend} of the same family; approved by "
+                      "the operator's policy gate.when_no_other_family = same_family_other_model"})
     done = notices.job_done(
         parent,
         review_job.updated_at,
         backend=parent.maker_backend,
         score=verdict.score,
         summary=parent.result_summary or "",
+        note=note,
     )
-    update = ParentUpdate(job_id=parent.id, to_state=JobState.DONE, reason=f"review passed ({verdict.score:g})")
     return base.model_copy(update={"reviews": [review], "parent_updates": [update], "outbox": [done]})
 
 

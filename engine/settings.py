@@ -231,6 +231,16 @@ def default_sim_backends() -> list[BackendConfig]:
     ]
 
 
+class GateSettings(_Strict):
+    """What the quality gate does when no reviewer of another model family exists (a one-family setup):
+    ``operator`` hands the job to the operator after ``no_other_family_grace_s`` (the maker's result, Approve /
+    Revise / Discard); ``same_family_other_model`` lets another model of the maker's family review (the operator's
+    standing approval, said in the notice); ``wait`` waits for such a reviewer to be configured."""
+
+    when_no_other_family: Literal["operator", "same_family_other_model", "wait"] = "operator"
+    no_other_family_grace_s: float = Field(30.0, ge=0)
+
+
 class PulseSettings(_Strict):
     interval_min: float = Field(30.0, gt=0)
     digest_time: str = "07:00"
@@ -280,6 +290,7 @@ class Settings(BaseSettings):
     job_types: dict[str, JobTypeConfig] = Field(default_factory=dict)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     pulse: PulseSettings = Field(default_factory=PulseSettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
 
     @field_validator("home", mode="after")
     @classmethod

@@ -104,9 +104,10 @@ async def complete_maker(
 def _done_unreviewed(
     job: Job, base: Completion, config: BackendConfig, result: BackendResult, now: float
 ) -> Completion:
-    """No review for this job type: the maker's result is the answer."""
-    finished = job.model_copy(update=base.fields)
-    done = notices.job_done(finished, now, backend=config.name, score=None, summary=notices.summarize(result.text))
+    """No review for this job type: the maker's result is the answer. Its cost is the job's total after this run."""
+    finished = job.model_copy(update={**base.fields, "cost_usd": job.cost_usd + sum(a.cost_usd for a in base.attempts)})
+    done = notices.job_done(finished, now, backend=config.name, score=None, summary=notices.summarize(result.text),
+                            simulated=config.simulated)
     return base.model_copy(update={"reason": f"done by {config.name}", "outbox": [done]})
 
 
@@ -199,7 +200,12 @@ async def complete_review(
     passed = verdict.passes(threshold)
     review = _review_record(parent, attempts[-1], verdict, passed)
     if passed:
-        return _review_passed(base, review, parent, review_job, verdict)
+        # The job's total as the operator reads it: its maker's runs (revisions included) and every review.
+        reviews = [j for j in await store.list_jobs(parent_id=parent.id, limit=1000) if j.type == "review"]
+        total = parent.cost_usd + sum(j.cost_usd for j in reviews) + sum(a.cost_usd for a in attempts)
+        maker = next((b for b in settings.backends if b.name == parent.maker_backend), None)
+        return _review_passed(base, review, parent.model_copy(update={"cost_usd": total}), review_job, verdict,
+                              simulated=maker is not None and maker.simulated)
     if parent.revision < parent.max_revisions:
         return _revision_queued(base, review, parent, review_job, verdict, threshold)
     return _rejected(base, review, parent, verdict)
@@ -224,8 +230,9 @@ def _review_record(parent: Job, reviewer: NewAttempt, verdict: ReviewVerdict, pa
 
 
 def _review_passed(
-    base: Completion, review: NewReview, parent: Job, review_job: Job, verdict: ReviewVerdict
+    base: Completion, review: NewReview, parent: Job, review_job: Job, verdict: ReviewVerdict, *, simulated: bool
 ) -> Completion:
+    """``parent`` carries the job's total cost (reviews included) for the notice only; the store keeps its own."""
     update = ParentUpdate(job_id=parent.id, to_state=JobState.DONE, reason=f"review passed ({verdict.score:g})")
     note = None
     if review.reviewer_family.endswith(SAME_FAMILY_MARK):
@@ -245,6 +252,8 @@ def _review_passed(
         score=verdict.score,
         summary=parent.result_summary or "",
         note=note,
+        simulated=simulated,
+        with_reviews=True,
     )
     return base.model_copy(update={"reviews": [review], "parent_updates": [update], "outbox": [done]})
 

@@ -32,13 +32,16 @@ def _duration(job: Job, now: float) -> str:
 
 
 def job_done(job: Job, now: float, *, backend: str | None, score: float | None, summary: str,
-             note: str | None = None) -> NewOutbox:
+             note: str | None = None, simulated: bool = False, with_reviews: bool = False) -> NewOutbox:
+    """``job.cost_usd`` is the job's total after this run (the caller adds what the store adds at commit)."""
     parts = [f"✅ Job #{job.id} done: {job.title}"]
     if summary:
         parts.append(summary)
     if note:
         parts.append(note)
-    meta = [f"backend {backend or job.maker_backend or '?'}", f"cost ${job.cost_usd:.4f}", _duration(job, now)]
+    cost = f"cost ${job.cost_usd:.4f}" + (" incl. reviews" if with_reviews else "")
+    cost += " (simulated)" if simulated else ""
+    meta = [f"backend {backend or job.maker_backend or '?'}", cost, _duration(job, now)]
     if score is not None:
         meta.insert(1, f"review {score:.1f}/10")
     parts.append(" · ".join(meta))

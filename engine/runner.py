@@ -39,6 +39,7 @@ from engine.policy import (
     hm,
     job_budget_failure,
     no_other_family,
+    saved_key,
     without_reviewer,
 )
 from engine.redaction import redact
@@ -271,6 +272,8 @@ class JobRunner:
             self._router.running[config.name] -= 1
             self._router.in_flight_usd -= reserved
         await self._keep_session_usage(result)
+        if config.subscription and result.list_price_usd > 0:
+            await self._store.kv_add(saved_key(self._clock.now()), result.list_price_usd)
         result = self._validate_output(job, result)
         run.tried.append(config.name)
         self._record_attempt(run, config, result, started)

@@ -164,9 +164,11 @@ class BackendConfig(_Strict):
 
     @property
     def pay_per_token(self) -> bool:
-        return (
-            not self.subscription and not self.simulated and (self.price_in_per_mtok > 0 or self.price_out_per_mtok > 0)
-        )
+        """Its calls cost money and count toward the daily cap: priced in the config, or a ``claude_cli`` that is
+        not a subscription (the CLI prices each run itself, ``total_cost_usd``)."""
+        if self.subscription or self.simulated:
+            return False
+        return self.price_in_per_mtok > 0 or self.price_out_per_mtok > 0 or self.kind == "claude_cli"
 
     def api_key(self) -> SecretStr | None:
         if not self.api_key_env:

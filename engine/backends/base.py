@@ -69,6 +69,8 @@ class BackendResult(BaseModel):
     # The session's running token total after this run, when the backend reports one (codex): the engine keeps
     # it and passes it back as ``BackendRequest.session_usage`` on the next resume.
     session_total: Usage | None = None
+    # A subscription run's price at list prices, as the CLI reports it (``total_cost_usd``): not spent, saved.
+    list_price_usd: float = 0.0
 
     @property
     def ok(self) -> bool:

@@ -156,6 +156,16 @@ async def test_engine_turns_the_cli_retries_off_unless_the_operator_set_them(cla
     assert backend(claude_bin, {**env, "CLAUDE_CODE_MAX_RETRIES": "3"}).child_env()["CLAUDE_CODE_MAX_RETRIES"] == "3"
 
 
+async def test_a_subscription_run_costs_nothing_and_reports_its_list_price(claude_bin, fake, workspace, tmp_path):
+    """Issue 14: the CLI's total_cost_usd of a subscription run is what the subscription saved, not thrown away."""
+    fake.script(Reply("ok", input_tokens=300, output_tokens=20), Reply("ok", input_tokens=300, output_tokens=20))
+    paid = await backend(claude_bin, cli_env(tmp_path, fake)).run(request(workspace))
+    sub = await backend(claude_bin, cli_env(tmp_path, fake), subscription=True).run(request(workspace))
+    assert paid.ok and sub.ok
+    assert paid.cost_usd > 0 and paid.list_price_usd == 0
+    assert sub.cost_usd == 0 and sub.list_price_usd == pytest.approx(paid.cost_usd)
+
+
 async def test_no_api_key_is_auth(claude_bin, fake, workspace, tmp_path):
     result = await backend(claude_bin, cli_env(tmp_path, fake, key=None)).run(request(workspace))
     assert result.failure is not None and result.failure.failure_class == FailureClass.AUTH

@@ -403,6 +403,28 @@ async def test_same_family_other_model_reviews_and_says_so(
     assert "another model of the maker's family" in note.text and "same_family_other_model" in note.text
 
 
+async def test_done_notices_show_the_jobs_total_after_this_run(
+    make_settings: Callable[..., Settings],
+    store: Store,
+    clock: FakeClock,
+    make_engine: MakeEngine,
+    eventually: Eventually,
+) -> None:
+    """Issue 14: the notice showed the cost before this run ($0.0000) and left the reviews out."""
+    settings, engine = await start(make_settings, store, clock, make_engine)
+    reviewed, _ = await engine.submit(new_job(settings, type="writing", prompt="write the launch note"))
+    plain, _ = await engine.submit(new_job(settings, type="analysis", prompt="compare the two designs"))
+    done = await eventually(lambda: in_state(store, reviewed.id, S.DONE))
+    plain_done = await eventually(lambda: in_state(store, plain.id, S.DONE))
+    notes = {m.job_id: m.text for m in await store.outbox_all() if m.kind == "job_done"}
+
+    review_cost = sum(j.cost_usd for j in await reviews_of(store, reviewed.id))
+    assert done.cost_usd > 0 and review_cost > 0
+    assert f"cost ${done.cost_usd + review_cost:.4f} incl. reviews (simulated)" in notes[reviewed.id]
+    assert plain_done.cost_usd > 0
+    assert f"cost ${plain_done.cost_usd:.4f} (simulated)" in notes[plain.id]
+
+
 async def start_one_family(
     make_settings: Callable[..., Settings], store: Store, clock: Clock, make_engine: MakeEngine, mode: str | None
 ) -> tuple[Settings, Engine, Job]:

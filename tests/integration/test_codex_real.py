@@ -154,3 +154,15 @@ async def test_a_job_revised_twice_records_each_turn_once(tmp_path, fake, make_s
     expected = (6000 * 1.25 + 60 * 10.0) / 1e6
     assert sum(a.cost_usd for a in made) == pytest.approx(expected)
     assert final.tokens_in >= 6000 and final.cost_usd == pytest.approx(expected, abs=1e-3)
+
+
+async def test_a_chatgpt_login_is_reported_not_checked(tmp_path):
+    """Why #4: without an API key nothing cheap can be asked; the check says so instead of passing."""
+    home = tmp_path / "home"
+    (home / ".codex").mkdir(parents=True)
+    (home / ".codex" / "auth.json").write_text("{}")
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "CODEX_HOME": str(home / ".codex")}
+    config = BackendConfig(name="codex", kind="codex_cli", model="gpt-fake-codex", family="openai",
+                           binary=_codex_binary())
+    status = await CodexCliBackend(config, clock=SystemClock(), env=env).check_credentials()
+    assert status.ok and not status.checked and "not checked" in status.message

@@ -189,6 +189,27 @@ async def test_disabled_backend_is_re_enabled_and_recovery_announced_once(
     assert woken  # the engine is told at once, so queued work can use it again
 
 
+class UncheckableBackend(SimBackend):
+    """A CLI with a login nothing can check without running a job (codex with a ChatGPT login)."""
+
+    async def check_credentials(self) -> CredentialStatus:
+        return CredentialStatus(ok=True, checked=False, message="ChatGPT login, not checked")
+
+
+async def test_a_check_that_checked_nothing_never_re_enables_a_backend(
+    settings: Settings, store: Store, clock: FakeClock, make_pulse: Callable[..., Pulse]
+) -> None:
+    """Issue 14: a credential check that never called the server switched a backend disabled by a 401 back on."""
+    name = settings.backends[0].name
+    assert await store.disable_backend(name, "auth", "401 Incorrect API key provided")
+    backends = {c.name: (UncheckableBackend if c.name == name else SimBackend)(c, clock=clock)
+                for c in settings.backends}
+    report = await make_pulse(settings, backends).run_once()
+    assert name not in report.recovered
+    assert (await store.backend_states())[name].disabled
+    assert not [m for m in await store.outbox_all() if name in m.dedupe_key]  # neither "back" nor "failed"
+
+
 async def _seed_job(store: Store, clock: FakeClock, settings: Settings, **spec: Any) -> int:
     from engine.job_factory import new_job
 

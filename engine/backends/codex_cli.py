@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ from engine.failures import (
     classify_text,
     normalise_signature,
 )
-from engine.ratelimit import parse_retry_text
+from engine.ratelimit import latest, parse_retry_text, retry_hint
 from engine.redaction import redact
 from engine.settings import BackendConfig
 
@@ -199,19 +200,42 @@ _TEXT_SIGNATURES = {
 }
 
 
-def classify_codex_error(message: str, now: float) -> Failure:
+# The CLI's own log line for each HTTP answer (``RUST_LOG=codex_http_client::client=debug``, set by the backend):
+# "Request completed method=POST url=... status=429 Too Many Requests headers={"retry-after": "37", ...}".
+_ANSWER_IN_LOG = re.compile(r"Request completed .*?status=(\d{3})[^\n]*? headers=(\{[^\n]*?\})(?: version=|\s*$)",
+                            re.MULTILINE)
+LOG_FILTER = "error,codex_http_client::client=debug"
+
+
+def last_answer_headers(stderr: str) -> dict[str, str]:
+    """The headers of the last HTTP error answer the CLI logged (its text never carries a retry-after)."""
+    for match in reversed(list(_ANSWER_IN_LOG.finditer(stderr))):
+        if int(match.group(1)) < 400:
+            continue
+        try:
+            headers = json.loads(match.group(2))
+        except ValueError:
+            return {}
+        return {str(k): str(v) for k, v in headers.items()} if isinstance(headers, dict) else {}
+    return {}
+
+
+def classify_codex_error(message: str, now: float, headers: Mapping[str, str] | None = None) -> Failure:
     """Codex errors are text only: a rate limit by its phrase, else a status code in the text, else the class
-    of the first known phrase (engine.failures.FAILURE_PHRASES)."""
+    of the first known phrase (engine.failures.FAILURE_PHRASES). ``headers``: the failed answer's, from the
+    CLI's log, for the reset time its text leaves out."""
+    headers = headers or {}
     hinted = classify_text(message)
     if hinted == FailureClass.RATE_LIMITED:
-        resume_at = parse_retry_text(message, now) or now + DEFAULT_RATE_LIMIT_PAUSE_S
+        resume_at = latest([parse_retry_text(message, now), retry_hint(headers, None, now)])
+        resume_at = resume_at or now + DEFAULT_RATE_LIMIT_PAUSE_S
         return Failure(failure_class=FailureClass.RATE_LIMITED, message=message[:500], resume_at=resume_at,
                        http_status=429, signature="codex:rate_limited")
     match = _STATUS_IN_TEXT.search(message)
     if match:
         status = int(match.group(1) or match.group(2))
         body = json.dumps({"error": {"message": message}})
-        failure = classify_http(status, body, {}, now)
+        failure = classify_http(status, body, headers, now)
         return failure.model_copy(update={"message": message[:500], "signature": f"codex:{failure.signature}"})
     if hinted is not None:
         return Failure(failure_class=hinted, message=message[:500],
@@ -234,12 +258,12 @@ def codex_result(state: CodexState, *, now: float, timed_out: bool, exit_code: i
         failure = Failure(failure_class=FailureClass.EMPTY_OUTPUT, message="no agent message",
                           signature="codex:empty")
     elif state.failed is not None:
-        failure = classify_codex_error(state.failed, now)
+        failure = classify_codex_error(state.failed, now, last_answer_headers(stderr))
     elif timed_out:
         failure = Failure(failure_class=FailureClass.TIMEOUT, message="killed: no result before the timeout",
                           signature="codex:killed_timeout")
     elif state.errors:
-        failure = classify_codex_error(state.errors[-1], now)
+        failure = classify_codex_error(state.errors[-1], now, last_answer_headers(stderr))
     else:
         detail = clip(stderr, 300)
         failure = classify_codex_error(detail, now) if detail else Failure(
@@ -262,11 +286,13 @@ class CodexCliBackend(CliBackend):
     own_vars = ("OPENAI_API_KEY", "CODEX_API_KEY", "OPENAI_BASE_URL")
 
     def credentials(self, env: dict[str, str]) -> dict[str, str]:
+        # Its log of each HTTP answer (on stderr) is where a 429's retry-after can be read: its text has none.
+        values = {"RUST_LOG": env.get("RUST_LOG") or LOG_FILTER}
         if self.config.api_key_env:
             key = env.get(self.config.api_key_env) or os.environ.get(self.config.api_key_env)
             if key:
-                return {"OPENAI_API_KEY": key}
-        return {}
+                values["OPENAI_API_KEY"] = key
+        return values
 
     def _api(self) -> tuple[str, str] | None:
         """(base URL, the variable holding the key) when the CLI talks to an API with a key; None with a

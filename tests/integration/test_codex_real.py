@@ -89,9 +89,11 @@ async def test_a_run_the_cli_recovered_is_a_success_with_one_cost(tmp_path, fake
 async def test_hard_429_comes_back_at_once_as_rate_limited(tmp_path, fake):
     """Why #3: with the CLI's retries off, one request, and the engine decides."""
     fake.default = ResponsesError.rate_limited(retry_after=37)
+    before = SystemClock().now()
     result = await make(tmp_path, fake).run(request(tmp_path))
     assert result.failure is not None and result.failure.failure_class is FailureClass.RATE_LIMITED
-    assert result.failure.resume_at is not None
+    # The pause comes from the server's retry-after (read from the CLI's own log), not the 60 s default.
+    assert result.failure.resume_at is not None and before + 36 <= result.failure.resume_at <= before + 45
     assert len(fake.model_calls()) == 1
 
 

@@ -16,6 +16,7 @@ from engine.backends.codex_cli import (
     classify_codex_error,
     codex_result,
     describe_codex_event,
+    last_answer_headers,
     parse_codex_event,
     usage_since,
 )
@@ -243,3 +244,18 @@ def test_provider_of_our_own_turns_the_cli_retries_off():
 ])
 def test_real_cli_error_texts(text, expected):
     assert classify_codex_error(text, NOW).failure_class is expected
+
+
+def test_the_reset_time_comes_from_the_clis_own_log_of_the_answer():
+    # Captured from codex 0.169.0 with RUST_LOG=error,codex_http_client::client=debug (what the backend sets).
+    stderr = (
+        "Reading additional input from stdin...\n"
+        "2026-11-27T19:16:31.021657Z DEBUG codex_http_client::client: Request completed method=POST "
+        "url=http://127.0.0.1:18796/v1/responses status=429 Too Many Requests headers={\"server\": "
+        "\"BaseHTTP/0.6 Python/3.11.7\", \"content-type\": \"application/json\", \"retry-after\": \"37\", "
+        "\"content-length\": \"108\"} version=HTTP/1.1\n")
+    assert last_answer_headers(stderr)["retry-after"] == "37"
+    assert last_answer_headers("no log at all") == {}
+    state, _ = feed(HARD_429)
+    result = codex_result(state, now=NOW, timed_out=False, exit_code=1, stderr=stderr, config=CONFIG, secrets=[])
+    assert result.failure is not None and result.failure.resume_at == NOW + 37

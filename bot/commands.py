@@ -10,7 +10,7 @@ from bot import render
 from engine.control import Control, parse_duration, parse_job_id
 from engine.errors import OPERATOR_ERRORS, describe_error
 from engine.models import JobState
-from engine.policy import saved_key
+from engine.store.stats import saved_key
 from engine.vocab import QUESTION_PREFIX
 from engine.workspace import sanitize_name
 

@@ -173,11 +173,6 @@ def budget_resets_at(now: float) -> float:
     return day_start(now) + DAY_S
 
 
-def saved_key(now: float) -> str:
-    """The kv fact holding this UTC month's list-price total of subscription runs (what the subscription saved)."""
-    return "saved_usd:" + time.strftime("%Y-%m", time.gmtime(now))
-
-
 def hm(ts: float) -> str:
     """A moment as the operator reads it in a decision's reason or an alert."""
     return time.strftime("%H:%M UTC", time.gmtime(ts))

@@ -36,7 +36,6 @@ from engine.clock import Clock
 from engine.errors import InvalidJob, describe_error
 from engine.job_factory import new_job
 from engine.models import Job, JobState, Priority, Schedule, Source
-from engine.policy import saved_key
 from engine.schedule_times import (
     due_slots,
     in_quiet_hours,
@@ -47,6 +46,7 @@ from engine.schedule_times import (
 )
 from engine.settings import Settings
 from engine.store import NewOutbox, Stats, Store
+from engine.store.stats import saved_key
 
 __all__ = ["Digest", "Pulse", "PulseReport", "PulseTrigger"]
 

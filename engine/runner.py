@@ -39,13 +39,13 @@ from engine.policy import (
     hm,
     job_budget_failure,
     no_other_family,
-    saved_key,
     without_reviewer,
 )
 from engine.redaction import redact
 from engine.routing import CHARS_PER_TOKEN, RoutePlan, Router
 from engine.settings import BackendConfig, Settings
 from engine.store import Completion, LeaseLost, NewAttempt, NewOutbox, Store
+from engine.store.stats import saved_key
 from engine.vocab import QUESTION_PREFIX
 from engine.workspace import Workspace
 

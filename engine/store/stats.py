@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -12,6 +13,11 @@ from pydantic import BaseModel, Field
 from engine.store.core import StoreCore
 
 _SECONDS_PER_DAY = 86_400.0
+
+
+def saved_key(now: float) -> str:
+    """The kv fact holding this UTC month's list-price total of subscription runs (what the subscription saved)."""
+    return "saved_usd:" + time.strftime("%Y-%m", time.gmtime(now))
 
 
 class ReviewStats(BaseModel):

@@ -5,8 +5,10 @@ driver calls ``settle()`` until the event loop has nothing ready to run (every w
 waiting on this clock, the engine's loop on its wake-up), then ``advance_to`` the next deadline, which wakes the
 sleepers due then, in deadline order. A day of work takes as long as the work itself costs the CPU, not 24 hours.
 
-Determinism: the store runs its transactions inline on the event loop, so "nothing ready" means nothing can
-move until the clock does; the order in which sleepers wake is fixed by (deadline, order of sleeping).
+Determinism: the drill's store runs every transaction and read inline on the event loop (``runner.py``'s
+``_InlineDatabase``), so "nothing ready" means nothing can move until the clock does: no work hides in a thread.
+The pulse's one thread hop (the disk check) runs only when the driver calls it on a settled loop. The order in
+which sleepers wake is fixed by (deadline, order of sleeping).
 """
 
 from __future__ import annotations

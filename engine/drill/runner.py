@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import random
+import sqlite3
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from engine.control import Control
 from engine.drill.clock import VirtualClock, settle
@@ -31,6 +32,9 @@ from engine.models import TERMINAL_STATES, JobState, Source
 from engine.pulse import Pulse
 from engine.settings import Settings
 from engine.store import Store
+from engine.store.db import Database
+
+T = TypeVar("T")
 
 DAY0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z: the simulated day starts at midnight UTC (the budget's day)
 # What the engine's tick is for: jobs that wait for a moment (a snooze, a retry, a pause's end) or for a slot. With
@@ -60,11 +64,22 @@ async def run_drill(settings: Settings, scenario: Scenario, *, seed: int | None 
     return build_report(facts, wall_s=time.perf_counter() - started)
 
 
+class _InlineDatabase(Database):
+    """The store's connection with every call on the event loop, the heavy reads too (a listing, the stats): the
+    drill's clock may only move once nothing can run, and a read waiting in the store's thread would be work the
+    event loop cannot see. One process, no other writer: the connection is always free."""
+
+    async def call(self, fn: Callable[[sqlite3.Connection], T], *, inline: bool = True) -> T:
+        return await super().call(fn, inline=True)
+
+
 @contextlib.asynccontextmanager
 async def _system(drill: Settings, scenario: Scenario, windows: list[Window], clock: VirtualClock,
                   seed: int) -> AsyncIterator[tuple[Store, Engine, Pulse, Control]]:
     twins = build_twins(drill, scenario, windows, clock, seed)
-    store = await Store.open(drill.db_path, clock)
+    database = _InlineDatabase(drill.db_path)
+    await database.open()
+    store = Store(database, clock)
     try:
         engine = Engine(drill, store, dict(twins), clock)
         checked = {name: engine.redactor.backend(twin) for name, twin in twins.items()}

@@ -9,8 +9,8 @@ Three tables, each with the default simulated configuration and with a configura
    duplicates, each incident's first failed call and first alert naming its backends).
 3. ``--without`` each backend in turn (on ``quiet``): jobs failed must stay 0 while another backend could do them.
 
-    PYTHONPATH=$PWD .venv/bin/python bench/drill_bench.py            # writes bench/results/drill.md
-    PYTHONPATH=$PWD .venv/bin/python bench/drill_bench.py --quick    # 209 a day only, no --without table
+    .venv/bin/python bench/drill_bench.py            # writes bench/results/drill.md
+    .venv/bin/python bench/drill_bench.py --quick    # 209 a day only, no --without table
 """
 
 from __future__ import annotations

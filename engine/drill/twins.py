@@ -198,7 +198,10 @@ class TwinBackend:
             checkpoints.mkdir(parents=True, exist_ok=True)
             (checkpoints / "tests.txt").write_text(f"{label} 1 passed (simulated test run)\n", encoding="utf-8")
         usage = Usage(input_tokens=int(self._profile["tokens_in"]), output_tokens=int(self._profile["tokens_out"]))
+        # A subscription's run reports its list price (saved, not spent), as Claude Code's total_cost_usd does.
+        listed = self._config.model_copy(update={"subscription": False})
         return BackendResult(text=text, usage=usage, cost_usd=price_usage(self._config, usage),
+                             list_price_usd=price_usage(listed, usage) if self._config.subscription else 0.0,
                              session_id=f"twin-{request.job_id}", model=self._config.model,
                              latency_ms=(self._clock.now() - started) * 1000.0)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from bot.commands import CommandRouter
 from engine.backends.base import BackendRequest, BackendResult, CredentialStatus, ProgressCallback
 from engine.clock import FakeClock
 from engine.control import Control
@@ -337,3 +338,25 @@ async def test_a_project_path_is_stored_absolute(
     project = await Control(settings, store, clock).add_project("calc", path="repo", test=" pytest -q ")
     assert (project.path, project.test_command) == (str(repo.resolve()), "pytest -q")
     assert not (settings.home / "projects" / "calc").exists()  # it works in the operator's folder
+
+
+async def test_the_slash_commands_add_a_project_show_the_diff_and_merge(
+        tmp_path: Path, make_settings: Callable[..., Settings], store: Store, clock: FakeClock, make_engine: Any,
+        eventually: Any) -> None:
+    repo = make_repo(tmp_path)
+    worker = FileWorker("coder", "anthropic", [{"calc.py": FIXED}])
+    _, control = await start(make_settings, store, clock, make_engine, worker)
+    router = CommandRouter(control)
+
+    added = await router.handle(f'/projects add calc --path {repo} --test "{TEST_COMMAND}" a calculator')
+    assert added == f"Project calc added. Its folder: {repo.resolve()}; tests: {TEST_COMMAND}"
+    assert "must exist" in await router.handle(f"/projects add other --path {repo}/nowhere")
+    assert "needs a value" in await router.handle("/projects add other --path")
+    job, _ = await control.add_job("fix add()", type="coding", project="calc")
+    await until(store, job.id, JobState.DONE, eventually=eventually)
+
+    diff = await router.handle(f"/diff {job.id}")
+    assert f"on switchboard/{job.id}-fix-add" in diff and "calc.py | 2 +-" in diff and "+    return a + b" in diff
+    assert await router.handle(f"/merge {job.id}") == f"Job #{job.id}: switchboard/{job.id}-fix-add merged (fast-forward)."
+    assert "already contains" in await router.handle(f"/merge {job.id}")
+    assert (repo / "calc.py").read_text() == FIXED

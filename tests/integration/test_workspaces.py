@@ -357,6 +357,7 @@ async def test_the_slash_commands_add_a_project_show_the_diff_and_merge(
 
     diff = await router.handle(f"/diff {job.id}")
     assert f"on switchboard/{job.id}-fix-add" in diff and "calc.py | 2 +-" in diff and "+    return a + b" in diff
-    assert await router.handle(f"/merge {job.id}") == f"Job #{job.id}: switchboard/{job.id}-fix-add merged (fast-forward)."
+    merged = await router.handle(f"/merge {job.id}")
+    assert merged == f"Job #{job.id}: switchboard/{job.id}-fix-add merged (fast-forward)."
     assert "already contains" in await router.handle(f"/merge {job.id}")
     assert (repo / "calc.py").read_text() == FIXED

@@ -512,7 +512,7 @@ def _with_place(completion: Completion, run: _Run) -> None:
     if place is None or not place.is_worktree:
         return
     completion.fields = {"workspace": str(place.work_dir), "branch": place.branch, "base_commit": place.base,
-                         **completion.fields}
+                         "worktree_pruned_at": None, **completion.fields}
     if place.note:
         completion.outbox = [*completion.outbox, notices.info(
             f"job:{run.job.id}:worktree", f"ℹ️ Job #{run.job.id} works on branch {place.branch}: {place.note}.",

@@ -23,6 +23,7 @@ from engine.backends.base import BackendRequest, BackendResult, CredentialStatus
 from engine.clock import FakeClock
 from engine.control import Control
 from engine.models import Job, JobState, OutboxMessage
+from engine.pulse import Pulse
 from engine.settings import BackendConfig, BackendKind, Settings, default_sim_backends
 from engine.store import Store
 from tests.conftest import instant, sim_backends
@@ -60,6 +61,10 @@ def checkout_state(repo: Path) -> dict[str, str]:
     state["HEAD"] = git(repo, "rev-parse", "HEAD")
     state["status"] = git(repo, "status", "--porcelain", "--branch")
     return state
+
+
+def is_folder(path: Path) -> bool:
+    return path.is_dir()
 
 
 class FileWorker:
@@ -361,3 +366,28 @@ async def test_the_slash_commands_add_a_project_show_the_diff_and_merge(
     assert merged == f"Job #{job.id}: switchboard/{job.id}-fix-add merged (fast-forward)."
     assert "already contains" in await router.handle(f"/merge {job.id}")
     assert (repo / "calc.py").read_text() == FIXED
+
+
+async def test_the_pulse_prunes_finished_worktrees_after_the_keep_time_and_keeps_the_branches(
+        tmp_path: Path, make_settings: Callable[..., Settings], store: Store, clock: FakeClock, make_engine: Any,
+        eventually: Any) -> None:
+    repo = make_repo(tmp_path)
+    worker = FileWorker("coder", "anthropic", [{"calc.py": FIXED}])
+    settings, control = await start(make_settings, store, clock, make_engine, worker,
+                                    engine={"worktree_keep_hours": 24})
+    await control.add_project("calc", path=str(repo), test=TEST_COMMAND)
+    job, _ = await control.add_job("fix add()", type="coding", project="calc")
+    done = await until(store, job.id, JobState.DONE, eventually=eventually)
+    worktree = Path(done.workspace or "")
+    assert is_folder(worktree)
+    pulse = Pulse(settings, store, clock, {})
+
+    assert (await pulse.run_once()).pruned == []  # finished just now: kept
+    clock.advance(25 * 3600)
+    report = await pulse.run_once()
+
+    assert report.pruned == [job.id] and not is_folder(worktree)
+    assert str(worktree) not in git(repo, "worktree", "list")
+    assert git(repo, "show", f"{done.branch}:calc.py") == FIXED.strip()  # the branch stays
+    assert (await pulse.run_once()).pruned == []
+    assert (await control.job_merge(job.id))[1].merged

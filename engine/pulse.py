@@ -182,8 +182,8 @@ class Pulse:
             ("credentials", self._credentials),
             ("stuck jobs", self._stuck_jobs),
             ("projects", self._advance_projects),
-            ("memory", self._memory),
             ("worktrees", self._prune_worktrees),
+            ("memory", self._memory),
         ]
         for name, step in steps:
             try:

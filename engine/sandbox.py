@@ -13,8 +13,9 @@ things out of its reach:
    (``/usr``, ``/bin``, ``/lib*``, a list of ``/etc`` entries without secrets), its binary and the ``PATH``
    folders read-only, a private ``/tmp``, ``/dev`` and ``/proc``, its job folder and workspace read-write, the
    repository's git folder read-only when its workspace is a git worktree, and its CLI's config folder (a
-   logged-in ``claude`` keeps its OAuth login there). Not the data folder (database, ``core.md``, memory, other jobs), the config file or
-   the operator's home: where a folder that is bound holds one of them, it is masked with an empty one.
+   logged-in ``claude`` keeps its OAuth login there). Not the data folder (database, ``core.md``, memory,
+   other jobs), the config file or the operator's home: where a folder that is bound holds one of them, it is
+   masked with an empty one.
 
    The worker stays in the process group the engine started (no ``--new-session``: the engine already gave it
    a session of its own without a terminal), so the timeout and cancel kill of the whole group still work;

@@ -122,7 +122,10 @@ class Git:
         return _resolved((await self.run("rev-parse", "--path-format=absolute", "--git-common-dir")).out.strip())
 
     async def head(self) -> Head:
-        sha = (await self.run("rev-parse", "--verify", "HEAD^{commit}")).out.strip()
+        found = await self.run("rev-parse", "--verify", "--quiet", "HEAD^{commit}", check=False)
+        if not found.ok:
+            raise WorkspaceError(f"{self.repo} has no commit yet: a job's branch starts from HEAD, so commit first")
+        sha = found.out.strip()
         branch = await self.run("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
         status = await self.run("status", "--porcelain", "--untracked-files=no", check=False)
         return Head(sha, branch.out.strip() if branch.ok else None, bool(status.out.strip()))

@@ -9,9 +9,10 @@ the lease (grouped with others into one transaction).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -248,16 +249,10 @@ class JobRunner:
         started = self._clock.now()
         # The call runs in this task; the heartbeat cancels this task if the lease is lost (swept, cancelled).
         # Cancelling this task (shutdown, sweep) cancels the backend call with it, killing a CLI worker.
-        heartbeat = asyncio.create_task(self._heartbeat(run, asyncio.current_task()))
         try:
-            result = await backend.run(request, self._progress_sink(run))
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if run.lease_lost and task is not None and task.uncancel() == 0:
-                raise LeaseLost(f"job {job.id}") from None
-            raise
+            async with self._kept_alive(run):
+                result = await backend.run(request, self._progress_sink(run))
         finally:
-            heartbeat.cancel()
             self._router.running[config.name] -= 1
             self._router.in_flight_usd -= reserved
         result = self._validate_output(job, result)
@@ -310,6 +305,21 @@ class JobRunner:
         if failure is not None:
             run.last_failure = failure
 
+    @contextlib.asynccontextmanager
+    async def _kept_alive(self, run: _Run) -> AsyncIterator[None]:
+        """The job's lease renewed while the body runs (a backend call, the engine's test run); a lost lease
+        cancels the body and surfaces as ``LeaseLost``."""
+        heartbeat = asyncio.create_task(self._heartbeat(run, asyncio.current_task()))
+        try:
+            yield
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if run.lease_lost and task is not None and task.uncancel() == 0:
+                raise LeaseLost(f"job {run.job.id}") from None
+            raise
+        finally:
+            heartbeat.cancel()
+
     def _progress_sink(self, run: _Run) -> Callable[[str], Awaitable[None]]:
         async def sink(line: str) -> None:
             run.progress = line[:300]
@@ -336,7 +346,8 @@ class JobRunner:
         if question is not None:  # the worker asked the operator: wait in needs_input, same session on resume
             return self._ask_operator(run, config, result, question)
         try:
-            work = await self._finish_work(run)
+            async with self._kept_alive(run):
+                work = await self._finish_work(run)
         except WorkspaceError as exc:
             return self._workspace_lost(run, str(exc))
         return await gates.complete_maker(
@@ -365,6 +376,7 @@ class JobRunner:
         await self._work.commit(job, place)
         tests = None
         if project.test_command:
+            run.progress = f"running the project's tests: {project.test_command}"[:300]
             tests = await self._work.test(job, place, project.test_command, self._settings.engine.test_timeout_s)
             await self._store.add_test_run(job.id, job.revision, tests.command, tests.exit_code, tests.timed_out,
                                            tests.duration_s, tests.output, tests.summary)

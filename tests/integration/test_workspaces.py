@@ -391,3 +391,20 @@ async def test_the_pulse_prunes_finished_worktrees_after_the_keep_time_and_keeps
     assert git(repo, "show", f"{done.branch}:calc.py") == FIXED.strip()  # the branch stays
     assert (await pulse.run_once()).pruned == []
     assert (await control.job_merge(job.id))[1].merged
+
+
+async def test_a_repository_without_a_commit_sends_the_job_to_the_operator_saying_so(
+        tmp_path: Path, make_settings: Callable[..., Settings], store: Store, clock: FakeClock, make_engine: Any,
+        eventually: Any) -> None:
+    repo = tmp_path / "fresh"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    worker = FileWorker("coder", "anthropic", [{"calc.py": FIXED}])
+    _, control = await start(make_settings, store, clock, make_engine, worker)
+    await control.add_project("fresh", path=str(repo))
+    job, _ = await control.add_job("write calc.py", type="coding", project="fresh")
+
+    stuck = await until(store, job.id, JobState.NEEDS_HUMAN, eventually=eventually)
+
+    assert "has no commit yet" in (stuck.last_error or "") and worker.requests == []
+    assert git(repo, "status", "--porcelain") == ""

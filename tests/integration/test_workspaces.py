@@ -408,3 +408,26 @@ async def test_a_repository_without_a_commit_sends_the_job_to_the_operator_sayin
 
     assert "has no commit yet" in (stuck.last_error or "") and worker.requests == []
     assert git(repo, "status", "--porcelain") == ""
+
+
+async def test_a_folder_that_is_not_a_repository_is_worked_on_as_it_is(
+        tmp_path: Path, make_settings: Callable[..., Settings], store: Store, clock: FakeClock, make_engine: Any,
+        eventually: Any) -> None:
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    (folder / "calc.py").write_text(BROKEN)
+    (folder / "test_calc.py").write_text(TEST_FILE)
+    worker = FileWorker("coder", "anthropic", [{"calc.py": FIXED}])
+    _, control = await start(make_settings, store, clock, make_engine, worker)
+    await control.add_project("plain", path=str(folder), test=TEST_COMMAND)
+    job, _ = await control.add_job("fix add()", type="coding", project="plain")
+
+    done = await until(store, job.id, JobState.DONE, eventually=eventually)
+
+    assert (folder / "calc.py").read_text() == FIXED and done.branch is None
+    request = worker.requests[0]
+    assert request.work_dir == folder.resolve() and not request.cwd_in_work_dir and request.read_dirs == []
+    [run] = await store.test_runs(job.id)
+    assert run.exit_code == 0
+    with pytest.raises(ValueError, match="has no branch"):
+        await control.job_diff(job.id)

@@ -3,6 +3,7 @@ arguments and with bad ones."""
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Awaitable, Callable
 from typing import TypedDict
@@ -271,7 +272,12 @@ class _ProjectSpec(TypedDict):
 
 
 def _project_spec(rest: str) -> _ProjectSpec | str:
-    """``NAME [--path DIR] [--test "CMD"] [GOAL]`` as read, or what to say when it cannot be read."""
+    """``NAME [--path DIR] [--test "CMD"] [GOAL]`` as read, or what to say when it cannot be read. Without
+    the options the goal is taken as written (an apostrophe in it is no quote)."""
+    if not re.search(r"(^|\s)--(path|test)(\s|$)", rest):
+        name, _, goal = rest.strip().partition(" ")
+        return {"name": name, "goal": goal.strip(), "path": None, "test": None} if name else (
+            f"Which project? {PROJECTS_USAGE}")
     try:
         words = shlex.split(rest)
     except ValueError as exc:

@@ -431,3 +431,13 @@ async def test_a_folder_that_is_not_a_repository_is_worked_on_as_it_is(
     assert run.exit_code == 0
     with pytest.raises(ValueError, match="has no branch"):
         await control.job_diff(job.id)
+
+
+async def test_projects_add_in_chat_without_options_keeps_the_goal_as_written(
+        settings: Settings, store: Store, clock: FakeClock) -> None:
+    router = CommandRouter(Control(settings, store, clock))
+    answer = await router.handle("/projects add site the company's website")
+    assert answer.startswith("Project site added.")
+    [project] = await store.list_projects()
+    assert (project.goal, project.path) == ("the company's website", None)
+    assert "Which project?" in await router.handle("/projects add")

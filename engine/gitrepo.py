@@ -59,7 +59,7 @@ def git_env(source: dict[str, str] | None = None) -> dict[str, str]:
     """This process's environment without any ``GIT_*`` variable (a ``GIT_DIR`` would point every command at
     another repository), never prompting, with untranslated messages."""
     env = {k: v for k, v in (source if source is not None else os.environ).items() if not k.startswith("GIT_")}
-    return {**env, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_CONFIG_NOSYSTEM": "1"}
+    return {**env, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
 
 
 def branch_for(job_id: int, title: str) -> str:

@@ -48,7 +48,7 @@ from engine.settings import BackendConfig, Settings
 from engine.store import Completion, LeaseLost, NewAttempt, NewOutbox, Store
 from engine.vocab import QUESTION_PREFIX
 from engine.workspace import Workspace
-from engine.worktrees import Place, ProjectWork
+from engine.worktrees import Place, ProjectWork, folder_of
 
 log = logging.getLogger(__name__)
 
@@ -373,6 +373,9 @@ class JobRunner:
         job, place, project = run.job, run.place, run.project
         if place is None or project is None:
             return None
+        if folder_of(project) is None:
+            raise WorkspaceError(f"the folder of project {project.name!r} ({project.path}) was removed while the "
+                                 "job ran; its work stays in the job's folder")
         await self._work.commit(job, place)
         tests = None
         if project.test_command:

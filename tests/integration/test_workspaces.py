@@ -70,9 +70,11 @@ def is_folder(path: Path) -> bool:
 class FileWorker:
     """A CLI worker stand-in: each run applies the next edit (file name -> new text) to its work folder."""
 
-    def __init__(self, name: str, family: str, edits: list[dict[str, str]], kind: BackendKind = "claude_cli") -> None:
+    def __init__(self, name: str, family: str, edits: list[dict[str, str]], kind: BackendKind = "claude_cli",
+                 meanwhile: Callable[[], None] | None = None) -> None:
         self.config = BackendConfig(name=name, kind=kind, model=name, family=family, tier=3)
         self.edits = edits
+        self.meanwhile = meanwhile  # something that happens while the worker works
         self.requests: list[BackendRequest] = []
 
     async def run(self, request: BackendRequest, progress: ProgressCallback | None = None) -> BackendResult:
@@ -81,6 +83,8 @@ class FileWorker:
         assert request.work_dir is not None
         for name, text in edit.items():
             (request.work_dir / name).write_text(text)
+        if self.meanwhile is not None:
+            self.meanwhile()
         return BackendResult(text=f"Changed {', '.join(edit) or 'nothing'}.", model=self.config.model,
                              session_id="session-1")
 
@@ -441,3 +445,20 @@ async def test_projects_add_in_chat_without_options_keeps_the_goal_as_written(
     [project] = await store.list_projects()
     assert (project.goal, project.path) == ("the company's website", None)
     assert "Which project?" in await router.handle("/projects add")
+
+
+async def test_the_project_folder_removed_while_the_job_runs_goes_to_the_operator_keeping_the_work(
+        tmp_path: Path, make_settings: Callable[..., Settings], store: Store, clock: FakeClock, make_engine: Any,
+        eventually: Any) -> None:
+    repo = make_repo(tmp_path)
+    worker = FileWorker("coder", "anthropic", [{"calc.py": FIXED}], meanwhile=lambda: shutil.rmtree(repo))
+    _, control = await start(make_settings, store, clock, make_engine, worker)
+    await control.add_project("calc", path=str(repo), test=TEST_COMMAND)
+    job, _ = await control.add_job("fix add()", type="coding", project="calc")
+
+    stuck = await until(store, job.id, JobState.NEEDS_HUMAN, eventually=eventually)
+
+    assert "was removed while the job ran" in (stuck.last_error or "")
+    assert (Path(stuck.workspace or "") / "calc.py").read_text() == FIXED  # the work is kept
+    [notice] = [m for m in await outbox_of(store, job.id) if m.kind == "needs_human"]
+    assert "was removed while the job ran" in notice.text

@@ -462,3 +462,31 @@ async def test_the_project_folder_removed_while_the_job_runs_goes_to_the_operato
     assert (Path(stuck.workspace or "") / "calc.py").read_text() == FIXED  # the work is kept
     [notice] = [m for m in await outbox_of(store, job.id) if m.kind == "needs_human"]
     assert "was removed while the job ran" in notice.text
+
+
+async def test_an_answer_continues_in_the_same_worktree_and_session(
+        tmp_path: Path, make_settings: Callable[..., Settings], store: Store, clock: FakeClock, make_engine: Any,
+        eventually: Any) -> None:
+    repo = make_repo(tmp_path)
+    asked: list[Path] = []
+
+    def ask() -> None:  # the first run leaves a question in its job folder, as a worker does
+        if not asked:
+            asked.append(worker.requests[0].workspace or Path())
+            (asked[0] / "question.md").write_text("Keep the old behaviour for negative numbers?")
+
+    worker = FileWorker("coder", "anthropic", [{"notes.txt": "half done"}, {"calc.py": FIXED}], meanwhile=ask)
+    _, control = await start(make_settings, store, clock, make_engine, worker)
+    await control.add_project("calc", path=str(repo), test=TEST_COMMAND)
+    job, _ = await control.add_job("fix add()", type="coding", project="calc")
+    waiting = await until(store, job.id, JobState.NEEDS_INPUT, eventually=eventually)
+    assert waiting.branch == f"switchboard/{job.id}-fix-add"
+
+    await control.answer(job.id, "No, fix them too.")
+    done = await until(store, job.id, JobState.DONE, eventually=eventually)
+
+    first, second = worker.requests
+    assert first.work_dir == second.work_dir == Path(done.workspace or "")
+    assert second.session_id == "session-1" and "No, fix them too." in second.prompt
+    assert git(repo, "show", f"{done.branch}:notes.txt") == "half done"  # the first run's work is on the branch
+    assert git(repo, "show", f"{done.branch}:calc.py") == FIXED.strip()

@@ -44,6 +44,7 @@ class WorkEvidence:
     diff_stat: str = ""
     documents: list[str] = field(default_factory=list)
     timeouts: int = 0
+    problem: str = ""  # the maker's work could not even be tested (its patch did not apply)
 
     def summary(self) -> str:
         """What the done notice shows: the diff stat's last line (files, insertions, deletions) and the tests."""
@@ -124,6 +125,8 @@ async def complete_maker(
     if work is not None:
         fields |= {"work_summary": work.summary() or None, "work_documents": "\n".join(work.documents) or None}
     base = Completion(job_id=job.id, owner=owner, to_state=JobState.DONE, reason="", attempts=attempts, fields=fields)
+    if work is not None and work.problem:
+        return _checks_failed(job, base, config, work.problem)
     if work is not None and work.tests is not None and not work.tests.passed:
         return _tests_failed(job, base, config, work)
     if not job.review_required:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import re
+import tempfile
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,6 +156,25 @@ class Git:
             return False
         await self.in_worktree(worktree, admin, "commit", "--quiet", "--no-verify", "-m", message)
         return True
+
+    async def apply_patch(self, worktree: Path, admin: Path, patch: str) -> str | None:
+        """Apply a unified diff to the worktree (``git apply``: it refuses paths outside the worktree and through
+        symlinks). None when it applied, else why not; a patch that does not apply changes nothing."""
+        with tempfile.NamedTemporaryFile("w", suffix=".diff", encoding="utf-8", delete=False) as handle:
+            handle.write(patch if patch.endswith("\n") else patch + "\n")
+        try:
+            checked = await self.in_worktree(worktree, admin, "apply", "--check", "--recount", handle.name,
+                                             check=False)
+            if not checked.ok:
+                return _last_line(checked)
+            await self.in_worktree(worktree, admin, "apply", "--recount", handle.name)
+            return None
+        finally:
+            os.unlink(handle.name)
+
+    async def tracked_files(self, worktree: Path, admin: Path, limit: int) -> list[str]:
+        out = (await self.in_worktree(worktree, admin, "ls-files", "-z")).out
+        return [name for name in out.split("\0") if name][:limit]
 
     async def remove_worktree(self, worktree: Path) -> None:
         """Remove a job's worktree (its branch stays). Forced: a finished job's leftovers are not kept."""

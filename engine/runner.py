@@ -42,7 +42,7 @@ from engine.policy import (
     job_budget_failure,
 )
 from engine.redaction import redact
-from engine.routing import CHARS_PER_TOKEN, RoutePlan, Router
+from engine.routing import CHARS_PER_TOKEN, FILE_CAPABLE_KINDS, RoutePlan, Router
 from engine.sandbox import Sandbox
 from engine.settings import BackendConfig, Settings
 from engine.store import Completion, LeaseLost, NewAttempt, NewOutbox, Store
@@ -179,6 +179,7 @@ class JobRunner:
     async def _plan(self, job: Job, request: BackendRequest) -> RoutePlan:
         """Route on the backend states the engine refreshed at this dispatch (and after every failure); a backend
         passed over for its state (paused, disabled, budget) is an event of the job, a routine skip is not."""
+        type_config = self._settings.job_type(job.type)
         plan = self._router.plan(
             job.type,
             self._router.states,
@@ -186,7 +187,7 @@ class JobRunner:
             exclude_family=job.maker_family if job.type == "review" else None,
             spent_today_usd=await self._spent_today(),
             avoid_backend=job.avoid_backend,
-            needs_files=self._settings.job_type(job.type).needs_workspace,
+            needs_files=type_config.needs_workspace and not type_config.accept_patch,
         )
         skipped = plan.noteworthy_skips()
         if skipped:
@@ -242,6 +243,10 @@ class JobRunner:
                         "cwd_in_work_dir": bool(place and place.is_worktree)}
             )
             run.has_workspace = True
+        if run.place is not None and run.place.is_worktree and config.kind not in FILE_CAPABLE_KINDS:
+            # accept_patch: a backend that cannot act on files answers with a diff the engine applies
+            patch_how = await self._work.patch_instructions(run.place)
+            request = request.model_copy(update={"prompt": f"{request.prompt}\n\n{patch_how}"})
         backend = self._router.backend(config.name)
         self._router.running[config.name] += 1
         reserved = _estimated_cost(config, request)
@@ -347,7 +352,7 @@ class JobRunner:
             return self._ask_operator(run, config, result, question)
         try:
             async with self._kept_alive(run):
-                work = await self._finish_work(run)
+                work = await self._finish_work(run, config, result)
         except WorkspaceError as exc:
             return self._workspace_lost(run, str(exc))
         return await gates.complete_maker(
@@ -367,15 +372,20 @@ class JobRunner:
             return None
         return await self._work.place(job, run.project)
 
-    async def _finish_work(self, run: _Run) -> gates.WorkEvidence | None:
-        """After the maker: commit what it left on the job's branch, run the project's tests (the engine itself,
-        in the sandbox), and keep the diff and the test log for the reviewer and the operator."""
+    async def _finish_work(self, run: _Run, config: BackendConfig, result: BackendResult) -> gates.WorkEvidence | None:
+        """After the maker: apply its patch when it could not act on files itself, commit what it left on the
+        job's branch, run the project's tests (the engine itself, in the sandbox), and keep the diff and the
+        test log for the reviewer and the operator."""
         job, place, project = run.job, run.place, run.project
         if place is None or project is None:
             return None
         if folder_of(project) is None:
             raise WorkspaceError(f"the folder of project {project.name!r} ({project.path}) was removed while the "
                                  "job ran; its work stays in the job's folder")
+        if place.is_worktree and config.kind not in FILE_CAPABLE_KINDS:
+            problem = await self._work.apply_patch(place, result.text)
+            if problem is not None:
+                return gates.WorkEvidence(tests=None, problem=problem)
         await self._work.commit(job, place)
         tests = None
         if project.test_command:

@@ -186,8 +186,10 @@ class JobTypeConfig(_Strict):
     threshold: float = Field(7.0, ge=0, le=10)
     max_revisions: int = Field(2, ge=0)
     require_test_evidence: bool = False
-    # Work on files (a worktree, a folder): routed only to backends that can act on files (the CLI workers).
+    # Work on files (a worktree, a folder): routed only to backends that can act on files (the CLI workers),
+    # unless it accepts a patch: then an HTTP backend may answer with a unified diff the engine applies.
     needs_workspace: bool = False
+    accept_patch: bool = False
     max_turns: int | None = None
     permission_mode: str | None = "acceptEdits"
     allowed_tools: list[str] = Field(default_factory=list)

@@ -20,14 +20,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import prompts
 from engine.errors import WorkspaceError
+from engine.fences import fences
 from engine.gitrepo import Git, MergeOutcome, branch_for
 from engine.models import Job, Project
 from engine.sandbox import Sandbox
 from engine.testrun import TestRun, run_tests
 from engine.workspace import Workspace
 
-__all__ = ["Place", "ProjectWork", "check_project_name", "check_project_path", "check_test_command", "folder_of"]
+__all__ = ["Place", "ProjectWork", "check_project_name", "check_project_path", "check_test_command", "extract_patch",
+           "folder_of"]
 
 MAX_PATH_CHARS = 1024
 MAX_TEST_COMMAND_CHARS = 2000
@@ -154,6 +157,24 @@ class ProjectWork:
         message = f"Switchboard job #{job.id} (revision {job.revision}): {job.title or job.type}"[:200]
         return await Git(place.repo).commit_all(place.work_dir, place.admin, message)
 
+    async def patch_instructions(self, place: Place, limit: int = 400) -> str:
+        """What an HTTP backend is told when it must answer with a diff: how, and the repository's files."""
+        files: list[str] = []
+        if place.repo is not None and place.admin is not None:
+            files = await Git(place.repo).tracked_files(place.work_dir, place.admin, limit)
+        return prompts.render("patch_request", limit=limit, files="\n".join(files) or "(none)")
+
+    async def apply_patch(self, place: Place, answer: str) -> str | None:
+        """Apply the unified diff in an HTTP backend's answer to the job's worktree. None when it applied,
+        else why not (no diff in the answer, or git refused it)."""
+        if place.repo is None or place.admin is None:
+            return "a patch needs a git project's worktree"
+        patch = extract_patch(answer)
+        if patch is None:
+            return "the answer holds no unified diff (a fenced ```diff block)"
+        problem = await Git(place.repo).apply_patch(place.work_dir, place.admin, patch)
+        return f"the patch does not apply: {problem}" if problem else None
+
     async def test(self, job: Job, place: Place, command: str, timeout_s: float) -> TestRun:
         """Run the project's test command in the job's place, inside the worker sandbox."""
         if self._sandbox is None:
@@ -197,6 +218,16 @@ class ProjectWork:
         if not await git.branch_exists(job.branch):
             raise ValueError(f"the branch {job.branch} of job #{job.id} no longer exists in {top}")
         return git
+
+
+def extract_patch(answer: str) -> str | None:
+    """The last fenced ``diff``/``patch`` block of a model's answer, else the answer from its first
+    ``diff --git`` line; None when it holds no diff."""
+    blocks = [f.body for f in fences(answer.splitlines(keepends=True)) if f.lang in ("diff", "patch")]
+    if blocks:
+        return blocks[-1]
+    start = answer.find("diff --git ")
+    return answer[start:] if start != -1 else None
 
 
 def folder_of(project: Project) -> Path | None:

@@ -24,8 +24,11 @@ from engine.clock import FakeClock
 from engine.control import Control
 from engine.models import Job, JobState, OutboxMessage
 from engine.pulse import Pulse
+from engine.sandbox import Sandbox
 from engine.settings import BackendConfig, BackendKind, Settings, default_sim_backends
 from engine.store import Store
+from engine.workspace import Workspace
+from engine.worktrees import ProjectWork, extract_patch
 from tests.conftest import instant, sim_backends
 
 BROKEN = "def add(a, b):\n    return a - b\n"
@@ -65,6 +68,10 @@ def checkout_state(repo: Path) -> dict[str, str]:
 
 def is_folder(path: Path) -> bool:
     return path.is_dir()
+
+
+def found(root: Path, name: str) -> list[Path]:
+    return list(root.rglob(name))
 
 
 class FileWorker:
@@ -490,3 +497,69 @@ async def test_an_answer_continues_in_the_same_worktree_and_session(
     assert second.session_id == "session-1" and "No, fix them too." in second.prompt
     assert git(repo, "show", f"{done.branch}:notes.txt") == "half done"  # the first run's work is on the branch
     assert git(repo, "show", f"{done.branch}:calc.py") == FIXED.strip()
+
+
+GOOD_PATCH = """Fixed: add() subtracted.
+
+```diff
+--- a/calc.py
++++ b/calc.py
+@@ -1,2 +1,2 @@
+ def add(a, b):
+-    return a - b
++    return a + b
+```
+"""
+STALE_PATCH = GOOD_PATCH.replace("-    return a - b", "-    return a * b")
+
+
+class PatchModel(FileWorker):
+    """An HTTP model: it cannot touch files, it answers with text (here: a unified diff)."""
+
+    def __init__(self, answers: list[str]) -> None:
+        super().__init__("api-coder", "openai", [{}], kind="openai")
+        self.answers = answers
+
+    async def run(self, request: BackendRequest, progress: ProgressCallback | None = None) -> BackendResult:
+        self.requests.append(request)
+        return BackendResult(text=self.answers[len(self.requests) - 1], model="api-coder")
+
+
+async def test_a_job_type_that_accepts_a_patch_takes_a_diff_from_an_http_model_and_tests_it(
+        tmp_path: Path, make_settings: Callable[..., Settings], store: Store, clock: FakeClock, make_engine: Any,
+        eventually: Any) -> None:
+    repo = make_repo(tmp_path)
+    model = PatchModel([STALE_PATCH, "I would change calc.py.", GOOD_PATCH])
+    coding = {"tier": 3, "review": True, "rubric": "coding", "require_test_evidence": True,
+              "needs_workspace": True, "accept_patch": True, "max_revisions": 2}
+    _, control = await start(make_settings, store, clock, make_engine, model, job_types={"coding": coding})
+    await control.add_project("calc", path=str(repo), test=TEST_COMMAND)
+    job, _ = await control.add_job("fix add()", type="coding", project="calc")
+
+    done = await until(store, job.id, JobState.DONE, eventually=eventually)
+
+    first_prompt = model.requests[0].prompt
+    assert "calc.py\ntest_calc.py" in first_prompt and "fenced block marked `diff`" in first_prompt
+    critiques = [r.critique for r in await store.job_reviews(job.id) if r.reviewer_backend == "checks"]
+    assert "the patch does not apply" in critiques[0] and "holds no unified diff" in critiques[1]
+    assert len(await store.test_runs(job.id)) == 1  # only the patch that applied was tested
+    assert git(repo, "show", f"{done.branch}:calc.py") == FIXED.strip()
+    assert git(repo, "show", "main:calc.py") == BROKEN.strip()
+
+
+async def test_a_patch_reaching_outside_the_worktree_is_refused(
+        tmp_path: Path, settings: Settings, store: Store, clock: FakeClock) -> None:
+    repo = make_repo(tmp_path)
+    control = Control(settings, store, clock)
+    project = await control.add_project("calc", path=str(repo))
+    job, _ = await control.add_job("fix add()", type="coding", project="calc")
+    work = ProjectWork(Workspace(settings.home), lambda: Sandbox(mode="off"))
+    place = await work.place(job, project)
+    assert place is not None
+    escape = "```diff\n--- /dev/null\n+++ b/../../../escaped.txt\n@@ -0,0 +1 @@\n+out\n```\n"
+    problem = await work.apply_patch(place, escape)
+    assert problem is not None and "does not apply" in problem
+    assert not found(tmp_path, "escaped.txt")
+    assert extract_patch("no diff here") is None
+    assert await work.apply_patch(place, GOOD_PATCH) is None
+    assert (place.work_dir / "calc.py").read_text() == FIXED and (repo / "calc.py").read_text() == BROKEN

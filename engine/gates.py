@@ -12,8 +12,6 @@ The database itself refuses ``done`` for a reviewed job without a passing review
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import prompts
 from engine import notices
 from engine.backends.base import BackendResult
@@ -22,51 +20,14 @@ from engine.job_factory import new_job
 from engine.models import Job, JobState, NewJob, Priority, Source
 from engine.settings import BackendConfig, JobTypeConfig, Settings
 from engine.store import Completion, NewAttempt, NewReview, ParentUpdate, Store
-from engine.testrun import TestRun
 from engine.verdict import ReviewVerdict, parse_review
-from engine.workspace import MAX_EVIDENCE_CHARS, Workspace
+from engine.workspace import Workspace
+from engine.worktrees import WorkEvidence, keep_tail
 
 INLINE_RESULT_CHARS = 4000
 CHECKS_FAMILY = "deterministic-checks"
-REVIEW_DIFF_CHARS = 60_000
 # A test command that hangs: the work goes back once; a second hang goes to the operator.
 MAX_TEST_TIMEOUTS = 2
-
-
-@dataclass(frozen=True)
-class WorkEvidence:
-    """What the engine itself saw of a job's work on a project's folder: its own test run (None: the project
-    has no test command), the change as a diff and its stat, the files the done notice attaches, and how many
-    earlier test runs of this job hung."""
-
-    tests: TestRun | None
-    diff: str = ""
-    diff_stat: str = ""
-    documents: list[str] = field(default_factory=list)
-    timeouts: int = 0
-    problem: str = ""  # the maker's work could not even be tested (its patch did not apply)
-
-    def summary(self) -> str:
-        """What the done notice shows: the diff stat's last line (files, insertions, deletions) and the tests."""
-        lines = [line.strip() for line in self.diff_stat.strip().splitlines()]
-        parts = [f"change: {lines[-1]}" if lines else ""]
-        parts.append(f"tests: {self.tests.summary}" if self.tests is not None else "")
-        return "\n".join(p for p in parts if p)
-
-    def for_reviewer(self) -> str:
-        blocks = []
-        if self.tests is not None:
-            blocks.append(prompts.untrusted("test run by Switchboard itself", _tail(self.tests.report())))
-        if self.diff:
-            diff = self.diff if len(self.diff) <= REVIEW_DIFF_CHARS else self.diff[:REVIEW_DIFF_CHARS] + "\n[cut]\n"
-            blocks.append(prompts.untrusted("the change, as git diff", diff))
-        return "\n\n".join(blocks)
-
-
-def _tail(text: str, max_chars: int = MAX_EVIDENCE_CHARS) -> str:
-    if len(text) <= max_chars:
-        return text
-    return f"[first {len(text) - max_chars} characters omitted]\n" + text[-max_chars:]
 
 
 def verdict_problem(text: str) -> str | None:
@@ -170,7 +131,7 @@ def _tests_failed(job: Job, base: Completion, config: BackendConfig, work: WorkE
     hang goes to the operator."""
     tests = work.tests
     assert tests is not None
-    problem = f"the project's tests {tests.summary}. Make them pass.\n\n{_tail(tests.report(), 6000)}"
+    problem = f"the project's tests {tests.summary}. Make them pass.\n\n{keep_tail(tests.report(), 6000)}"
     if tests.timed_out and work.timeouts >= MAX_TEST_TIMEOUTS:
         job = job.model_copy(update={"revision": job.max_revisions})  # no revision left for a hanging command
     return _checks_failed(job, base, config, problem)

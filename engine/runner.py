@@ -48,7 +48,7 @@ from engine.settings import BackendConfig, Settings
 from engine.store import Completion, LeaseLost, NewAttempt, NewOutbox, Store
 from engine.vocab import QUESTION_PREFIX
 from engine.workspace import Workspace
-from engine.worktrees import Place, ProjectWork, folder_of
+from engine.worktrees import Place, ProjectWork, WorkEvidence
 
 log = logging.getLogger(__name__)
 
@@ -372,39 +372,14 @@ class JobRunner:
             return None
         return await self._work.place(job, run.project)
 
-    async def _finish_work(self, run: _Run, config: BackendConfig, result: BackendResult) -> gates.WorkEvidence | None:
-        """After the maker: apply its patch when it could not act on files itself, commit what it left on the
-        job's branch, run the project's tests (the engine itself, in the sandbox), and keep the diff and the
-        test log for the reviewer and the operator."""
-        job, place, project = run.job, run.place, run.project
-        if place is None or project is None:
+    async def _finish_work(self, run: _Run, config: BackendConfig, result: BackendResult) -> WorkEvidence | None:
+        if run.place is None or run.project is None:
             return None
-        if folder_of(project) is None:
-            raise WorkspaceError(f"the folder of project {project.name!r} ({project.path}) was removed while the "
-                                 "job ran; its work stays in the job's folder")
-        if place.is_worktree and config.kind not in FILE_CAPABLE_KINDS:
-            problem = await self._work.apply_patch(place, result.text)
-            if problem is not None:
-                return gates.WorkEvidence(tests=None, problem=problem)
-        await self._work.commit(job, place)
-        tests = None
-        if project.test_command:
-            run.progress = f"running the project's tests: {project.test_command}"[:300]
-            tests = await self._work.test(job, place, project.test_command, self._settings.engine.test_timeout_s)
-            await self._store.add_test_run(job.id, job.revision, tests.command, tests.exit_code, tests.timed_out,
-                                           tests.duration_s, tests.output, tests.summary)
-        stat = diff = ""
-        documents = []
-        if place.is_worktree and place.branch and place.base:
-            git_job = job.model_copy(update={"branch": place.branch, "base_commit": place.base})
-            stat = await self._work.diff(git_job, project, stat=True)
-            diff = await self._work.diff(git_job, project)
-            documents.append(str(self._workspace.write_text(job.id, f"job-{job.id}.diff", diff or "(no change)\n")))
-        if tests is not None:
-            documents.append(str(self._workspace.write_text(job.id, f"job-{job.id}-tests.log", tests.report())))
-        earlier = [r for r in await self._store.test_runs(job.id) if r.timed_out]
-        return gates.WorkEvidence(tests=tests, diff=diff, diff_stat=stat, documents=documents,
-                                  timeouts=len(earlier))
+        if run.project.test_command:
+            run.progress = f"running the project's tests: {run.project.test_command}"[:300]
+        patch_from = result.text if config.kind not in FILE_CAPABLE_KINDS else None
+        return await self._work.finish(run.job, run.place, run.project, patch_from=patch_from,
+                                       test_timeout_s=self._settings.engine.test_timeout_s, store=self._store)
 
     def _workspace_lost(self, run: _Run, problem: str) -> Completion:
         """The project's folder is gone or git refused: the operator decides; the job's own folder is kept."""

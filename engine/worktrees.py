@@ -17,8 +17,9 @@ import os
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import prompts
 from engine.errors import WorkspaceError
@@ -27,15 +28,56 @@ from engine.gitrepo import Git, MergeOutcome, branch_for
 from engine.models import Job, Project
 from engine.sandbox import Sandbox
 from engine.testrun import TestRun, run_tests
-from engine.workspace import Workspace
+from engine.workspace import MAX_EVIDENCE_CHARS, Workspace
 
-__all__ = ["Place", "ProjectWork", "check_project_name", "check_project_path", "check_test_command", "extract_patch",
-           "folder_of"]
+if TYPE_CHECKING:
+    from engine.store import Store
+
+__all__ = ["Place", "ProjectWork", "WorkEvidence", "check_project_name", "check_project_path", "check_test_command",
+           "extract_patch", "folder_of", "keep_tail"]
 
 MAX_PATH_CHARS = 1024
 MAX_TEST_COMMAND_CHARS = 2000
 MAX_DIFF_CHARS = 2_000_000
+REVIEW_DIFF_CHARS = 60_000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def keep_tail(text: str, max_chars: int = MAX_EVIDENCE_CHARS) -> str:
+    """The end of a long output (where test runners print their summary), saying how much was left out."""
+    if len(text) <= max_chars:
+        return text
+    return f"[first {len(text) - max_chars} characters omitted]\n" + text[-max_chars:]
+
+
+@dataclass(frozen=True)
+class WorkEvidence:
+    """What the engine itself saw of a job's work on a project's folder: its own test run (None: the project
+    has no test command), the change as a diff and its stat, the files the done notice attaches, how many test
+    runs of this job hung, and why the work could not even be tested (a patch that did not apply)."""
+
+    tests: TestRun | None
+    diff: str = ""
+    diff_stat: str = ""
+    documents: list[str] = field(default_factory=list)
+    timeouts: int = 0
+    problem: str = ""
+
+    def summary(self) -> str:
+        """What the done notice shows: the diff stat's last line (files, insertions, deletions) and the tests."""
+        lines = [line.strip() for line in self.diff_stat.strip().splitlines()]
+        parts = [f"change: {lines[-1]}" if lines else ""]
+        parts.append(f"tests: {self.tests.summary}" if self.tests is not None else "")
+        return "\n".join(p for p in parts if p)
+
+    def for_reviewer(self) -> str:
+        blocks = []
+        if self.tests is not None:
+            blocks.append(prompts.untrusted("test run by Switchboard itself", keep_tail(self.tests.report())))
+        if self.diff:
+            diff = self.diff if len(self.diff) <= REVIEW_DIFF_CHARS else self.diff[:REVIEW_DIFF_CHARS] + "\n[cut]\n"
+            blocks.append(prompts.untrusted("the change, as git diff", diff))
+        return "\n\n".join(blocks)
 
 
 # --- Checking what comes from outside ----------------------------------------------------------------------
@@ -156,6 +198,35 @@ class ProjectWork:
             return False
         message = f"Switchboard job #{job.id} (revision {job.revision}): {job.title or job.type}"[:200]
         return await Git(place.repo).commit_all(place.work_dir, place.admin, message)
+
+    async def finish(self, job: Job, place: Place, project: Project, *, patch_from: str | None,
+                     test_timeout_s: float, store: Store) -> WorkEvidence:
+        """After the maker: apply its patch (``patch_from``: the answer of a backend that cannot act on files),
+        commit what it left on the job's branch, run the project's tests (recorded in the store), and keep the
+        diff and the test log, as files in the job folder, for the reviewer and the operator."""
+        if folder_of(project) is None:
+            raise WorkspaceError(f"the folder of project {project.name!r} ({project.path}) was removed while the "
+                                 "job ran; its work stays in the job's folder")
+        if patch_from is not None and place.is_worktree:
+            problem = await self.apply_patch(place, patch_from)
+            if problem is not None:
+                return WorkEvidence(tests=None, problem=problem)
+        await self.commit(job, place)
+        tests = None
+        if project.test_command:
+            tests = await self.test(job, place, project.test_command, test_timeout_s)
+            await store.add_test_run(job.id, job.revision, tests.command, tests.exit_code, tests.timed_out,
+                                     tests.duration_s, tests.output, tests.summary)
+        stat = diff = ""
+        documents = []
+        if place.is_worktree and place.branch and place.base:
+            git_job = job.model_copy(update={"branch": place.branch, "base_commit": place.base})
+            stat, diff = await self.diff(git_job, project, stat=True), await self.diff(git_job, project)
+            documents.append(str(self._workspace.write_text(job.id, f"job-{job.id}.diff", diff or "(no change)\n")))
+        if tests is not None:
+            documents.append(str(self._workspace.write_text(job.id, f"job-{job.id}-tests.log", tests.report())))
+        hung = [r for r in await store.test_runs(job.id) if r.timed_out]
+        return WorkEvidence(tests=tests, diff=diff, diff_stat=stat, documents=documents, timeouts=len(hung))
 
     async def patch_instructions(self, place: Place, limit: int = 400) -> str:
         """What an HTTP backend is told when it must answer with a diff: how, and the repository's files."""

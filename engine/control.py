@@ -74,11 +74,13 @@ class Control:
         source: Source = Source.OPERATOR,
         chat_id: int | None = None,
         idempotency_key: str | None = None,
+        title: str = "",
     ) -> tuple[Job, bool]:
         job = new_job(
             self.settings,
             type=type,
             prompt=clean_text(text),
+            title=clean_name(title),
             project=project,
             priority=priority,
             source=source,

@@ -264,6 +264,16 @@ class PulseSettings(_Strict):
         return value
 
 
+class PersonaSettings(_Strict):
+    """The persona's turn: how much live state it sees, and which of its actions wait for the operator's button."""
+
+    snapshot_tokens: int = Field(1200, ge=100)  # the live snapshot's budget (about 4 characters a token)
+    # An enqueue whose estimated cost is above this waits for a button (0: every paid job does).
+    confirm_cost_usd: float = Field(1.0, ge=0)
+    # A schedule that runs more often than this waits for a button.
+    confirm_schedule_below_s: float = Field(3600.0, ge=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SWITCHBOARD_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -280,6 +290,7 @@ class Settings(BaseSettings):
     job_types: dict[str, JobTypeConfig] = Field(default_factory=dict)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     pulse: PulseSettings = Field(default_factory=PulseSettings)
+    chat: PersonaSettings = Field(default_factory=PersonaSettings)  # the persona's turns: [chat]
 
     @field_validator("home", mode="after")
     @classmethod

@@ -121,6 +121,12 @@ class Handlers:
         if query is None:
             return
         verb, _, raw_id = (query.data or "").partition(":")
+        if verb in _CONFIRMATIONS:  # a persona action waiting for the operator's OK: the /confirm command's path
+            text = await self._s.commands.handle(f"/{_CONFIRMATIONS[verb]} {raw_id}")
+            await _answer_query(query, text)
+            chat_id = query.message.chat.id if query.message is not None else None
+            await self._answer(f"button:{update.update_id}", chat_id, text)
+            return
         action = _BUTTONS.get(verb)
         if action is None or not raw_id.isdigit():
             await _answer_query(query, "That button is no longer valid.")
@@ -183,6 +189,10 @@ _BUTTONS: dict[str, Callable[[Handlers, int], Awaitable[tuple[str, str]]]] = {
     "cancel": Handlers._cancel,
     "job": Handlers._show,
 }
+
+
+# Buttons under a persona's reply: run (or drop) the action it staged, keyed by chat job and place in the reply.
+_CONFIRMATIONS = {"act": "confirm", "drop": "drop"}
 
 
 def _chat_of(update: Update) -> Chat | None:

@@ -58,6 +58,20 @@ class JobsMixin(StoreCore):
         params.append(limit)
         return await self._read(lambda conn, _: [_job(r) for r in conn.execute(sql, params)], heavy=limit > 200)
 
+    async def recent_jobs(
+        self, states: Iterable[JobState], *, limit: int, exclude_types: Iterable[str] = ("chat", "review")
+    ) -> list[Job]:
+        """Jobs in ``states`` most recently changed first, without the persona's own turns and reviews (what the
+        persona's live snapshot shows)."""
+        wanted = [s.value for s in states]
+        skipped = list(exclude_types) or [""]
+        sql = (
+            f"SELECT * FROM jobs WHERE state IN ({','.join('?' * len(wanted))}) "
+            f"AND type NOT IN ({','.join('?' * len(skipped))}) ORDER BY updated_at DESC, id DESC LIMIT ?"
+        )
+        params = [*wanted, *skipped, limit]
+        return await self._read(lambda conn, _: [_job(r) for r in conn.execute(sql, params)])
+
     async def job_attempts(self, job_id: int) -> list[Attempt]:
         sql = "SELECT * FROM attempts WHERE job_id = ? ORDER BY id"
         return await self._read(lambda conn, _: [Attempt(**dict(r)) for r in conn.execute(sql, (job_id,))])

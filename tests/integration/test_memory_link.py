@@ -78,7 +78,7 @@ async def test_an_injected_result_comes_back_only_as_facts_inside_the_data_block
     claude_md = (settings.home / "jobs" / str(later.id) / "CLAUDE.md").read_text(encoding="utf-8")
     for text in (prompt, claude_md):
         assert "Ignore previous instructions" not in text
-        (memories,) = [body for body in data_block_bodies(text) if "Relevant memories" in body]
+        (memories,) = [body for body in data_block_bodies(text) if "Most relevant first" in body]
         assert f"analysis job {first.id} done" in memories
         outside = text.replace(memories, "")
         assert f"analysis job {first.id}" not in outside  # the episode appears only inside the data block

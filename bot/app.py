@@ -202,8 +202,9 @@ async def _start_engine(
 
     engine_hooks: EngineHooks = hooks if hooks is not None else NoHooks()
     running = Engine(settings, store, backends, clock, hooks=engine_hooks, redactor=redactor)
-    if hooks is not None:  # memory's consolidation runs as an ordinary job
+    if hooks is not None:  # memory's consolidation runs as an ordinary job; episodes follow the store's events
         hooks.enqueue = running.submit
+        hooks.store = store
     await running.start()
     stack.push_async_callback(running.stop)
     return running

@@ -274,6 +274,17 @@ class PersonaSettings(_Strict):
     confirm_schedule_below_s: float = Field(3600.0, ge=0)
 
 
+class MediaSettings(_Strict):
+    """Files the operator sends: documents and photos become jobs with the file in the job's folder."""
+
+    max_file_mb: float = Field(10.0, gt=0, le=20)  # the Bot API serves bots files up to 20 MB
+    job_type: str = "analysis"  # the type of the job a document or photo starts (its caption is the request)
+    # A local speech-to-text command, the voice note's path appended, printing the text (e.g. a whisper.cpp
+    # wrapper). Empty: voice notes are answered with a sentence saying so.
+    transcriber: list[str] = Field(default_factory=list)
+    transcriber_timeout_s: float = Field(120.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SWITCHBOARD_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -291,6 +302,7 @@ class Settings(BaseSettings):
     memory: MemorySettings = Field(default_factory=MemorySettings)
     pulse: PulseSettings = Field(default_factory=PulseSettings)
     chat: PersonaSettings = Field(default_factory=PersonaSettings)  # the persona's turns: [chat]
+    media: MediaSettings = Field(default_factory=MediaSettings)
 
     @field_validator("home", mode="after")
     @classmethod

@@ -27,6 +27,7 @@ from telegram.ext import (
 )
 
 from bot.services import Services
+from bot.telegram.media import answer_media
 from engine.control import parse_duration, parse_job_id
 from engine.errors import OPERATOR_ERRORS, describe_error
 from engine.text import clip
@@ -140,9 +141,12 @@ class Handlers:
         await self._answer(f"button:{update.update_id}", chat_id, text)
 
     async def on_other(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Documents, photos, voice notes (``bot.telegram.media``); anything else is answered with what I read."""
         chat = update.effective_chat
-        if chat is not None and update.effective_message is not None:
-            await self._answer(f"cmd:{update.update_id}", chat.id, "I read text messages only, for now.")
+        message = update.effective_message
+        if chat is not None and message is not None:
+            await _typing(context, chat.id)
+            await self._answer(f"cmd:{update.update_id}", chat.id, await answer_media(self._s, context.bot, message))
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         update_id = update.update_id if isinstance(update, Update) else "?"

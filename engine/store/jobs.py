@@ -174,6 +174,18 @@ class JobsMixin(StoreCore):
                 raise  # e.g. a retry whose idempotency key another live job holds: not a gate refusal
             raise GateRefused(str(exc)) from exc
 
+    async def release(self, job_id: int) -> Job:
+        """Let a queued job held by ``run_after`` run now (a job whose files were still being written)."""
+
+        def run(conn: sqlite3.Connection, now: float) -> Job:
+            conn.execute(
+                "UPDATE jobs SET run_after = ?, updated_at = ? WHERE id = ? AND state = 'queued' AND run_after > ?",
+                (now, now, job_id, now),
+            )
+            return _written_job(conn, job_id)
+
+        return await self._tx(run)
+
     async def cancel(self, job_id: int, reason: str = "cancelled by operator") -> Job:
         return await self.transition(job_id, JobState.CANCELLED, reason, fields=_CLEAR_LEASE)
 

@@ -17,10 +17,11 @@ import tempfile
 from pathlib import Path
 
 from engine.control import Control
+from engine.errors import InvalidJob
 from engine.models import Job, Priority, Source
 from engine.workspace import Workspace, sanitize_name
 
-__all__ = ["ATTACHMENTS", "MediaRefused", "add_job_with_files", "check_file", "check_name", "transcribe"]
+__all__ = ["ATTACHMENTS", "add_job_with_files", "check_file", "check_name", "check_size", "transcribe"]
 
 ATTACHMENTS = "attachments"  # the sub-folder of the job's folder that holds the operator's files
 _HOLD_S = 3600.0  # a job is held this long while its files are written (released at once after)
@@ -37,36 +38,37 @@ _TEXT = frozenset({".txt", ".md", ".csv", ".json", ".log", ".tsv", ".yaml", ".ym
 ALLOWED_SUFFIXES = frozenset(_MAGIC) | _TEXT
 
 
-class MediaRefused(ValueError):
-    """A file the operator sent that is not kept: too large, or not a type Switchboard accepts."""
-
-
 def check_name(name: str) -> str:
-    """The safe file name for ``name``, or MediaRefused when its type is not accepted (before any download)."""
+    """The safe file name for ``name``, or InvalidJob when its type is not accepted (before any download)."""
     safe = sanitize_name(Path(name).name or "file")
     suffix = Path(safe).suffix.lower()
     if suffix not in ALLOWED_SUFFIXES:
         kinds = ", ".join(sorted(ALLOWED_SUFFIXES))
-        raise MediaRefused(f"{suffix or 'a file without an extension'} is not a type I accept ({kinds})")
+        raise InvalidJob(f"{suffix or 'a file without an extension'} is not a type I accept ({kinds})")
     return safe
 
 
+def check_size(size: int | None, max_bytes: int) -> None:
+    """InvalidJob when a file of ``size`` bytes (None: not announced) is over the limit."""
+    if size is not None and size > max_bytes:
+        raise InvalidJob(f"the file is {size / 2**20:.1f} MB; at most {max_bytes / 2**20:.0f} MB")
+
+
 def check_file(name: str, data: bytes, max_bytes: int) -> str:
-    """The safe file name to keep ``data`` under, or MediaRefused saying why not."""
-    if len(data) > max_bytes:
-        raise MediaRefused(f"the file is {len(data) / 2**20:.1f} MB; at most {max_bytes / 2**20:.0f} MB")
+    """The safe file name to keep ``data`` under, or InvalidJob saying why not."""
+    check_size(len(data), max_bytes)
     safe = check_name(name)
     suffix = Path(safe).suffix.lower()
     if suffix in _MAGIC:
         if not data.startswith(_MAGIC[suffix]) or (suffix == ".webp" and data[8:12] != b"WEBP"):
-            raise MediaRefused(f"the file is named {suffix} but its content is not that")
+            raise InvalidJob(f"the file is named {suffix} but its content is not that")
     else:
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
-            raise MediaRefused(f"the file is named {suffix} but is not UTF-8 text") from None
+            raise InvalidJob(f"the file is named {suffix} but is not UTF-8 text") from None
         if "\x00" in text:
-            raise MediaRefused(f"the file is named {suffix} but holds binary data")
+            raise InvalidJob(f"the file is named {suffix} but holds binary data")
     return safe
 
 
@@ -124,15 +126,15 @@ async def transcribe(argv: list[str], path: Path, timeout_s: float) -> str:
             stderr=asyncio.subprocess.DEVNULL,
         )
     except OSError as exc:
-        raise MediaRefused(f"the transcriber could not start ({type(exc).__name__})") from None
+        raise InvalidJob(f"the transcriber could not start ({type(exc).__name__})") from None
     try:
         out, _ = await asyncio.wait_for(process.communicate(), timeout_s)
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         await process.wait()
-        raise MediaRefused(f"the transcriber took longer than {timeout_s:.0f} s") from None
+        raise InvalidJob(f"the transcriber took longer than {timeout_s:.0f} s") from None
     text = out.decode("utf-8", "replace").strip()
     if process.returncode != 0 or not text:
-        raise MediaRefused("the transcriber gave no text")
+        raise InvalidJob("the transcriber gave no text")
     return text

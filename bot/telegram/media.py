@@ -11,8 +11,8 @@ from telegram import Bot, Message
 from telegram.error import TelegramError
 
 from bot.services import Services
-from engine.errors import OPERATOR_ERRORS, describe_error
-from engine.media import MediaRefused, add_job_with_files, check_file, check_name, transcribe
+from engine.errors import OPERATOR_ERRORS, InvalidJob, describe_error
+from engine.media import add_job_with_files, check_file, check_name, check_size, transcribe
 from engine.text import clip
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ async def answer_media(services: Services, bot: Bot, message: Message) -> str:
             return await _file(services, bot, message)
         if message.voice is not None or message.audio is not None:
             return await _voice(services, bot, message)
-    except MediaRefused as exc:
+    except InvalidJob as exc:  # a file refused for its type or size, a voice note not understood
         return f"I did not keep that file: {exc}."
     except TelegramError as exc:
         log.warning("could not fetch the operator's file: %s", type(exc).__name__)
@@ -43,11 +43,9 @@ async def answer_media(services: Services, bot: Bot, message: Message) -> str:
 
 async def _download(services: Services, bot: Bot, file_id: str, announced: int | None) -> bytes:
     limit = int(services.settings.media.max_file_mb * 2**20)
-    if announced is not None and announced > limit:  # refused before a byte is downloaded
-        raise MediaRefused(f"the file is {announced / 2**20:.1f} MB; at most {limit / 2**20:.0f} MB")
+    check_size(announced, limit)  # refused before a byte is downloaded
     handle = await bot.get_file(file_id)
-    if handle.file_size is not None and handle.file_size > limit:
-        raise MediaRefused(f"the file is {handle.file_size / 2**20:.1f} MB; at most {limit / 2**20:.0f} MB")
+    check_size(handle.file_size, limit)
     return bytes(await handle.download_as_bytearray())
 
 

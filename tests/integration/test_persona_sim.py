@@ -5,13 +5,16 @@ never answers, so they stay running where a test needs them."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from bot.app import open_services
 from engine.models import JobState
-from engine.settings import BackendConfig
+from engine.settings import BackendConfig, Settings, default_sim_backends
+from tests.conftest import instant, sim_backends
 from tests.fakes.fake_openai import FakeOpenAI, Hang
 from tests.fakes.fake_telegram import BotMessage
 from tests.integration.telegram_rig import OPERATOR, Rig, TelegramRigs
@@ -89,3 +92,24 @@ async def test_an_unplaceable_request_gets_a_question_and_a_fix_gets_a_job(rig: 
 
     [job] = await eventually(queued_jobs)
     assert job.title.startswith("The backup failed")
+
+
+async def test_on_the_console_the_confirmation_is_a_command(tmp_path: Any, clock: Any, eventually: Any) -> None:
+    """No buttons on the console: the persona's reply names /confirm KEY, which runs the staged action once."""
+    settings = Settings(home=tmp_path / "home", backends=instant(default_sim_backends()), memory={"enabled": False},
+                        engine={"shutdown_grace_s": 0})
+    async with open_services(settings, clock=clock, engine=True, backends=sim_backends(settings, clock)) as services:
+        target, _ = await services.control.add_job("later", type="analysis", run_after=clock.now() + 86_400)
+        chat = await services.control.chat(1, f"cancel {target.id}")
+        assert chat is not None
+
+        async def reply() -> str | None:
+            job = await services.store.get_job(chat.id)
+            return job.result_text if job is not None and job.state == JobState.DONE else None
+
+        text = await eventually(reply)
+        key = re.search(r"/confirm (\S+?)\)", text)
+        assert key is not None, text
+        assert f"Job #{target.id} cancelled." in await services.commands.handle(f"/confirm {key.group(1)}")
+        assert "already done" in await services.commands.handle(f"/confirm {key.group(1)}")
+        assert (await services.control.job(target.id)).state == JobState.CANCELLED

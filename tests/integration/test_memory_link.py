@@ -85,6 +85,8 @@ async def test_an_injected_result_comes_back_only_as_facts_inside_the_data_block
         outside = text.replace(memories, "")
         assert f"analysis job {first.id}" not in outside  # the episode appears only inside the data block
     assert prompt.rstrip().endswith("Summarise the supplier invoice and check its total")
+    for text in (prompt, claude_md):  # one heading, not "## Relevant memories" over "Relevant memories ..."
+        assert text.count("Relevant memories") == 1 and text.count("## Relevant memories") == 1
 
 
 async def _done(store: Store, job_id: int) -> bool:

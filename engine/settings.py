@@ -9,14 +9,21 @@ A malformed or contradictory configuration raises ``ConfigError`` with one messa
 forbids keys it does not know, and an unknown ``SWITCHBOARD_*`` variable is refused the same way, both with a
 "did you mean" when a known key is close; times, time zones and ranges are checked here, so ``doctor`` and
 ``run`` refuse the same things with the same line.
+
+The environment is read here rather than by pydantic-settings: beyond pydantic itself that package cost each
+CLI command 0.03-0.05 s of imports before its first line of work (its sources, dotenv, its CLI parser); the
+rules it applied are the few kept below (``__`` nesting, JSON for tables and lists, the environment over the
+file). ``Settings(...)`` built directly (tests, benches) reads no environment.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -30,7 +37,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from engine.errors import ConfigError
 from engine.schedule_times import parse_hhmm, zone
@@ -164,9 +170,11 @@ class BackendConfig(_Strict):
 
     @property
     def pay_per_token(self) -> bool:
-        return (
-            not self.subscription and not self.simulated and (self.price_in_per_mtok > 0 or self.price_out_per_mtok > 0)
-        )
+        """Its calls cost money and count toward the daily cap: priced in the config, or a ``claude_cli`` that is
+        not a subscription (the CLI prices each run itself, ``total_cost_usd``)."""
+        if self.subscription or self.simulated:
+            return False
+        return self.price_in_per_mtok > 0 or self.price_out_per_mtok > 0 or self.kind == "claude_cli"
 
     def api_key(self) -> SecretStr | None:
         if not self.api_key_env:
@@ -231,6 +239,16 @@ def default_sim_backends() -> list[BackendConfig]:
     ]
 
 
+class GateSettings(_Strict):
+    """What the quality gate does when no reviewer of another model family exists (a one-family setup):
+    ``operator`` hands the job to the operator after ``no_other_family_grace_s`` (the maker's result, Approve /
+    Revise / Discard); ``same_family_other_model`` lets another model of the maker's family review (the operator's
+    standing approval, said in the notice); ``wait`` waits for such a reviewer to be configured."""
+
+    when_no_other_family: Literal["operator", "same_family_other_model", "wait"] = "operator"
+    no_other_family_grace_s: float = Field(30.0, ge=0)
+
+
 class PulseSettings(_Strict):
     interval_min: float = Field(30.0, gt=0)
     digest_time: str = "07:00"
@@ -285,10 +303,10 @@ class MediaSettings(_Strict):
     transcriber_timeout_s: float = Field(120.0, gt=0)
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="SWITCHBOARD_", env_nested_delimiter="__", extra="forbid", validate_default=True
-    )
+class Settings(BaseModel):
+    """The whole configuration; ``load_settings`` builds it from the file and the ``SWITCHBOARD_*`` variables."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
 
     home: Path = Field(default_factory=lambda: Path("~/.switchboard").expanduser())
     persona_name: str = "Switch"
@@ -301,6 +319,7 @@ class Settings(BaseSettings):
     job_types: dict[str, JobTypeConfig] = Field(default_factory=dict)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     pulse: PulseSettings = Field(default_factory=PulseSettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
     chat: PersonaSettings = Field(default_factory=PersonaSettings)  # the persona's turns: [chat]
     media: MediaSettings = Field(default_factory=MediaSettings)
 
@@ -395,17 +414,6 @@ class Settings(BaseSettings):
         ordered = sorted(enabled, key=lambda b: (b.tier != tier, b.tier < tier, abs(b.tier - tier)))
         return [b.name for b in ordered]
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (env_settings, init_settings)
-
 
 def find_config_file(explicit: str | os.PathLike[str] | None = None) -> Path | None:
     if explicit:
@@ -438,9 +446,7 @@ def load_settings(config_path: str | os.PathLike[str] | None = None, **overrides
                 f"(${BOT_TOKEN_ENV} for the bot token, $TELEGRAM_WEBHOOK_SECRET or telegram.webhook_secret_env)"
             )
     data.update(overrides)
-    unknown_variable = _unknown_environment_variable(os.environ)
-    if unknown_variable:
-        raise ConfigError(unknown_variable)
+    data = _merge(data, _environment_values(os.environ))  # the environment wins over the file and the caller
     try:
         settings = Settings(**data)
         if settings.detect_backends and not data.get("backends") and settings.simulated_only:
@@ -519,21 +525,54 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
 
 
-def _unknown_environment_variable(environ: Any) -> str | None:
-    """The first ``SWITCHBOARD_*`` variable naming no setting, as one line; None when all are known."""
+def _environment_values(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The settings the ``SWITCHBOARD_*`` variables give, as nested tables (``ENGINE__MAX_SLOTS`` ->
+    ``{"engine": {"max_slots": "10"}}``); a table, list or dict value is JSON. An unknown name or a value that is
+    not JSON where JSON is needed raises ConfigError with one line naming the variable."""
+    values: dict[str, Any] = {}
     for name in sorted(environ):
-        if not name.startswith(ENV_PREFIX) or name in OTHER_ENV_NAMES or name.endswith("_BIN"):
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() in OTHER_ENV_NAMES or name.endswith("_BIN"):
             continue
-        annotation: Any = Settings
         parts = name[len(ENV_PREFIX):].lower().split("__")
+        annotation: Any = Settings
         for depth, part in enumerate(parts):
             table = _unwrap(annotation)
             if isinstance(table, type) and issubclass(table, BaseModel) and part not in table.model_fields:
                 close = difflib.get_close_matches(part, list(table.model_fields), n=1, cutoff=0.6)
                 meant = ENV_PREFIX + "__".join([*parts[:depth], *close, *parts[depth + 1:]]).upper()
                 guess = f" (did you mean {meant}?)" if close else ""
-                return f"environment variable {name}: no such setting {'.'.join(parts[:depth + 1])}{guess}"
+                raise ConfigError(f"environment variable {name}: no such setting {'.'.join(parts[:depth + 1])}{guess}")
             annotation = _step(annotation, part)
             if annotation is None:
-                break
-    return None
+                raise ConfigError(f"environment variable {name}: no such setting {'.'.join(parts[:depth + 1])}")
+        value: Any = environ[name]
+        if _is_structured(annotation):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ConfigError(f"environment variable {name}: not valid JSON for {'.'.join(parts)}") from None
+        node = values
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return values
+
+
+def _is_structured(annotation: Any) -> bool:
+    """A table, list or dict: given in the environment as JSON."""
+    annotation = _unwrap(annotation)
+    if get_origin(annotation) in (list, dict, set, tuple):
+        return True
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``, tables merged key by key (an environment variable overrides one key of the
+    file's table, not the whole table)."""
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

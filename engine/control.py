@@ -77,20 +77,30 @@ class Control:
         source: Source = Source.OPERATOR,
         chat_id: int | None = None,
         idempotency_key: str | None = None,
+        title: str = "",
+        run_after: float | None = None,
     ) -> tuple[Job, bool]:
         job = new_job(
             self.settings,
             type=type,
             prompt=clean_text(text),
+            title=clean_name(title),
             project=project,
             priority=priority,
             source=source,
             chat_id=chat_id,
             idempotency_key=idempotency_key,
+            run_after=run_after,
         )
         if self.engine is not None:
             return await self.engine.submit(job)
         return await self.store.enqueue(job)
+
+    async def release(self, job_id: int) -> Job:
+        """A queued job held back (``run_after`` in the future) may run now."""
+        released = await self.store.release(check_job_id(job_id))
+        self._wake()
+        return released
 
     async def chat(self, chat_id: int, text: str, *, update_id: int | None = None) -> Job | None:
         """The operator said something: record it and queue the persona's turn (operator lane), atomically.

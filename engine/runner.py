@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import prompts
-from engine import gates, notices, persona
+from engine import gates, notices
 from engine.backends.base import BackendRequest, BackendResult, Usage
 from engine.capacity import Capacity
 from engine.clock import Clock
@@ -25,6 +25,7 @@ from engine.errors import WorkspaceError
 from engine.failures import Failure, FailureClass
 from engine.health import BackendHealth
 from engine.models import BackendState, Job, JobState, Project
+from engine.persona_actions import PersonaActions, complete_chat
 from engine.policy import (
     DAY_S,
     BudgetBlock,
@@ -47,6 +48,7 @@ from engine.redaction import redact
 from engine.routing import CHARS_PER_TOKEN, FILE_CAPABLE_KINDS, RoutePlan, Router
 from engine.sandbox import Sandbox
 from engine.settings import BackendConfig, Settings
+from engine.snapshot import build_snapshot
 from engine.store import Completion, LeaseLost, NewAttempt, NewOutbox, Store
 from engine.store.stats import saved_key
 from engine.vocab import QUESTION_PREFIX
@@ -128,6 +130,9 @@ class JobRunner:
         self._health = BackendHealth(settings, store, router, clock)
         # The test runs' sandbox is looked for once, at the first test run.
         self._work = work or ProjectWork(workspace, lambda: Sandbox.for_settings(settings))
+        # What the persona's actions go through (``Control``); the engine sets it (the composition root may
+        # replace it with one that also reaches memory).
+        self.persona_actions: PersonaActions | None = None
 
     async def run(self, job: Job) -> None:
         run = _Run(job)
@@ -234,8 +239,10 @@ class JobRunner:
             history = await self._store.recent_messages(job.chat_id or 0, limit=12)
             convo = "\n".join(f"{m.role.capitalize()}: {m.text}" for m in history if m.job_id != job.id)
             convo = prompts.untrusted("recent conversation", convo) if convo.strip() else ""
-            prompt = f"{_section('Relevant memories', context.memories)}{_section('Recent conversation', convo)}"
-            prompt += f"Operator: {job.prompt}"
+            state = await build_snapshot(self._store, self._settings, self._clock.now())
+            snapshot = prompts.untrusted("live snapshot", state)
+            prompt = _section("Relevant memories", context.memories) + _section("Live snapshot", snapshot)
+            prompt += f"{_section('Recent conversation', convo)}Operator: {job.prompt}"
         else:
             system = prompts.job_instructions(job.type) + _section("Core memory", context.core)
             task = await gates.revision_prompt(self._store, job) if job.revision > 0 else job.prompt
@@ -395,7 +402,10 @@ class JobRunner:
         if run.job.type == "review":
             return await gates.complete_review(self._settings, self._store, run.job, run.attempts, result, self._owner)
         if run.job.type == "chat":
-            return persona.complete_chat(self._settings, run.job, run.attempts, result, self._owner)
+            assert self.persona_actions is not None, "the engine sets persona_actions before it runs a chat job"
+            return await complete_chat(
+                self._settings, run.job, run.attempts, result, self._owner, self.persona_actions
+            )
         question = self._workspace.take_question(run.job.id) if run.has_workspace else None
         if question is not None:  # the worker asked the operator: wait in needs_input, same session on resume
             return self._ask_operator(run, config, result, question)

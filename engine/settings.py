@@ -290,6 +290,27 @@ class PulseSettings(_Strict):
         return value
 
 
+class PersonaSettings(_Strict):
+    """The persona's turn: how much live state it sees, and which of its actions wait for the operator's button."""
+
+    snapshot_tokens: int = Field(1200, ge=100)  # the live snapshot's budget (about 4 characters a token)
+    # An enqueue whose estimated cost is above this waits for a button (0: every paid job does).
+    confirm_cost_usd: float = Field(1.0, ge=0)
+    # A schedule that runs more often than this waits for a button.
+    confirm_schedule_below_s: float = Field(3600.0, ge=0)
+
+
+class MediaSettings(_Strict):
+    """Files the operator sends: documents and photos become jobs with the file in the job's folder."""
+
+    max_file_mb: float = Field(10.0, gt=0, le=20)  # the Bot API serves bots files up to 20 MB
+    job_type: str = "analysis"  # the type of the job a document or photo starts (its caption is the request)
+    # A local speech-to-text command, the voice note's path appended, printing the text (e.g. a whisper.cpp
+    # wrapper). Empty: voice notes are answered with a sentence saying so.
+    transcriber: list[str] = Field(default_factory=list)
+    transcriber_timeout_s: float = Field(120.0, gt=0)
+
+
 class Settings(BaseModel):
     """The whole configuration; ``load_settings`` builds it from the file and the ``SWITCHBOARD_*`` variables."""
 
@@ -307,6 +328,8 @@ class Settings(BaseModel):
     memory: MemorySettings = Field(default_factory=MemorySettings)
     pulse: PulseSettings = Field(default_factory=PulseSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
+    chat: PersonaSettings = Field(default_factory=PersonaSettings)  # the persona's turns: [chat]
+    media: MediaSettings = Field(default_factory=MediaSettings)
 
     @field_validator("home", mode="after")
     @classmethod

@@ -5,8 +5,8 @@ refuse a bad one with the same line. Then: the data folder (writable, 0700, no e
 disk space, Telegram (the
 channel's own refusals, then ``getMe`` with a short timeout: reachable, token accepted, the bot's name), the
 worker sandbox, the pulse's time zone and times, git (for projects' worktrees), each backend's credentials,
-and a warning when a reviewed job type has no reviewer of another family. A check is ``ok``, ``warn`` (run starts, but look) or ``fail``; the
-exit code is 0 only when nothing failed, that is when run would start cleanly.
+and a warning when a reviewed job type has no reviewer of another family. A check is ``ok``, ``warn`` (run
+starts, but look) or ``fail``; the exit code is 0 only when nothing failed, that is when run would start cleanly.
 """
 
 from __future__ import annotations

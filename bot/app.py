@@ -18,14 +18,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.commands import CommandRouter
-from bot.console import ConsoleChannel
-from bot.memory_commands import memory_commands
 from bot.services import Services
 from engine.clock import Clock, SystemClock
 from engine.control import Control
 from engine.errors import AlreadyRunning, SandboxUnavailable
-from engine.persona_actions import PersonaActions
 from engine.redaction import Redactor, redacting_logs
 from engine.settings import Settings
 from engine.store import Store, StoreError
@@ -33,6 +29,8 @@ from engine.store import Store, StoreError
 # The engine's, the backends' and the pulse's modules (httpx, the gates, APScheduler) are imported where they are
 # opened: the CLI's commands open the store alone and should not pay for them.
 if TYPE_CHECKING:
+    from bot.commands import CommandRouter
+    from bot.console import ConsoleChannel
     from bot.telegram import TelegramChannel
     from engine.backends.base import Backend
     from engine.late_memory import LateMemory
@@ -180,12 +178,22 @@ async def open_services(
             trigger.start()
             stack.push_async_callback(trigger.shutdown)
         control = Control(settings, store, clock, running)
-        memory_verbs = memory_commands(hooks)
-        actions = PersonaActions(control, memory_verbs)  # the persona's verbs: Control, as the commands
+
+        def make_commands() -> CommandRouter:
+            from bot.commands import CommandRouter
+            from bot.memory_commands import memory_commands
+            from engine.persona_actions import PersonaActions
+
+            memory_verbs = memory_commands(hooks)
+            actions = PersonaActions(control, memory_verbs)  # the persona's verbs: Control, as the commands
+            if running is not None:
+                running.use_persona_actions(actions)
+            return CommandRouter(control, extra={**memory_verbs, **actions.commands()})
+
+        services = Services(settings, clock, store, backends, hooks, running, trigger, control, redactor, make_commands)
         if running is not None:
-            running.use_persona_actions(actions)
-        commands = CommandRouter(control, extra={**memory_verbs, **actions.commands()})
-        yield Services(settings, clock, store, backends, hooks, running, trigger, control, commands, redactor)
+            services.commands  # noqa: B018 - built now: the engine's persona turns act through these verbs
+        yield services
 
 
 async def _start_engine(
@@ -269,11 +277,15 @@ def build_channel(services: Services, *, read_stdin: bool = True) -> TelegramCha
         from bot.telegram import TelegramChannel
 
         return TelegramChannel(services)
+    from bot.console import ConsoleChannel
+
     return ConsoleChannel(services, read_stdin=read_stdin)
 
 
 def _ready(channel: TelegramChannel | ConsoleChannel) -> None:
     """One line on stdout once the engine runs and the channel is up: what scripts and tests wait for."""
+    from bot.console import ConsoleChannel
+
     kind = "console" if isinstance(channel, ConsoleChannel) else "Telegram"
     print(f"switchboard ready: engine running, {kind} channel up (pid {os.getpid()})", flush=True)
 

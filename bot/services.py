@@ -6,7 +6,9 @@ Channels and handlers take it whole and reach services by attribute, never by st
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # memory_link imports the vector store; only the composition root opens it
@@ -37,5 +39,11 @@ class Services:
     engine: Engine | None
     pulse: PulseTrigger | None
     control: Control
-    commands: CommandRouter
     redactor: Redactor  # the last exit: channels pass what they send through it
+    make_commands: Callable[[], CommandRouter] = field(repr=False)
+
+    @cached_property
+    def commands(self) -> CommandRouter:
+        """The slash commands and the persona's verbs, built at first use: a CLI command on the store never needs
+        them, and building them (the persona's action models, memory's verbs) cost each one about 15 ms."""
+        return self.make_commands()

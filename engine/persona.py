@@ -58,7 +58,8 @@ MAX_ACTIONS = 8  # per reply; more is a runaway model, refused whole
 
 class _Action(BaseModel):
     # Models add chatter fields ("reason", "notes"); ignoring them costs nothing and keeps good actions.
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+    # defer_build: validators are built at the first reply parsed, not by every CLI command that imports Control.
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True, defer_build=True)
 
 
 def _job_ref(value: object) -> object:
@@ -187,7 +188,7 @@ AnyAction = (
     | ForgetAction | ProjectAction | AskAction | NoAction
 )
 PersonaAction = Annotated[AnyAction, Field(discriminator="action")]
-_PERSONA_ACTION: TypeAdapter[AnyAction] = TypeAdapter(PersonaAction)
+_PERSONA_ACTION: TypeAdapter[AnyAction] = TypeAdapter(PersonaAction, config=ConfigDict(defer_build=True))
 ACTION_VERBS = (
     "enqueue", "cancel", "retry", "approve", "answer", "schedule", "remember", "forget", "project", "ask", "none",
 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from engine import notices
 from engine.errors import GateRefused, LeaseLost
@@ -19,6 +19,7 @@ from engine.store.writes import _add_event, _add_outbox, _add_review, _enqueue
 
 class Completion(BaseModel):
     """Everything that ends (or pauses) one run of a job, written in one transaction."""
+    model_config = ConfigDict(defer_build=True)  # built on first use: the CLI's commands import it
 
     job_id: int
     owner: str | None  # fence: the lease owner that must still hold the job; None for operator actions
@@ -41,6 +42,8 @@ class Completion(BaseModel):
 
 
 class ParentUpdate(BaseModel):
+    model_config = ConfigDict(defer_build=True)  # built on first use: the CLI's commands import it
+
     job_id: int
     to_state: JobState
     reason: str

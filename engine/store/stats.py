@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from engine.store.core import StoreCore
 
@@ -22,6 +22,7 @@ def saved_key(now: float) -> str:
 
 class ReviewStats(BaseModel):
     """The quality gate's numbers. Deterministic-check rejections are counted apart from model reviews."""
+    model_config = ConfigDict(defer_build=True)  # built on first use: the CLI's commands import it
 
     reviews: int = 0
     first_drafts: int = 0
@@ -38,6 +39,8 @@ _VISIBLE = "type NOT IN ('chat', 'review')"
 
 
 class Stats(BaseModel):
+    model_config = ConfigDict(defer_build=True)  # built on first use: the CLI's commands import it
+
     since: float
     total_jobs: int  # operator-visible jobs: not chat turns, not reviews
     done: int

@@ -38,12 +38,14 @@ from engine.policy import (
     day_start,
     hm,
     job_budget_failure,
+    route_with_windows,
 )
 from engine.redaction import redact
-from engine.routing import CHARS_PER_TOKEN, RoutePlan, Router
+from engine.routing import CHARS_PER_TOKEN, RoutePlan, Router, SkipReason
 from engine.settings import BackendConfig, Settings
 from engine.store import Completion, LeaseLost, NewAttempt, NewOutbox, Store
 from engine.vocab import QUESTION_PREFIX
+from engine.windows import WindowTracker
 from engine.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -116,6 +118,7 @@ class JobRunner:
         self._owner = owner
         self._submit = submit
         self._health = BackendHealth(settings, store, router, clock)
+        self._windows = WindowTracker(settings, store, clock)
 
     async def run(self, job: Job) -> None:
         run = _Run(job)
@@ -169,10 +172,26 @@ class JobRunner:
             spent_today_usd=await self._spent_today(),
             avoid_backend=job.avoid_backend,
         )
+        plan = await self._route_windows(job, plan)
         skipped = plan.noteworthy_skips()
         if skipped:
             reason = "skipped " + "; ".join(f"{n}: {r}" for n, r in skipped.items())
             await self._store.add_event(job.id, "routing", reason, {"skipped": skipped})
+        return plan
+
+    async def _route_windows(self, job: Job, plan: RoutePlan) -> RoutePlan:
+        """Quota-aware routing: spare the subscription windows that are short (the rules are the policy's)."""
+        if not self._settings.quota.enabled:
+            return plan
+        windows = await self._windows.by_backend([c.name for c in plan.candidates])
+        if not windows:
+            return plan
+        size = await self._windows.typical_run(job.type, list(windows))
+        plan = route_with_windows(plan, windows, job, size, self._settings.quota, self._clock.now())
+        window_skips = (SkipReason.WINDOW_KEPT, SkipReason.WINDOW_TOO_SHORT)
+        moved = [n for n, s in plan.skipped.items() if s.reason in window_skips and n not in plan.window_waits]
+        if moved or plan.window_waits:
+            await self._windows.after_routing(plan, moved)
         return plan
 
     async def _build_request(self, job: Job, context: JobContext) -> BackendRequest:
@@ -241,6 +260,7 @@ class JobRunner:
         result = self._validate_output(job, result)
         run.tried.append(config.name)
         self._record_attempt(run, config, result, started)
+        await self._windows.after_call(config, result)
         return result
 
     def _validate_output(self, job: Job, result: BackendResult) -> BackendResult:

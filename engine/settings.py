@@ -264,6 +264,27 @@ class PulseSettings(_Strict):
         return value
 
 
+class QuotaSettings(_Strict):
+    """Quota-aware routing of subscription windows (engine/quota.py, the window rules in engine/policy.py)."""
+
+    # Off: subscription backends are used until a window runs out, then paused until its reset (as before).
+    enabled: bool = True
+    # Past this share of a window (or when the CLI warns, or when the burn rate says it runs out before its
+    # reset), background and low-priority work moves to another backend or waits for the reset.
+    warn_share: float = Field(0.9, gt=0, le=1)
+    # A job is not started on a window unless this share would still be left after a typical run of its type.
+    headroom_share: float = Field(0.05, ge=0, lt=1)
+    # A tiny request at warm_at (pulse.timezone) starts a fresh five-hour window, lined up with the day.
+    warm_windows: bool = False
+    warm_at: str = "07:00"
+
+    @field_validator("warm_at")
+    @classmethod
+    def _time_of_day(cls, value: str) -> str:
+        parse_hhmm(value)
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SWITCHBOARD_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -280,6 +301,7 @@ class Settings(BaseSettings):
     job_types: dict[str, JobTypeConfig] = Field(default_factory=dict)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     pulse: PulseSettings = Field(default_factory=PulseSettings)
+    quota: QuotaSettings = Field(default_factory=QuotaSettings)
 
     @field_validator("home", mode="after")
     @classmethod

@@ -1,0 +1,89 @@
+"""Subscription usage windows (``quota_windows``), and the facts quota-aware routing reads from the jobs: how
+big a typical run of a job type is, and whether the operator's own work is waiting."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+
+from engine.models import NewOutbox
+from engine.quota import JobSize, QuotaWindow
+from engine.store.core import StoreCore
+from engine.store.writes import _add_outbox
+
+# Given a backend's windows by kind and now: the windows to write and the messages their change causes.
+WindowChange = Callable[[dict[str, QuotaWindow], float], tuple[list[QuotaWindow], list[NewOutbox]]]
+# A typical run is read from this many recent successful runs of the type.
+SIZE_SAMPLE = 50
+SIZE_PERCENTILE = 0.75  # a long-ish run, not the median: a job cut off mid-way costs more than one moved
+
+
+class QuotaMixin(StoreCore):
+    """The ``Store`` methods on quota windows."""
+
+    async def quota_windows(self) -> list[QuotaWindow]:
+        sql = "SELECT * FROM quota_windows ORDER BY backend, kind"
+        return await self._read(lambda conn, _: [_window(r) for r in conn.execute(sql)])
+
+    async def update_quota_windows(self, backend: str, change: WindowChange) -> list[QuotaWindow]:
+        """Read ``backend``'s windows, apply ``change`` (a pure function: the windows by kind and now -> the
+        windows to write and the messages to queue) and write the result, in one transaction."""
+
+        def run(conn: sqlite3.Connection, now: float) -> list[QuotaWindow]:
+            rows = conn.execute("SELECT * FROM quota_windows WHERE backend = ?", (backend,)).fetchall()
+            windows, messages = change({w.kind: w for w in map(_window, rows)}, now)
+            for w in windows:
+                _save(conn, w, now)
+            for message in messages:
+                _add_outbox(conn, message, now)
+            return windows
+
+        return await self._tx(run)
+
+    async def typical_run(self, job_type: str, backends: list[str]) -> JobSize:
+        """Tokens and seconds of a long-ish successful run of ``job_type`` on ``backends`` (None: no history)."""
+        marks = ", ".join("?" for _ in backends)
+        sql = (
+            "SELECT a.tokens_in + a.tokens_out + a.cache_write AS tokens, a.finished_at - a.started_at AS took "
+            f"FROM attempts a JOIN jobs j ON j.id = a.job_id WHERE j.type = ? AND a.backend IN ({marks}) "
+            "AND a.outcome = 'success' AND a.finished_at IS NOT NULL ORDER BY a.id DESC LIMIT ?"
+        )
+
+        def run(conn: sqlite3.Connection, _: float) -> JobSize:
+            rows = conn.execute(sql, (job_type, *backends, SIZE_SAMPLE)).fetchall()
+            if not rows:
+                return JobSize()
+            return JobSize(int(_percentile([r["tokens"] for r in rows])), _percentile([r["took"] for r in rows]))
+
+        return await self._read(run)
+
+    async def operator_work_waiting(self) -> int:
+        """Operator-priority jobs queued, waiting for a backend or running."""
+        sql = ("SELECT COUNT(*) FROM jobs WHERE priority = 0 "
+               "AND state IN ('queued', 'snoozed', 'retry_wait', 'running')")
+        return await self._read(lambda conn, _: int(conn.execute(sql).fetchone()[0]))
+
+
+def _percentile(values: list[float]) -> float:
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, int(len(ordered) * SIZE_PERCENTILE))])
+
+
+def _save(conn: sqlite3.Connection, w: QuotaWindow, now: float) -> None:
+    conn.execute(
+        "INSERT INTO quota_windows(backend, kind, status, resets_at, utilization, started_at, used_tokens, runs, "
+        "moved, deferred, exhaustions, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT(backend, kind) DO UPDATE SET status = excluded.status, resets_at = excluded.resets_at, "
+        "utilization = excluded.utilization, started_at = excluded.started_at, used_tokens = excluded.used_tokens, "
+        "runs = excluded.runs, moved = excluded.moved, deferred = excluded.deferred, "
+        "exhaustions = excluded.exhaustions, updated_at = excluded.updated_at",
+        (w.backend, w.kind, w.status.value, w.resets_at, w.utilization, w.started_at, w.used_tokens, w.runs,
+         w.moved, w.deferred, json.dumps(w.exhaustions), w.updated_at or now),
+    )
+
+
+def _window(row: sqlite3.Row) -> QuotaWindow:
+    values = dict(row)
+    values["exhaustions"] = json.loads(values["exhaustions"] or "[]")
+    return QuotaWindow(**values)

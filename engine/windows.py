@@ -1,0 +1,187 @@
+"""Keeping the subscription windows (engine/quota.py) up to date, and what their changes tell the operator.
+
+After every call to a subscription backend, ``after_call`` applies what the backend reported (the CLI's
+``rate_limit_event``, or a rate limit with a reset time) and Switchboard's own count of the run's tokens, in one
+transaction per backend. A reset time in the past or too far ahead is clamped and logged once per window kind.
+A window that enters warning while the operator's own work is queued sends one warning. Jobs passed over for a
+window are counted (moved, deferred); when a window with deferred jobs reopens, one notice covers the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from engine import notices
+from engine.backends.base import BackendResult
+from engine.clock import Clock
+from engine.failures import FailureClass
+from engine.models import NewOutbox
+from engine.quota import (
+    WINDOW_LENGTH_S,
+    JobSize,
+    QuotaWindow,
+    WindowReport,
+    WindowStatus,
+    add_usage,
+    clamp_resets_at,
+    ends_at,
+    fresh,
+    observe,
+    roll,
+)
+from engine.routing import RoutePlan
+from engine.settings import BackendConfig, Settings
+from engine.store import Store
+
+log = logging.getLogger(__name__)
+
+# A backend that reports no windows still gets Switchboard's own count, in a window of this kind.
+OWN_COUNT_KIND = "five_hour"
+
+
+def tokens_of(result: BackendResult) -> int:
+    """What a run costs a window: tokens in and out and cache writes (cache reads are nearly free)."""
+    usage = result.usage
+    return usage.input_tokens + usage.output_tokens + usage.cache_write_tokens
+
+
+def reports_of(result: BackendResult, now: float) -> list[WindowReport]:
+    """The windows a run reported; a rate limit with a reset time and no report of its own is an exhausted
+    window (of the kind its reset time suggests: within five hours, the five-hour one)."""
+    reports = list(result.windows)
+    failure = result.failure
+    if failure is not None and failure.failure_class is FailureClass.RATE_LIMITED and failure.resume_at \
+            and not any(r.status is WindowStatus.REJECTED for r in reports):
+        kind = OWN_COUNT_KIND if failure.resume_at - now <= WINDOW_LENGTH_S[OWN_COUNT_KIND] else "seven_day"
+        reports.append(WindowReport(kind=kind, status=WindowStatus.REJECTED, resets_at=failure.resume_at))
+    return reports
+
+
+class WindowTracker:
+    def __init__(self, settings: Settings, store: Store, clock: Clock) -> None:
+        self._settings = settings
+        self._store = store
+        self._clock = clock
+        self._clamp_logged: set[tuple[str, str]] = set()
+
+    def tracked(self, config: BackendConfig) -> bool:
+        return config.subscription
+
+    async def by_backend(self, names: list[str]) -> dict[str, list[QuotaWindow]]:
+        """The windows of the named subscription backends (none read when the chain has no subscription)."""
+        wanted = {n for n in names if self._subscription(n)}
+        if not wanted:
+            return {}
+        out: dict[str, list[QuotaWindow]] = {}
+        for window in await self._store.quota_windows():
+            if window.backend in wanted:
+                out.setdefault(window.backend, []).append(window)
+        return out
+
+    async def typical_run(self, job_type: str, names: list[str]) -> JobSize:
+        subscriptions = [n for n in names if self._subscription(n)]
+        return await self._store.typical_run(job_type, subscriptions) if subscriptions else JobSize()
+
+    async def after_call(self, config: BackendConfig, result: BackendResult) -> None:
+        """Apply one run's reports and own count to the backend's windows."""
+        if not self.tracked(config):
+            return
+        now = self._clock.now()
+        reports = [(r, self._clamped(config.name, r, now)) for r in reports_of(result, now)]
+        operator_waiting = any(r.status is WindowStatus.WARNING for r, _ in reports) and \
+            await self._store.operator_work_waiting() > 0
+        tokens = tokens_of(result)
+
+        def change(current: dict[str, QuotaWindow], at: float) -> tuple[list[QuotaWindow], list[NewOutbox]]:
+            windows = {k: roll(w, at) for k, w in current.items()}
+            messages = [m for w in current.values() if (m := _resumed(w, at)) is not None]
+            for report, resets_at in reports:
+                before = windows.get(report.kind) or fresh(config.name, report.kind, at)
+                after = observe(before, report, resets_at, at)
+                if operator_waiting and after.status is WindowStatus.WARNING \
+                        and before.status is not WindowStatus.WARNING:
+                    messages.append(_warning(after))
+                windows[report.kind] = after
+            if not windows:
+                windows[OWN_COUNT_KIND] = fresh(config.name, OWN_COUNT_KIND, at)
+            for kind, window in windows.items():
+                windows[kind] = add_usage(window, tokens, at)
+            return list(windows.values()), messages
+
+        await self._store.update_quota_windows(config.name, change)
+
+    async def after_routing(self, plan: RoutePlan, moved: list[str]) -> None:
+        """Count the job on the windows it was moved off or deferred for."""
+        for name in {*moved, *plan.window_waits}:
+            deferred = name in plan.window_waits
+
+            def change(current: dict[str, QuotaWindow], at: float,
+                       deferred: bool = deferred) -> tuple[list[QuotaWindow], list[NewOutbox]]:
+                windows = [roll(w, at) for w in current.values()]
+                messages = [m for w in current.values() if (m := _resumed(w, at)) is not None]
+                field = "deferred" if deferred else "moved"
+                return [w.model_copy(update={field: getattr(w, field) + 1}) for w in windows], messages
+
+            await self._store.update_quota_windows(name, change)
+
+    async def resume_due(self) -> int:
+        """Windows with deferred jobs whose reset has come: one notice each, and the window starts again.
+        Returns how many reopened (the pulse calls this every tick)."""
+        now = self._clock.now()
+        due = {w.backend for w in await self._store.quota_windows() if w.deferred and (ends_at(w) or now + 1) <= now}
+        for name in due:
+
+            def change(current: dict[str, QuotaWindow], at: float) -> tuple[list[QuotaWindow], list[NewOutbox]]:
+                messages = [m for w in current.values() if (m := _resumed(w, at)) is not None]
+                return [roll(w, at) for w in current.values()], messages
+
+            await self._store.update_quota_windows(name, change)
+        return len(due)
+
+    async def next_resume_at(self) -> float | None:
+        """The earliest reset of a window that has jobs waiting for it."""
+        resets = [ends_at(w) for w in await self._store.quota_windows() if w.deferred]
+        return min((r for r in resets if r is not None), default=None)
+
+    def _subscription(self, name: str) -> bool:
+        try:
+            return self._settings.backend(name).subscription
+        except KeyError:
+            return False
+
+    def _clamped(self, backend: str, report: WindowReport, now: float) -> float | None:
+        clamped = clamp_resets_at(report.resets_at, report.kind, now)
+        key = (backend, report.kind)
+        if clamped.clamped and key not in self._clamp_logged:
+            self._clamp_logged.add(key)
+            log.warning("backend %s: the %s window's reset time %s is in the past or too far ahead; using %s "
+                        "(said once)", backend, report.kind, report.resets_at, _hm(clamped.value))
+        return clamped.value
+
+
+def _resumed(window: QuotaWindow, now: float) -> NewOutbox | None:
+    """The one notice for the jobs that waited for this window, once its reset has come."""
+    reset = ends_at(window)
+    if not window.deferred or reset is None or reset > now:
+        return None
+    return notices.info(
+        f"quota:resumed:{window.backend}:{window.kind}:{int(reset)}",
+        f"The {window.kind.replace('_', '-')} usage window of {window.backend} reopened at "
+        f"{_hm(reset)}: {window.deferred} deferred job(s) start now.",
+    )
+
+
+def _warning(window: QuotaWindow) -> NewOutbox:
+    share = f" ({window.utilization:.0%} used)" if window.utilization is not None else ""
+    return notices.alert(
+        f"quota:warning:{window.backend}:{window.kind}:{int(window.resets_at or 0)}",
+        f"The {window.kind.replace('_', '-')} usage window of {window.backend} is in warning{share}; it resets "
+        f"{_hm(window.resets_at)}. Your own work keeps it; background work moves to other backends or waits "
+        "for the reset.",
+        urgent=False,
+    )
+
+
+def _hm(ts: float | None) -> str:
+    return time.strftime("%H:%M UTC", time.gmtime(ts)) if ts is not None else "at an unknown time"

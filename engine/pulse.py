@@ -10,6 +10,8 @@ restart or a long outage is handled by data, not by in-memory timers:
   re-enabling a backend disabled for its credentials once its check passes), stuck jobs, project advancement,
   memory maintenance. Each step's failure is alerted through the outbox, never silent.
 - ``digest_if_due()`` (daily at ``pulse.digest_time``): the last 24 hours from the store's numbers.
+- ``resume_windows()``: a subscription window with deferred jobs that has reopened gets one notice for the batch
+  (the jobs themselves wake at its reset: they were snoozed until then).
 
 ``tick()`` runs whatever is due now. The scheduler only enqueues: the pulse writes jobs and outbox rows, the
 engine runs the jobs. APScheduler (``PulseTrigger``) is only the real-clock trigger that calls ``tick()``;
@@ -36,6 +38,7 @@ from engine.clock import Clock
 from engine.errors import InvalidJob, describe_error
 from engine.job_factory import new_job
 from engine.models import Job, JobState, Priority, Schedule, Source
+from engine.quota import summary
 from engine.schedule_times import (
     due_slots,
     in_quiet_hours,
@@ -46,6 +49,7 @@ from engine.schedule_times import (
 )
 from engine.settings import Settings
 from engine.store import NewOutbox, Store
+from engine.windows import WindowTracker
 
 __all__ = ["Digest", "Pulse", "PulseReport", "PulseTrigger"]
 
@@ -104,6 +108,7 @@ class Pulse:
         self._wake = wake
         self.tz = zone(settings.pulse.timezone)
         self.interval_s = settings.pulse.interval_min * 60.0
+        self._windows = WindowTracker(settings, store, clock)
 
     # ---- driving ------------------------------------------------------------------------------------
 
@@ -114,6 +119,7 @@ class Pulse:
             ("schedules", self.fire_due_schedules),
             ("digest", self.digest_if_due),
             ("pulse", self._pulse_if_due),
+            ("windows", self.resume_windows),
         ]
         for name, step in steps:
             try:
@@ -135,6 +141,9 @@ class Pulse:
         if digest_day is not None and digest_day < local_date(latest, self.tz).isoformat():
             candidates.append(now)
         candidates.append(next_daily_after(now, self.settings.pulse.digest_time, self.tz))
+        reopens = await self._windows.next_resume_at()
+        if reopens is not None:
+            candidates.append(reopens)
         return max(now, min(candidates))
 
     async def advance_to(self, when: float) -> int:
@@ -385,6 +394,13 @@ class Pulse:
             schedule.id, schedule.next_run_at, due.next_run_at, jobs, missed=missed, outbox=outbox, missed_note=note
         )
 
+    async def resume_windows(self) -> bool:
+        """One notice per reopened window that had deferred jobs; wake the engine for them."""
+        reopened = await self._windows.resume_due()
+        if reopened and self._wake is not None:
+            self._wake()
+        return reopened > 0
+
     # ---- the digest -----------------------------------------------------------------------------------
 
     async def digest_if_due(self) -> Digest | None:
@@ -427,10 +443,21 @@ class Pulse:
             succeeded_list=_job_lines(numbers["done_jobs"], stats.done, why=False),
             failed_list=_failed_lines(numbers),
             backends=_backend_lines(numbers["backends"]),
+            windows=await self._window_lines(until),
         ).rstrip()
         if held:
             text += f"\n\nHeld during quiet hours: {held} non-urgent message(s)."
         return Digest(local_date(until, self.tz).isoformat(), since, until, text, numbers)
+
+
+    async def _window_lines(self, now: float) -> str:
+        """The subscription backends' usage windows: state, reset, Switchboard's use, jobs moved or deferred."""
+        subscriptions = [b.name for b in self.settings.backends if b.subscription]
+        if not subscriptions:
+            return ""
+        windows = await self._windows.by_backend(subscriptions)
+        lines = [f"- {name}: {line}" for name in subscriptions for line in summary(windows.get(name, []), now)]
+        return "\n\nSubscription windows:\n" + "\n".join(lines)
 
 
 class PulseTrigger:

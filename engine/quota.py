@@ -85,6 +85,10 @@ class QuotaWindow(BaseModel):
     moved: int = 0  # jobs routed elsewhere to spare this window
     deferred: int = 0  # jobs waiting for this window's reset
     exhaustions: list[int] = Field(default_factory=list)  # own tokens used when past windows ran out
+    # The first reported share in this window and Switchboard's count then: the window's size is scaled from what
+    # Switchboard used since (work done elsewhere before it, by the operator's own sessions, is not Switchboard's).
+    base_share: float | None = None
+    base_tokens: int = 0
     updated_at: float = 0.0
 
     @property
@@ -154,12 +158,15 @@ def observe(window: QuotaWindow, report: WindowReport, resets_at: float | None, 
     if reset is not None and length is not None:
         started = reset - length
     utilization = report.utilization if report.utilization is not None else current.utilization
+    base_share, base_tokens = current.base_share, current.base_tokens
+    if base_share is None and report.utilization is not None:
+        base_share, base_tokens = report.utilization, current.used_tokens
     if report.status is WindowStatus.REJECTED:
         utilization = max(utilization or 0.0, 1.0)
     return current.model_copy(update={
         "status": report.status if report.status is not WindowStatus.UNKNOWN else current.status,
         "resets_at": reset, "utilization": utilization, "started_at": started, "exhaustions": exhaustions,
-        "updated_at": now,
+        "base_share": base_share, "base_tokens": base_tokens, "updated_at": now,
     })
 
 
@@ -173,12 +180,13 @@ def add_usage(window: QuotaWindow, tokens: int, now: float) -> QuotaWindow:
 
 
 def capacity_tokens(window: QuotaWindow) -> int | None:
-    """Tokens of Switchboard's a whole window holds, where it can be told: scaled from a reported share, else
-    the smallest amount at which a past window ran out (the cautious end). None: unknown."""
-    share = window.utilization
-    if share is not None and share >= MIN_SHARE_TO_SCALE and window.used_tokens > 0 \
-            and window.status is not WindowStatus.REJECTED:
-        return int(window.used_tokens / min(share, 1.0))
+    """Tokens a whole window holds, where it can be told: what Switchboard used since the first report of the
+    share, over how much the share grew since (at least ``MIN_SHARE_TO_SCALE``); else the smallest amount at
+    which a past window ran out (the cautious end). None: unknown."""
+    share, base = window.utilization, window.base_share
+    if share is not None and base is not None and share - base >= MIN_SHARE_TO_SCALE \
+            and window.used_tokens > window.base_tokens:
+        return int((window.used_tokens - window.base_tokens) / (min(share, 1.0) - base))
     return min(window.exhaustions) if window.exhaustions else None
 
 
@@ -251,8 +259,9 @@ def describe(window: QuotaWindow, now: float) -> str:
     """One line for /status, ``switchboard backends`` and the digest."""
     window = roll(window, now)
     name = window.kind.replace("_", "-")
-    if not window.known and window.used_tokens == 0:
-        return f"{name}: window unknown"
+    if not window.known and share_used(window) is None:
+        own = f" (Switchboard used {_tokens(window.used_tokens)} tokens in {window.runs} run(s))" if window.runs else ""
+        return f"{name}: window unknown{own}"
     status = {WindowStatus.ALLOWED: "ok", WindowStatus.WARNING: "WARNING", WindowStatus.REJECTED: "EXHAUSTED",
               WindowStatus.UNKNOWN: "unknown"}[window.status]
     parts = [f"{name}: {status}"]
@@ -270,6 +279,11 @@ def describe(window: QuotaWindow, now: float) -> str:
         span = _tokens(low) if low == high else f"{_tokens(low)}-{_tokens(high)}"
         parts.append(f"past windows ran out after {span} of Switchboard's tokens")
     return ", ".join(parts)
+
+
+def summary(windows: list[QuotaWindow], now: float) -> list[str]:
+    """A subscription backend's windows, one line each; "window unknown" when it never reported one."""
+    return [describe(w, now) for w in windows] or ["window unknown"]
 
 
 def _tokens(count: int) -> str:

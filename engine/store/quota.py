@@ -70,17 +70,17 @@ def _percentile(values: list[float]) -> float:
     return float(ordered[min(len(ordered) - 1, int(len(ordered) * SIZE_PERCENTILE))])
 
 
+_COLUMNS = ("backend", "kind", "status", "resets_at", "utilization", "started_at", "used_tokens", "runs", "moved",
+            "deferred", "exhaustions", "base_share", "base_tokens", "updated_at")
+_UPSERT = (
+    f"INSERT INTO quota_windows({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)}) "
+    "ON CONFLICT(backend, kind) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[2:])
+)
+
+
 def _save(conn: sqlite3.Connection, w: QuotaWindow, now: float) -> None:
-    conn.execute(
-        "INSERT INTO quota_windows(backend, kind, status, resets_at, utilization, started_at, used_tokens, runs, "
-        "moved, deferred, exhaustions, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT(backend, kind) DO UPDATE SET status = excluded.status, resets_at = excluded.resets_at, "
-        "utilization = excluded.utilization, started_at = excluded.started_at, used_tokens = excluded.used_tokens, "
-        "runs = excluded.runs, moved = excluded.moved, deferred = excluded.deferred, "
-        "exhaustions = excluded.exhaustions, updated_at = excluded.updated_at",
-        (w.backend, w.kind, w.status.value, w.resets_at, w.utilization, w.started_at, w.used_tokens, w.runs,
-         w.moved, w.deferred, json.dumps(w.exhaustions), w.updated_at or now),
-    )
+    values = w.model_dump(mode="json") | {"exhaustions": json.dumps(w.exhaustions), "updated_at": w.updated_at or now}
+    conn.execute(_UPSERT, tuple(values[c] for c in _COLUMNS))
 
 
 def _window(row: sqlite3.Row) -> QuotaWindow:

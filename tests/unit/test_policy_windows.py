@@ -70,8 +70,10 @@ SUB, SUB2, PAID = config("max", subscription=True), config("plus", subscription=
 
 def win(backend: str, *, status: WindowStatus = WindowStatus.ALLOWED, utilization: float | None = 0.2,
         used: int = 100_000, kind: str = "five_hour", resets_at: float = RESET) -> QuotaWindow:
+    """Switchboard's count rose by 100k tokens while the share rose 10 points: a window holds about 1M."""
     return QuotaWindow(backend=backend, kind=kind, status=status, utilization=utilization, resets_at=resets_at,
-                       started_at=resets_at - 5 * HOUR_S, used_tokens=used)
+                       started_at=resets_at - 5 * HOUR_S, used_tokens=used, base_share=(utilization or 0.1) - 0.1,
+                       base_tokens=used - 100_000)
 
 
 WARNING = win("max", status=WindowStatus.WARNING, utilization=0.8, used=400_000)

@@ -38,10 +38,16 @@ S = WindowStatus
 
 
 def window(*, status: S = S.ALLOWED, utilization: float | None = None, used: int = 0, resets_at: float | None = RESET,
-           exhaustions: list[int] | None = None, started_at: float | None = None) -> QuotaWindow:
+           exhaustions: list[int] | None = None, started_at: float | None = None,
+           base: tuple[float, int] | None = None) -> QuotaWindow:
+    """``base``: the first share reported in the window and Switchboard's token count then."""
     start = started_at if started_at is not None else (resets_at - 5 * HOUR_S if resets_at else None)
     return QuotaWindow(backend="opus", kind="five_hour", status=status, resets_at=resets_at, utilization=utilization,
-                       started_at=start, used_tokens=used, exhaustions=exhaustions or [])
+                       started_at=start, used_tokens=used, exhaustions=exhaustions or [],
+                       base_share=base[0] if base else None, base_tokens=base[1] if base else 0)
+
+
+GROWN = (0.1, 100_000)  # the share grew from 10% while Switchboard used 400k of the 500k below: 1M a window
 
 
 def stream(name: str) -> StreamState:
@@ -112,6 +118,9 @@ def test_a_report_dates_the_window_and_own_use_is_counted() -> None:
     w = add_usage(add_usage(w, 30_000, NOW), 10_000, NOW + 60)
     assert (w.status, w.resets_at, w.started_at, w.used_tokens, w.runs) == (S.ALLOWED, RESET, RESET - 5 * HOUR_S,
                                                                              40_000, 2)
+    assert (w.base_share, w.base_tokens) == (0.4, 0)
+    later = observe(w, WindowReport(kind="five_hour", status=S.ALLOWED, utilization=0.48), RESET, NOW + 120)
+    assert (later.base_share, capacity_tokens(later)) == (0.4, 500_000)  # 40k tokens moved the share 8 points
 
 
 def test_running_out_records_how_much_switchboard_used_once_per_window() -> None:
@@ -148,8 +157,10 @@ def test_a_window_nobody_reported_starts_at_switchboards_first_use() -> None:
 SIZE_ROWS = [
     # id, window, capacity, share used
     ("nothing known", window(used=50_000, utilization=None), None, None),
-    ("scaled from the reported share", window(used=200_000, utilization=0.4), 500_000, 0.4),
-    ("too small a share to scale", window(used=1_000, utilization=0.01), None, 0.01),
+    ("scaled from the share's growth", window(used=500_000, utilization=0.5, base=GROWN), 1_000_000, 0.5),
+    ("one report: work done elsewhere is not Switchboard's", window(used=200_000, utilization=0.4,
+                                                                    base=(0.4, 200_000)), None, 0.4),
+    ("too little growth to scale", window(used=201_000, utilization=0.42, base=(0.4, 200_000)), None, 0.42),
     ("learned: the smallest past exhaustion", window(used=300_000, exhaustions=[1_500_000, 1_200_000]), 1_200_000,
      0.25),
 ]
@@ -188,9 +199,9 @@ def test_projected_share_at_the_current_burn_rate() -> None:
 
 
 FIT_ROWS = [
-    ("no history of the type", window(utilization=0.5, used=500_000), JobSize(), None),
-    ("tokens: fits", window(utilization=0.5, used=500_000), JobSize(tokens=300_000), True),
-    ("tokens: would run out", window(utilization=0.5, used=500_000), JobSize(tokens=480_000), False),
+    ("no history of the type", window(utilization=0.5, used=500_000, base=GROWN), JobSize(), None),
+    ("tokens: fits", window(utilization=0.5, used=500_000, base=GROWN), JobSize(tokens=300_000), True),
+    ("tokens: would run out", window(utilization=0.5, used=500_000, base=GROWN), JobSize(tokens=480_000), False),
     ("duration: the burn leaves time", window(utilization=0.3), JobSize(duration_s=1800), True),
     ("duration: runs out first", window(utilization=0.85), JobSize(duration_s=2 * HOUR_S), False),
     ("nothing known of the window", window(status=S.UNKNOWN), JobSize(tokens=10, duration_s=10), None),

@@ -1,5 +1,6 @@
 -- Subscription usage windows (engine/quota.py): what the CLI reported, Switchboard's own count inside the window,
--- the jobs moved or deferred for it, and the token counts at which past windows ran out (a JSON list).
+-- the jobs moved or deferred for it, the token counts at which past windows ran out (a JSON list), and the first
+-- reported share in the window with Switchboard's count then (the window's size is scaled from the growth since).
 CREATE TABLE quota_windows (
     backend TEXT NOT NULL,
     kind TEXT NOT NULL,
@@ -12,6 +13,8 @@ CREATE TABLE quota_windows (
     moved INTEGER NOT NULL DEFAULT 0,
     deferred INTEGER NOT NULL DEFAULT 0,
     exhaustions TEXT NOT NULL DEFAULT '[]',
+    base_share REAL,
+    base_tokens INTEGER NOT NULL DEFAULT 0,
     updated_at REAL NOT NULL,
     PRIMARY KEY (backend, kind)
 );

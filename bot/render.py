@@ -113,7 +113,7 @@ def status_text(status: dict[str, Any]) -> str:
         f" of {status['token_budget_5min']:,}",
         "Backends:",
     ]
-    lines += [f"  {backend_line(b)}" for b in status["backends"]]
+    lines += ["  " + backend_line(b).replace("\n", "\n  ") for b in status["backends"]]
     if status.get("strangers"):
         lines.append(f"Strangers turned away: {status['strangers']}")
     return "\n".join(lines)

@@ -8,12 +8,14 @@ tests/unit/test_quota.py); the pay-per-token fallback is the simulated backend.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from engine.backends.base import BackendRequest, BackendResult, ProgressCallback, Usage
+from engine.backends.sim import SimBackend
 from engine.clock import FakeClock
 from engine.failures import Failure, FailureClass
 from engine.models import Job, JobState, NewJob, Priority
@@ -76,7 +78,7 @@ async def test_background_work_moves_off_a_window_in_warning_and_the_operators_k
 ) -> None:
     worker = SubscriptionWorker([warning(clock)])
     settings = make_settings(backends=[worker.config, PAID], routing={"analysis": ["max", "paid"]})
-    engine = await make_engine(settings, store, clock, backends={"max": worker, "paid": _sim(PAID, clock)})
+    engine = await make_engine(settings, store, clock, backends={"max": worker, "paid": SimBackend(PAID, clock=clock)})
 
     first, _ = await engine.submit(job(Priority.NORMAL))  # nothing known yet: the subscription first
     await eventually(lambda: until_state(store, first.id, JobState.DONE))
@@ -94,6 +96,11 @@ async def test_background_work_moves_off_a_window_in_warning_and_the_operators_k
     assert any("its usage window is kept for operator work (five_hour allowed_warning" in e.reason for e in events)
     window = (await windows_of(store))["five_hour"]
     assert (window.moved, window.deferred, window.runs) == (1, 0, 2)
+    digest = (await Pulse(settings, store, clock, {}).build_digest()).text
+    assert digest.endswith(
+        f"\n\nSubscription windows:\n- max: five-hour: WARNING, 85% used, resets {_day_hm(window.resets_at)}, "
+        "Switchboard used 50k tokens in 2 run(s), 1 moved, 0 deferred"
+    )
 
 
 async def test_deferred_work_resumes_at_the_reset_with_one_notice_for_the_batch(
@@ -188,13 +195,9 @@ async def test_windows_survive_a_restart(settings: Settings, store: Store, clock
         await reopened.close()
 
 
-def _sim(config: BackendConfig, clock: FakeClock) -> Any:
-    from engine.backends.sim import SimBackend
-
-    return SimBackend(config, clock=clock)
+def _day_hm(ts: float | None) -> str:
+    return time.strftime("%a %H:%M UTC", time.gmtime(ts or 0))
 
 
 def _hm(ts: float) -> str:
-    import time
-
     return time.strftime("%H:%M UTC", time.gmtime(ts))

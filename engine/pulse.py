@@ -10,6 +10,8 @@ restart or a long outage is handled by data, not by in-memory timers:
   re-enabling a backend disabled for its credentials once its check passes), stuck jobs, project advancement,
   memory maintenance. Each step's failure is alerted through the outbox, never silent.
 - ``digest_if_due()`` (daily at ``pulse.digest_time``): the last 24 hours from the store's numbers.
+- ``warm_windows()`` (daily at ``quota.warm_at`` when ``quota.warm_windows``): a tiny request to each
+  subscription CLI backend whose five-hour window is not running starts a fresh one, lined up with the day.
 - ``resume_windows()``: a subscription window with deferred jobs that has reopened gets one notice for the batch
   (the jobs themselves wake at its reset: they were snoozed until then).
 
@@ -65,6 +67,9 @@ DISK_LOW_BYTES = 1 << 30
 DISK_LOW_FRACTION = 0.05
 PROJECT_JOB_TYPE = "analysis"
 CREDENTIAL_CHECK_TIMEOUT_S = 60.0
+# Warming a subscription window later than this after quota.warm_at (the process was down) would no longer line
+# the window up with the operator's day: that day is skipped.
+WARM_LATE_S = 3600.0
 MaintainMemory = Callable[[], Awaitable[str | None]]
 
 
@@ -120,6 +125,7 @@ class Pulse:
             ("digest", self.digest_if_due),
             ("pulse", self._pulse_if_due),
             ("windows", self.resume_windows),
+            ("warm", self.warm_windows),
         ]
         for name, step in steps:
             try:
@@ -141,6 +147,8 @@ class Pulse:
         if digest_day is not None and digest_day < local_date(latest, self.tz).isoformat():
             candidates.append(now)
         candidates.append(next_daily_after(now, self.settings.pulse.digest_time, self.tz))
+        if self.settings.quota.enabled and self.settings.quota.warm_windows:
+            candidates.append(next_daily_after(now, self.settings.quota.warm_at, self.tz))
         reopens = await self._windows.next_resume_at()
         if reopens is not None:
             candidates.append(reopens)
@@ -400,6 +408,19 @@ class Pulse:
         if reopened and self._wake is not None:
             self._wake()
         return reopened > 0
+
+    async def warm_windows(self) -> list[str]:
+        """``[quota] warm_windows``: once a day at ``warm_at`` (not later than an hour after it, after downtime),
+        start a fresh five-hour window on each subscription CLI backend whose window is not running."""
+        quota, now = self.settings.quota, self.clock.now()
+        if not (quota.enabled and quota.warm_windows):
+            return []
+        latest = latest_daily_at_or_before(now, quota.warm_at, self.tz)
+        if now - latest > WARM_LATE_S:
+            return []
+        if not await self.store.kv_set_if_changed("quota:warm:last", local_date(latest, self.tz).isoformat()):
+            return []
+        return await self._windows.warm(self.backends)
 
     # ---- the digest -----------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import logging
 import time
 
 from engine import notices
-from engine.backends.base import BackendResult
+from engine.backends.base import Backend, BackendRequest, BackendResult
 from engine.clock import Clock
 from engine.failures import FailureClass
 from engine.models import NewOutbox
@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 
 # A backend that reports no windows still gets Switchboard's own count, in a window of this kind.
 OWN_COUNT_KIND = "five_hour"
+# Warming a window: a request as small as a request can be, to the CLI backends that have windows.
+WARMABLE_KINDS = ("claude_cli", "codex_cli")
+WARM_PROMPT = "Reply with the single word OK."
+WARM_TIMEOUT_S = 120.0
 
 
 def tokens_of(result: BackendResult) -> int:
@@ -143,6 +147,28 @@ class WindowTracker:
         """The earliest reset of a window that has jobs waiting for it."""
         resets = [ends_at(w) for w in await self._store.quota_windows() if w.deferred]
         return min((r for r in resets if r is not None), default=None)
+
+    async def warm(self, backends: dict[str, Backend]) -> list[str]:
+        """``[quota] warm_windows``: a tiny request to each subscription CLI backend whose five-hour window is not
+        running, so a fresh one starts now (at ``warm_at``) and lines up with the operator's day. Returns the
+        backends warmed; what they reported is recorded like any run's."""
+        now = self._clock.now()
+        current = await self.by_backend(list(backends))
+        warmed = []
+        for name, backend in backends.items():
+            config = backend.config
+            if not config.enabled or config.kind not in WARMABLE_KINDS or not self.tracked(config):
+                continue
+            five = [w for w in current.get(name, []) if w.kind == OWN_COUNT_KIND]
+            if any((end := ends_at(roll(w, now))) is not None and end > now for w in five):
+                continue  # a window is already running: a request now would not start a fresh one
+            result = await backend.run(BackendRequest(job_id=0, job_type="maintenance", prompt=WARM_PROMPT,
+                                                      max_turns=1, permission_mode="default", timeout_s=WARM_TIMEOUT_S))
+            await self.after_call(config, result)
+            warmed.append(name)
+            outcome = "ok" if result.ok else f"{result.failure.failure_class.value}" if result.failure else "?"
+            await self._store.add_event(None, "quota", f"warmed the five-hour window of {name} ({outcome})")
+        return warmed
 
     def _subscription(self, name: str) -> bool:
         try:

@@ -201,3 +201,28 @@ def _day_hm(ts: float | None) -> str:
 
 def _hm(ts: float) -> str:
     return time.strftime("%H:%M UTC", time.gmtime(ts))
+
+
+async def test_warm_windows_starts_a_fresh_window_at_warm_at_once_a_day(
+    make_settings: Callable[..., Settings], store: Store, clock: FakeClock
+) -> None:
+    worker = SubscriptionWorker()
+    settings = make_settings(backends=[worker.config, PAID], quota={"warm_windows": True, "warm_at": "07:00"})
+    pulse = Pulse(settings, store, clock, {"max": worker, "paid": SimBackend(PAID, clock=clock)})
+    day = clock.now()  # 2026-01-01 00:00 UTC
+    await pulse.advance_to(day + 6 * HOUR_S)
+    assert worker.jobs == []
+    worker.windows = [WindowReport(kind="five_hour", status=W.ALLOWED, resets_at=day + 12 * HOUR_S, utilization=0.0)]
+    await pulse.advance_to(day + 9 * HOUR_S)
+    assert worker.jobs == [0]  # once, at 07:00, whatever the ticks after it
+    assert (await windows_of(store))["five_hour"].resets_at == day + 12 * HOUR_S
+
+    # The next morning a window is still running from the night: warming would not start a fresh one.
+    await pulse.advance_to(day + 29 * HOUR_S)  # 05:00, the day after
+    worker.windows = [WindowReport(kind="five_hour", status=W.ALLOWED, resets_at=day + 33 * HOUR_S)]
+    await WindowTracker(settings, store, clock).after_call(worker.config, BackendResult(text="x",
+                                                                                        windows=worker.windows))
+    await pulse.advance_to(day + 32 * HOUR_S)
+    assert worker.jobs == [0]
+    await pulse.advance_to(day + 2 * 24 * HOUR_S + 8 * HOUR_S)  # the day after: warmed again
+    assert worker.jobs == [0, 0]

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 HOUR_S = 3600.0
 DAY_S = 86_400.0
@@ -65,6 +65,8 @@ class Headroom(StrEnum):
 class WindowReport(BaseModel):
     """One window as a backend reported it in one run (``resets_at`` as sent: clamping is ``clamp_resets_at``)."""
 
+    model_config = ConfigDict(defer_build=True)  # built on first use, as the records of engine.models
+
     kind: str
     status: WindowStatus = WindowStatus.UNKNOWN
     resets_at: float | None = None
@@ -73,6 +75,8 @@ class WindowReport(BaseModel):
 
 class QuotaWindow(BaseModel):
     """One backend's window of one kind, as persisted (``quota_windows``)."""
+
+    model_config = ConfigDict(defer_build=True)
 
     backend: str
     kind: str

@@ -9,14 +9,21 @@ A malformed or contradictory configuration raises ``ConfigError`` with one messa
 forbids keys it does not know, and an unknown ``SWITCHBOARD_*`` variable is refused the same way, both with a
 "did you mean" when a known key is close; times, time zones and ranges are checked here, so ``doctor`` and
 ``run`` refuse the same things with the same line.
+
+The environment is read here rather than by pydantic-settings: beyond pydantic itself that package cost each
+CLI command 0.03-0.05 s of imports before its first line of work (its sources, dotenv, its CLI parser); the
+rules it applied are the few kept below (``__`` nesting, JSON for tables and lists, the environment over the
+file). ``Settings(...)`` built directly (tests, benches) reads no environment.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -30,7 +37,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from engine.errors import ConfigError
 from engine.schedule_times import parse_hhmm, zone
@@ -285,10 +291,10 @@ class QuotaSettings(_Strict):
         return value
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="SWITCHBOARD_", env_nested_delimiter="__", extra="forbid", validate_default=True
-    )
+class Settings(BaseModel):
+    """The whole configuration; ``load_settings`` builds it from the file and the ``SWITCHBOARD_*`` variables."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
 
     home: Path = Field(default_factory=lambda: Path("~/.switchboard").expanduser())
     persona_name: str = "Switch"
@@ -394,17 +400,6 @@ class Settings(BaseSettings):
         ordered = sorted(enabled, key=lambda b: (b.tier != tier, b.tier < tier, abs(b.tier - tier)))
         return [b.name for b in ordered]
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (env_settings, init_settings)
-
 
 def find_config_file(explicit: str | os.PathLike[str] | None = None) -> Path | None:
     if explicit:
@@ -437,9 +432,7 @@ def load_settings(config_path: str | os.PathLike[str] | None = None, **overrides
                 f"(${BOT_TOKEN_ENV} for the bot token, $TELEGRAM_WEBHOOK_SECRET or telegram.webhook_secret_env)"
             )
     data.update(overrides)
-    unknown_variable = _unknown_environment_variable(os.environ)
-    if unknown_variable:
-        raise ConfigError(unknown_variable)
+    data = _merge(data, _environment_values(os.environ))  # the environment wins over the file and the caller
     try:
         settings = Settings(**data)
         if settings.detect_backends and not data.get("backends") and settings.simulated_only:
@@ -518,21 +511,54 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
 
 
-def _unknown_environment_variable(environ: Any) -> str | None:
-    """The first ``SWITCHBOARD_*`` variable naming no setting, as one line; None when all are known."""
+def _environment_values(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The settings the ``SWITCHBOARD_*`` variables give, as nested tables (``ENGINE__MAX_SLOTS`` ->
+    ``{"engine": {"max_slots": "10"}}``); a table, list or dict value is JSON. An unknown name or a value that is
+    not JSON where JSON is needed raises ConfigError with one line naming the variable."""
+    values: dict[str, Any] = {}
     for name in sorted(environ):
-        if not name.startswith(ENV_PREFIX) or name in OTHER_ENV_NAMES or name.endswith("_BIN"):
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() in OTHER_ENV_NAMES or name.endswith("_BIN"):
             continue
-        annotation: Any = Settings
         parts = name[len(ENV_PREFIX):].lower().split("__")
+        annotation: Any = Settings
         for depth, part in enumerate(parts):
             table = _unwrap(annotation)
             if isinstance(table, type) and issubclass(table, BaseModel) and part not in table.model_fields:
                 close = difflib.get_close_matches(part, list(table.model_fields), n=1, cutoff=0.6)
                 meant = ENV_PREFIX + "__".join([*parts[:depth], *close, *parts[depth + 1:]]).upper()
                 guess = f" (did you mean {meant}?)" if close else ""
-                return f"environment variable {name}: no such setting {'.'.join(parts[:depth + 1])}{guess}"
+                raise ConfigError(f"environment variable {name}: no such setting {'.'.join(parts[:depth + 1])}{guess}")
             annotation = _step(annotation, part)
             if annotation is None:
-                break
-    return None
+                raise ConfigError(f"environment variable {name}: no such setting {'.'.join(parts[:depth + 1])}")
+        value: Any = environ[name]
+        if _is_structured(annotation):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ConfigError(f"environment variable {name}: not valid JSON for {'.'.join(parts)}") from None
+        node = values
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return values
+
+
+def _is_structured(annotation: Any) -> bool:
+    """A table, list or dict: given in the environment as JSON."""
+    annotation = _unwrap(annotation)
+    if get_origin(annotation) in (list, dict, set, tuple):
+        return True
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``, tables merged key by key (an environment variable overrides one key of the
+    file's table, not the whole table)."""
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

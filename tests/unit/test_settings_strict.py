@@ -105,3 +105,59 @@ def test_the_readme_example_is_a_valid_strict_config(tmp_path: Path) -> None:
     config.write_text(example)
     settings = load_settings(config, home=tmp_path / "home", detect_backends=False)
     assert settings.chain_for("coding") == ["opus", "deepseek-r1"] and settings.pulse.quiet_hours == "22:00-07:00"
+
+
+def test_a_variable_overrides_one_key_of_the_files_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "switchboard.toml"
+    config.write_text('[engine]\nmax_slots = 4\nreserved_operator_slots = 2\n[pulse]\ntimezone = "Asia/Tokyo"\n')
+    monkeypatch.setenv("SWITCHBOARD_ENGINE__MAX_SLOTS", "9")
+    monkeypatch.setenv("SWITCHBOARD_ROUTING", '{"coding": ["sim-opus"]}')
+    settings = load_settings(config, home=tmp_path / "home", detect_backends=False)
+    # The variable wins over the file and leaves the table's other keys as the file has them.
+    assert settings.engine.max_slots == 9 and settings.engine.reserved_operator_slots == 2
+    assert settings.pulse.timezone == "Asia/Tokyo" and settings.chain_for("coding") == ["sim-opus"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("SWITCHBOARD_TELEGRAM__OPERATOR_IDS", "5,6", "environment variable SWITCHBOARD_TELEGRAM__OPERATOR_IDS: "
+         "not valid JSON for telegram.operator_ids"),
+        ("SWITCHBOARD_ENGINE__MAX_SLOTS", "many", "invalid setting engine.max_slots"),
+        ("SWITCHBOARD_HOME__X", "1", "environment variable SWITCHBOARD_HOME__X: no such setting home.x"),
+    ],
+)
+def test_a_bad_variable_is_one_line_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, home=tmp_path / "home", detect_backends=False)
+    assert str(caught.value).startswith(expected) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        ("[quota]\nwarn_shar = 0.8\n", "unknown setting quota.warn_shar (did you mean warn_share?)"),
+        ("[quota]\nwarn_share = 1.5\n", "invalid setting quota.warn_share"),
+        ("[quota]\nheadroom_share = 1\n", "invalid setting quota.headroom_share"),
+        ("[quota]\nwarm_at = \"7am\"\n", "invalid setting quota.warm_at: not a time of day: '7am'"),
+    ],
+)
+def test_the_quota_table_is_strict(tmp_path: Path, table: str, expected: str) -> None:
+    config = tmp_path / "switchboard.toml"
+    config.write_text(table)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, home=tmp_path / "home", detect_backends=False)
+    assert expected in str(caught.value)
+
+
+def test_the_quota_table_and_its_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "switchboard.toml"
+    config.write_text('[quota]\nwarn_share = 0.8\nwarm_windows = true\nwarm_at = "06:30"\n')
+    monkeypatch.setenv("SWITCHBOARD_QUOTA__ENABLED", "false")
+    quota = load_settings(config, home=tmp_path / "home", detect_backends=False).quota
+    assert (quota.enabled, quota.warn_share, quota.headroom_share, quota.warm_windows, quota.warm_at) == (
+        False, 0.8, 0.05, True, "06:30")

@@ -186,7 +186,7 @@ class JobRunner:
         windows = await self._windows.by_backend([c.name for c in plan.candidates])
         if not windows:
             return plan
-        size = await self._windows.typical_run(job.type, list(windows))
+        size = await self._store.typical_run(job.type)
         plan = route_with_windows(plan, windows, job, size, self._settings.quota, self._clock.now())
         window_skips = (SkipReason.WINDOW_KEPT, SkipReason.WINDOW_TOO_SHORT)
         moved = [n for n, s in plan.skipped.items() if s.reason in window_skips and n not in plan.window_waits]

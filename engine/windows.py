@@ -19,7 +19,6 @@ from engine.failures import FailureClass
 from engine.models import NewOutbox
 from engine.quota import (
     WINDOW_LENGTH_S,
-    JobSize,
     QuotaWindow,
     WindowReport,
     WindowStatus,
@@ -82,10 +81,6 @@ class WindowTracker:
             if window.backend in wanted:
                 out.setdefault(window.backend, []).append(window)
         return out
-
-    async def typical_run(self, job_type: str, names: list[str]) -> JobSize:
-        subscriptions = [n for n in names if self._subscription(n)]
-        return await self._store.typical_run(job_type, subscriptions) if subscriptions else JobSize()
 
     async def after_call(self, config: BackendConfig, result: BackendResult) -> None:
         """Apply one run's reports and own count to the backend's windows."""

@@ -41,17 +41,16 @@ class QuotaMixin(StoreCore):
 
         return await self._tx(run)
 
-    async def typical_run(self, job_type: str, backends: list[str]) -> JobSize:
-        """Tokens and seconds of a long-ish successful run of ``job_type`` on ``backends`` (None: no history)."""
-        marks = ", ".join("?" for _ in backends)
+    async def typical_run(self, job_type: str) -> JobSize:
+        """Tokens and seconds of a long-ish successful run of ``job_type`` (None: no history yet)."""
         sql = (
             "SELECT a.tokens_in + a.tokens_out + a.cache_write AS tokens, a.finished_at - a.started_at AS took "
-            f"FROM attempts a JOIN jobs j ON j.id = a.job_id WHERE j.type = ? AND a.backend IN ({marks}) "
+            "FROM attempts a JOIN jobs j ON j.id = a.job_id WHERE j.type = ? AND a.purpose = 'make' "
             "AND a.outcome = 'success' AND a.finished_at IS NOT NULL ORDER BY a.id DESC LIMIT ?"
         )
 
         def run(conn: sqlite3.Connection, _: float) -> JobSize:
-            rows = conn.execute(sql, (job_type, *backends, SIZE_SAMPLE)).fetchall()
+            rows = conn.execute(sql, (job_type, SIZE_SAMPLE)).fetchall()
             if not rows:
                 return JobSize()
             return JobSize(int(_percentile([r["tokens"] for r in rows])), _percentile([r["took"] for r in rows]))

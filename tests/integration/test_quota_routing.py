@@ -20,7 +20,7 @@ from engine.clock import FakeClock
 from engine.failures import Failure, FailureClass
 from engine.models import Job, JobState, NewJob, Priority
 from engine.pulse import Pulse
-from engine.quota import HOUR_S, QuotaWindow, WindowReport, WindowStatus
+from engine.quota import HOUR_S, JobSize, QuotaWindow, WindowReport, WindowStatus
 from engine.settings import BackendConfig, Settings
 from engine.store import Store
 from engine.windows import WindowTracker
@@ -96,6 +96,9 @@ async def test_background_work_moves_off_a_window_in_warning_and_the_operators_k
     assert any("its usage window is kept for operator work (five_hour allowed_warning" in e.reason for e in events)
     window = (await windows_of(store))["five_hour"]
     assert (window.moved, window.deferred, window.runs) == (1, 0, 2)
+    # A typical run of the type, from its successful runs (on any backend): what a window must still hold.
+    assert await store.typical_run("analysis") == JobSize(tokens=25_000, duration_s=0.0)
+    assert await store.typical_run("coding") == JobSize()
     digest = (await Pulse(settings, store, clock, {}).build_digest()).text
     assert digest.endswith(
         f"\n\nSubscription windows:\n- max: five-hour: WARNING, 85% used, resets {_day_hm(window.resets_at)}, "

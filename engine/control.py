@@ -186,12 +186,13 @@ class Control:
         tokens = await self.store.tokens_since(self.clock.now() - 300)
         backpressure = (await self.store.kv_get("backpressure")) == "on"
         now = self.clock.now()
-        windows: dict[str, list[QuotaWindow]] = {}
+        windows: dict[str, list[QuotaWindow]] = {}  # by plan: a plan's backends share its windows
         for window in await self.store.quota_windows():
-            windows.setdefault(window.backend, []).append(window)
+            windows.setdefault(window.plan, []).append(window)
         backends = []
         for config in self.settings.backends:
             state = states.get(config.name)
+            plan = quota.plan_of(config.kind, config.family)
             paused = state is not None and (state.paused_until or 0) > now
             backends.append(
                 {
@@ -207,8 +208,9 @@ class Control:
                     "consecutive_failures": state.consecutive_failures if state else 0,
                     "last_error": state.last_error if state else None,
                     # Subscription usage windows: one line each ("window unknown" when never reported) and the data.
-                    "windows": quota.summary(windows.get(config.name, []), now) if config.subscription else [],
-                    "window_data": [w.model_dump(mode="json") for w in windows.get(config.name, [])],
+                    "windows": quota.summary(windows.get(plan, []), now) if config.subscription else [],
+                    "window_data": [w.model_dump(mode="json") for w in windows.get(plan, [])]
+                    if config.subscription else [],
                 }
             )
         engine = await self._engine_liveness(now)

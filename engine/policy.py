@@ -31,6 +31,7 @@ The table (DESIGN.md section 6)::
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -329,6 +330,11 @@ def _view(windows: list[QuotaWindow], size: JobSize, now: float, quota: QuotaSet
     return _WindowView(worst, fit, reset, note)
 
 
+def _with_running(size: JobSize, running: int) -> JobSize:
+    """What a window must still hold for this job: its typical run, and one more for each call in flight."""
+    return JobSize(size.tokens * (1 + running), size.duration_s) if size.tokens is not None and running else size
+
+
 def route_with_windows(
     plan: RoutePlan,
     windows: dict[str, list[QuotaWindow]],
@@ -336,12 +342,16 @@ def route_with_windows(
     size: JobSize,
     quota: QuotaSettings,
     now: float,
+    running: Mapping[str, int] | None = None,
 ) -> RoutePlan:
     """The plan with subscription backends passed over where their windows should be spared for this job:
-    moved (another candidate takes it) or deferred (the plan's ``window_waits`` say until when)."""
+    moved (another candidate takes it) or deferred (the plan's ``window_waits`` say until when). ``running``:
+    the calls in flight per backend, each counted as one more typical run the window must still hold."""
     if not quota.enabled or not any(windows.get(c.name) for c in plan.candidates):
         return plan
-    views = {c.name: _view(windows.get(c.name, []), size, now, quota) for c in plan.candidates}
+    running = running or {}
+    views = {c.name: _view(windows.get(c.name, []), _with_running(size, running.get(c.name, 0)), now, quota)
+             for c in plan.candidates}
     roomy = {n for n, v in views.items() if v.headroom in (Headroom.OK, Headroom.UNKNOWN) and v.fits is not False}
     keep: list[BackendConfig] = []
     for config in plan.candidates:

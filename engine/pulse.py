@@ -40,7 +40,7 @@ from engine.clock import Clock
 from engine.errors import InvalidJob, describe_error
 from engine.job_factory import new_job
 from engine.models import Job, JobState, Priority, Schedule, Source
-from engine.quota import summary
+from engine.quota import QuotaWindow, summary
 from engine.schedule_times import (
     due_slots,
     in_quiet_hours,
@@ -472,12 +472,15 @@ class Pulse:
 
 
     async def _window_lines(self, now: float) -> str:
-        """The subscription backends' usage windows: state, reset, Switchboard's use, jobs moved or deferred."""
-        subscriptions = [b.name for b in self.settings.backends if b.subscription]
-        if not subscriptions:
+        """The subscription plans' usage windows: state, reset, Switchboard's use, jobs moved or deferred."""
+        plans = self._windows.plans()
+        if not plans:
             return ""
-        windows = await self._windows.by_backend(subscriptions)
-        lines = [f"- {name}: {line}" for name in subscriptions for line in summary(windows.get(name, []), now)]
+        windows: dict[str, list[QuotaWindow]] = {}
+        for window in await self.store.quota_windows():
+            windows.setdefault(window.plan, []).append(window)
+        lines = [f"- {', '.join(names)}: {line}" for plan, names in plans.items()
+                 for line in summary(windows.get(plan, []), now)]
         return "\n\nSubscription windows:\n" + "\n".join(lines)
 
 

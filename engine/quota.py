@@ -1,7 +1,8 @@
 """Subscription usage windows: what Switchboard knows about each one, and what it predicts. Pure: no I/O, no clock.
 
 A subscription backend (Claude Max through the Claude Code CLI, a ChatGPT plan through Codex) has usage windows,
-a rolling five-hour one and a weekly one. Per backend and window kind, a ``QuotaWindow`` keeps:
+a rolling five-hour one and a weekly one, shared by the backends of one plan (one CLI login and one model family:
+Claude Code's opus and sonnet draw on one Max plan; ``plan_of``). Per plan and window kind, a ``QuotaWindow`` keeps:
 
 - what the CLI reports (its ``rate_limit_event``: status allowed / allowed_warning / rejected, ``resetsAt``, the
   share used when it says so), read into ``WindowReport`` by the backend;
@@ -39,6 +40,8 @@ MIN_ELAPSED_FOR_RATE_S = 600.0
 # A reported share below this says too little to scale Switchboard's own count into a window size.
 MIN_SHARE_TO_SCALE = 0.05
 KEEP_EXHAUSTIONS = 5
+# A reported reset this far in the past at most may simply have passed during the call that reported it.
+PAST_TOLERANCE_S = 1800.0
 
 
 class WindowStatus(StrEnum):
@@ -74,11 +77,11 @@ class WindowReport(BaseModel):
 
 
 class QuotaWindow(BaseModel):
-    """One backend's window of one kind, as persisted (``quota_windows``)."""
+    """One plan's window of one kind, as persisted (``quota_windows``)."""
 
     model_config = ConfigDict(defer_build=True)
 
-    backend: str
+    plan: str  # plan_of(kind, family) of the backends that share it
     kind: str
     status: WindowStatus = WindowStatus.UNKNOWN
     resets_at: float | None = None
@@ -118,8 +121,8 @@ def clamp_resets_at(raw: float | None, kind: str, now: float) -> Clamped:
     if raw > 1e12:  # milliseconds
         raw /= 1000.0
     limit = now + WINDOW_LENGTH_S.get(kind, LONGEST_WINDOW_S)
-    if raw < now:
-        return Clamped(now, True)
+    if raw < now:  # a reset that passed while the call ran is no clock trouble: only one well in the past is
+        return Clamped(now, raw < now - PAST_TOLERANCE_S)
     if raw > limit:
         return Clamped(limit, True)
     return Clamped(raw, False)
@@ -134,8 +137,14 @@ def ends_at(window: QuotaWindow) -> float | None:
     return None
 
 
-def fresh(backend: str, kind: str, now: float) -> QuotaWindow:
-    return QuotaWindow(backend=backend, kind=kind, updated_at=now)
+def plan_of(backend_kind: str, family: str) -> str:
+    """The plan a subscription backend's windows belong to: the backends of one CLI and one model family share
+    a login and so its windows (``claude_cli:anthropic``)."""
+    return f"{backend_kind}:{family}"
+
+
+def fresh(plan: str, kind: str, now: float) -> QuotaWindow:
+    return QuotaWindow(plan=plan, kind=kind, updated_at=now)
 
 
 def roll(window: QuotaWindow, now: float) -> QuotaWindow:
@@ -144,7 +153,7 @@ def roll(window: QuotaWindow, now: float) -> QuotaWindow:
     ends = ends_at(window)
     if ends is None or ends > now:
         return window
-    return QuotaWindow(backend=window.backend, kind=window.kind, exhaustions=window.exhaustions, updated_at=now)
+    return QuotaWindow(plan=window.plan, kind=window.kind, exhaustions=window.exhaustions, updated_at=now)
 
 
 def observe(window: QuotaWindow, report: WindowReport, resets_at: float | None, now: float) -> QuotaWindow:
@@ -152,7 +161,7 @@ def observe(window: QuotaWindow, report: WindowReport, resets_at: float | None, 
     new window; a move into ``rejected`` records how much Switchboard had used (the window's size, learned)."""
     current = roll(window, now)
     if resets_at is not None and current.resets_at is not None and resets_at > current.resets_at + HOUR_S:
-        current = QuotaWindow(backend=current.backend, kind=current.kind, exhaustions=current.exhaustions)
+        current = QuotaWindow(plan=current.plan, kind=current.kind, exhaustions=current.exhaustions)
     exhaustions = current.exhaustions
     if report.status is WindowStatus.REJECTED and current.status is not WindowStatus.REJECTED and current.used_tokens:
         exhaustions = [*current.exhaustions, current.used_tokens][-KEEP_EXHAUSTIONS:]

@@ -187,7 +187,8 @@ class JobRunner:
         if not windows:
             return plan
         size = await self._store.typical_run(job.type)
-        plan = route_with_windows(plan, windows, job, size, self._settings.quota, self._clock.now())
+        plan = route_with_windows(plan, windows, job, size, self._settings.quota, self._clock.now(),
+                                  self._router.running)
         window_skips = (SkipReason.WINDOW_KEPT, SkipReason.WINDOW_TOO_SHORT)
         moved = [n for n, s in plan.skipped.items() if s.reason in window_skips and n not in plan.window_waits]
         if moved or plan.window_waits:

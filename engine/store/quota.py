@@ -12,7 +12,7 @@ from engine.quota import JobSize, QuotaWindow
 from engine.store.core import StoreCore
 from engine.store.writes import _add_outbox
 
-# Given a backend's windows by kind and now: the windows to write and the messages their change causes.
+# Given a plan's windows by kind and now: the windows to write and the messages their change causes.
 WindowChange = Callable[[dict[str, QuotaWindow], float], tuple[list[QuotaWindow], list[NewOutbox]]]
 # A typical run is read from this many recent successful runs of the type.
 SIZE_SAMPLE = 50
@@ -23,15 +23,15 @@ class QuotaMixin(StoreCore):
     """The ``Store`` methods on quota windows."""
 
     async def quota_windows(self) -> list[QuotaWindow]:
-        sql = "SELECT * FROM quota_windows ORDER BY backend, kind"
+        sql = "SELECT * FROM quota_windows ORDER BY plan, kind"
         return await self._read(lambda conn, _: [_window(r) for r in conn.execute(sql)])
 
-    async def update_quota_windows(self, backend: str, change: WindowChange) -> list[QuotaWindow]:
-        """Read ``backend``'s windows, apply ``change`` (a pure function: the windows by kind and now -> the
+    async def update_quota_windows(self, plan: str, change: WindowChange) -> list[QuotaWindow]:
+        """Read ``plan``'s windows, apply ``change`` (a pure function: the windows by kind and now -> the
         windows to write and the messages to queue) and write the result, in one transaction."""
 
         def run(conn: sqlite3.Connection, now: float) -> list[QuotaWindow]:
-            rows = conn.execute("SELECT * FROM quota_windows WHERE backend = ?", (backend,)).fetchall()
+            rows = conn.execute("SELECT * FROM quota_windows WHERE plan = ?", (plan,)).fetchall()
             windows, messages = change({w.kind: w for w in map(_window, rows)}, now)
             for w in windows:
                 _save(conn, w, now)
@@ -69,11 +69,11 @@ def _percentile(values: list[float]) -> float:
     return float(ordered[min(len(ordered) - 1, int(len(ordered) * SIZE_PERCENTILE))])
 
 
-_COLUMNS = ("backend", "kind", "status", "resets_at", "utilization", "started_at", "used_tokens", "runs", "moved",
+_COLUMNS = ("plan", "kind", "status", "resets_at", "utilization", "started_at", "used_tokens", "runs", "moved",
             "deferred", "exhaustions", "base_share", "base_tokens", "updated_at")
 _UPSERT = (
     f"INSERT INTO quota_windows({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)}) "
-    "ON CONFLICT(backend, kind) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[2:])
+    "ON CONFLICT(plan, kind) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS[2:])
 )
 
 

@@ -229,3 +229,21 @@ async def test_warm_windows_starts_a_fresh_window_at_warm_at_once_a_day(
     assert worker.jobs == [0]
     await pulse.advance_to(day + 2 * 24 * HOUR_S + 8 * HOUR_S)  # the day after: warmed again
     assert worker.jobs == [0, 0]
+
+
+async def test_backends_of_one_plan_share_its_windows(settings: Settings, store: Store, clock: FakeClock) -> None:
+    opus, sonnet = (BackendConfig(name=n, kind="claude_cli", model=n, family="anthropic", subscription=True)
+                    for n in ("opus", "sonnet"))
+    codex = BackendConfig(name="codex", kind="codex_cli", family="openai", subscription=True)
+    settings = settings.model_copy(update={"backends": [opus, sonnet, codex, PAID]})
+    tracker = WindowTracker(settings, store, clock)
+    await store.enqueue(job(Priority.OPERATOR))
+    await tracker.after_call(sonnet, BackendResult(text="x", usage=Usage(input_tokens=1000), windows=[warning(clock)]))
+    await tracker.after_call(opus, BackendResult(text="x", usage=Usage(input_tokens=500)))
+
+    shared = await tracker.by_backend(["opus", "sonnet", "codex", "paid"])
+    assert set(shared) == {"opus", "sonnet"} and shared["opus"] == shared["sonnet"]  # codex: nothing yet
+    window = shared["opus"][0]
+    assert (window.plan, window.status, window.used_tokens, window.runs) == ("claude_cli:anthropic", W.WARNING, 1500, 2)
+    warned = [m.text for m in await store.outbox_all() if "quota:warning" in m.dedupe_key]
+    assert len(warned) == 1 and "usage window of opus, sonnet is in warning" in warned[0]

@@ -71,7 +71,7 @@ SUB, SUB2, PAID = config("max", subscription=True), config("plus", subscription=
 def win(backend: str, *, status: WindowStatus = WindowStatus.ALLOWED, utilization: float | None = 0.2,
         used: int = 100_000, kind: str = "five_hour", resets_at: float = RESET) -> QuotaWindow:
     """Switchboard's count rose by 100k tokens while the share rose 10 points: a window holds about 1M."""
-    return QuotaWindow(backend=backend, kind=kind, status=status, utilization=utilization, resets_at=resets_at,
+    return QuotaWindow(plan=backend, kind=kind, status=status, utilization=utilization, resets_at=resets_at,
                        started_at=resets_at - 5 * HOUR_S, used_tokens=used, base_share=(utilization or 0.1) - 0.1,
                        base_tokens=used - 100_000)
 
@@ -130,12 +130,24 @@ PLAN_ROWS = [
 ]
 
 
+def test_calls_in_flight_count_against_what_is_left() -> None:
+    # 50% of a 1M window used; a typical run is 200k: one fits, but not with two more already running.
+    window, size = win("max", utilization=0.5, used=500_000), JobSize(tokens=200_000)
+    alone = route_with_windows(RoutePlan(chain=["max", "paid"], states={}, candidates=[SUB, PAID]),
+                               {"max": [window]}, job(), size, QuotaSettings(), NOW, running={"max": 0})
+    busy = route_with_windows(RoutePlan(chain=["max", "paid"], states={}, candidates=[SUB, PAID]),
+                              {"max": [window]}, job(), size, QuotaSettings(), NOW, running={"max": 2})
+    assert [c.name for c in alone.candidates] == ["max", "paid"]
+    assert [c.name for c in busy.candidates] == ["paid"]
+    assert busy.skipped["max"].reason is SkipReason.WINDOW_TOO_SHORT
+
+
 @pytest.mark.parametrize("row", PLAN_ROWS, ids=[r.id for r in PLAN_ROWS])
 def test_route_with_windows(row: PlanRow) -> None:
     plan = RoutePlan(chain=[c.name for c in row.candidates], states={}, candidates=list(row.candidates))
     windows: dict[str, list[QuotaWindow]] = {}
     for w in row.windows:
-        windows.setdefault(w.backend, []).append(w)
+        windows.setdefault(w.plan, []).append(w)  # keyed by backend, as the tracker hands them over
     quota = QuotaSettings(enabled=row.enabled)
     out = route_with_windows(plan, windows, job(row.priority, row.deadline), row.size, quota, NOW)
     assert [c.name for c in out.candidates] == row.kept

@@ -42,8 +42,8 @@ def window(*, status: S = S.ALLOWED, utilization: float | None = None, used: int
            base: tuple[float, int] | None = None) -> QuotaWindow:
     """``base``: the first share reported in the window and Switchboard's token count then."""
     start = started_at if started_at is not None else (resets_at - 5 * HOUR_S if resets_at else None)
-    return QuotaWindow(backend="opus", kind="five_hour", status=status, resets_at=resets_at, utilization=utilization,
-                       started_at=start, used_tokens=used, exhaustions=exhaustions or [],
+    return QuotaWindow(plan="claude_cli:anthropic", kind="five_hour", status=status, resets_at=resets_at,
+                       utilization=utilization, started_at=start, used_tokens=used, exhaustions=exhaustions or [],
                        base_share=base[0] if base else None, base_tokens=base[1] if base else 0)
 
 
@@ -99,7 +99,8 @@ CLAMP_ROWS = [
     (None, "five_hour", None, False),
     (RESET, "five_hour", RESET, False),
     (RESET * 1000, "five_hour", RESET, False),  # milliseconds
-    (NOW - 600, "five_hour", NOW, True),  # in the past: a clock jump
+    (NOW - 600, "five_hour", NOW, False),  # passed while the call ran
+    (NOW - 7200, "five_hour", NOW, True),  # well in the past: a clock jump
     (NOW + 3 * 365 * 86_400, "five_hour", NOW + 5 * HOUR_S, True),  # years ahead
     (NOW + 3 * 86_400, "seven_day", NOW + 3 * 86_400, False),
     (NOW + 30 * 86_400, "something_new", NOW + 7 * 86_400, True),  # an unknown kind: the longest window

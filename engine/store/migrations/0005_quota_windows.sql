@@ -1,8 +1,8 @@
--- Subscription usage windows (engine/quota.py): what the CLI reported, Switchboard's own count inside the window,
--- the jobs moved or deferred for it, the token counts at which past windows ran out (a JSON list), and the first
+-- Subscription usage windows (engine/quota.py), per plan (the backends of one CLI login and model family) and kind:
+-- what the CLI reported, Switchboard's own count inside the window, the jobs moved or deferred for it, the token counts at which past windows ran out (a JSON list), and the first
 -- reported share in the window with Switchboard's count then (the window's size is scaled from the growth since).
 CREATE TABLE quota_windows (
-    backend TEXT NOT NULL,
+    plan TEXT NOT NULL,
     kind TEXT NOT NULL,
     status TEXT NOT NULL DEFAULT 'unknown',
     resets_at REAL,
@@ -16,5 +16,5 @@ CREATE TABLE quota_windows (
     base_share REAL,
     base_tokens INTEGER NOT NULL DEFAULT 0,
     updated_at REAL NOT NULL,
-    PRIMARY KEY (backend, kind)
+    PRIMARY KEY (plan, kind)
 );

@@ -330,6 +330,15 @@ def _view(windows: list[QuotaWindow], size: JobSize, now: float, quota: QuotaSet
     return _WindowView(worst, fit, reset, note)
 
 
+def _urgent(job: Job) -> bool:
+    """Operator and high-priority work keeps a subscription's window. Every review is queued at least high (the
+    gate's haste, engine.gates): a review of background work is still background work for a window; a review of
+    the operator's job has the operator's priority."""
+    if job.type == "review":
+        return job.priority == Priority.OPERATOR
+    return job.priority <= Priority.HIGH
+
+
 def _with_running(size: JobSize, running: int) -> JobSize:
     """What a window must still hold for this job: its typical run, and one more for each call in flight."""
     return JobSize(size.tokens * (1 + running), size.duration_s) if size.tokens is not None and running else size
@@ -357,8 +366,7 @@ def route_with_windows(
     for config in plan.candidates:
         view = views[config.name]
         reset = view.resets_at
-        urgent = job.priority <= Priority.HIGH or (job.deadline is not None and reset is not None
-                                                    and job.deadline < reset)
+        urgent = _urgent(job) or (job.deadline is not None and reset is not None and job.deadline < reset)
         use = window_use(WindowFacts(view.headroom, urgent, view.fits, bool(roomy - {config.name})))
         if use is WindowUse.USE:
             keep.append(config)

@@ -79,8 +79,8 @@ def win(backend: str, *, status: WindowStatus = WindowStatus.ALLOWED, utilizatio
 WARNING = win("max", status=WindowStatus.WARNING, utilization=0.8, used=400_000)
 
 
-def job(priority: Priority = Priority.NORMAL, deadline: float | None = None) -> Job:
-    return Job(id=1, type="coding", title="t", prompt="p", source=Source.OPERATOR, priority=priority,
+def job(priority: Priority = Priority.NORMAL, deadline: float | None = None, job_type: str = "coding") -> Job:
+    return Job(id=1, type=job_type, title="t", prompt="p", source=Source.OPERATOR, priority=priority,
                state=JobState.RUNNING, tier=2, run_after=NOW, max_attempts=3, max_revisions=2, deadline=deadline,
                created_at=NOW, updated_at=NOW)
 
@@ -97,6 +97,7 @@ class PlanRow:
     size: JobSize = field(default_factory=JobSize)
     deadline: float | None = None
     enabled: bool = True
+    job_type: str = "coding"
 
 
 PLAN_ROWS = [
@@ -107,6 +108,10 @@ PLAN_ROWS = [
     PlanRow("warning, operator job: keeps the subscription", [SUB, PAID], [WARNING], ["max", "paid"],
             priority=Priority.OPERATOR),
     PlanRow("warning, high priority: keeps it", [SUB, PAID], [WARNING], ["max", "paid"], priority=Priority.HIGH),
+    PlanRow("warning, the review of background work (queued high): moves", [SUB, PAID], [WARNING], ["paid"],
+            skipped={"max": SkipReason.WINDOW_KEPT}, priority=Priority.HIGH, job_type="review"),
+    PlanRow("warning, the review of the operator's job: keeps it", [SUB, PAID], [WARNING], ["max", "paid"],
+            priority=Priority.OPERATOR, job_type="review"),
     PlanRow("warning, a deadline before the reset: keeps it", [SUB, PAID], [WARNING], ["max", "paid"],
             deadline=RESET - 60),
     PlanRow("warning, no fallback, low priority: waits for the reset", [SUB], [WARNING], [],
@@ -149,7 +154,7 @@ def test_route_with_windows(row: PlanRow) -> None:
     for w in row.windows:
         windows.setdefault(w.plan, []).append(w)  # keyed by backend, as the tracker hands them over
     quota = QuotaSettings(enabled=row.enabled)
-    out = route_with_windows(plan, windows, job(row.priority, row.deadline), row.size, quota, NOW)
+    out = route_with_windows(plan, windows, job(row.priority, row.deadline, row.job_type), row.size, quota, NOW)
     assert [c.name for c in out.candidates] == row.kept
     assert out.window_waits == row.waits
     assert {n: s.reason for n, s in out.skipped.items()} == row.skipped

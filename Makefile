@@ -7,6 +7,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CLAUDE_CODE_VERSION := 2.1.332
 CLAUDE_BIN := .tools/node_modules/.bin/claude
+CODEX_VERSION := 0.169.0
+CODEX_BIN := .tools/node_modules/.bin/codex
 
 .PHONY: run test install lint typecheck bench clean
 
@@ -20,6 +22,11 @@ $(CLAUDE_BIN):
 	mkdir -p .tools
 	npm install --silent --no-audit --no-fund --prefix .tools @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
 
+# The real Codex CLI for the conformance tests (tests/integration/test_codex_real.py); same prefix, both kept.
+$(CODEX_BIN): $(CLAUDE_BIN)
+	npm install --silent --no-audit --no-fund --prefix .tools @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION) \
+		@openai/codex@$(CODEX_VERSION)
+
 install: $(VENV)/.installed
 
 run: $(VENV)/.installed
@@ -31,9 +38,9 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
-test: $(VENV)/.installed $(CLAUDE_BIN) lint typecheck
+test: $(VENV)/.installed $(CLAUDE_BIN) $(CODEX_BIN) lint typecheck
 	@command -v bwrap >/dev/null || echo "note: bubblewrap is not installed (apt-get install bubblewrap): the worker sandbox tests are skipped"
-	SWITCHBOARD_CLAUDE_BIN=$(abspath $(CLAUDE_BIN)) $(VENV)/bin/pytest -q
+	SWITCHBOARD_CLAUDE_BIN=$(abspath $(CLAUDE_BIN)) SWITCHBOARD_CODEX_BIN=$(abspath $(CODEX_BIN)) $(VENV)/bin/pytest -q
 
 bench: $(VENV)/.installed
 	$(PY) bench/engine_bench.py

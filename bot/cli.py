@@ -235,7 +235,7 @@ async def _stats(args: argparse.Namespace, settings: Settings) -> int:
 
     async def go(control: Control) -> int:
         since = control.clock.now() - parse_duration(args.since)
-        stats = await control.store.stats(since)
+        stats = await control.store.stats(since, [b.name for b in control.settings.backends if b.simulated])
         emit(args, stats.model_dump(), render.stats_text(stats))
         return 0
 

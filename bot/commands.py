@@ -10,6 +10,7 @@ from bot import render
 from engine.control import Control, parse_duration, parse_job_id
 from engine.errors import OPERATOR_ERRORS, describe_error
 from engine.models import JobState
+from engine.store.stats import saved_key
 from engine.vocab import QUESTION_PREFIX
 from engine.workspace import sanitize_name
 
@@ -132,15 +133,12 @@ class CommandRouter:
         return f"Job #{job.id} approved by you and marked done."
 
     async def _cmd_cost(self, args: str) -> str:
-        now = self._control.clock.now()
-        day = await self._control.store.spend_since(now - now % 86_400)
-        week = await self._control.store.spend_since(now - 7 * 86_400)
-        cap = self._control.settings.engine.daily_budget_usd
-        return f"Spend today ${day:.2f} (cap ${cap:.2f} for pay-per-token backends) · last 7 days ${week:.2f}"
+        return await cost_text(self._control)
 
     async def _cmd_stats(self, args: str) -> str:
         since = self._control.clock.now() - parse_duration(args or "7d")
-        return render.stats_text(await self._control.store.stats(since))
+        simulated = [b.name for b in self._control.settings.backends if b.simulated]
+        return render.stats_text(await self._control.store.stats(since, simulated))
 
     async def _cmd_backends(self, args: str) -> str:
         return "\n".join(render.backend_line(b) for b in (await self._control.status())["backends"])
@@ -243,3 +241,22 @@ def _job_id(args: str, command: str) -> int:
     if not token.lstrip("#").isdigit():
         raise ValueError(f"which job? Use /{command} 12")
     return parse_job_id(token)
+
+
+async def cost_text(control: Control) -> str:
+    """Real spend today and over 7 days (the daily cap's view), simulated spend apart, and what subscription runs
+    would have cost at list prices this month (saved)."""
+    store, now = control.store, control.clock.now()
+    real = [b.name for b in control.settings.backends if not b.simulated]
+    simulated = [b.name for b in control.settings.backends if b.simulated]
+    today, week_ago = now - now % 86_400, now - 7 * 86_400
+    day, week = await store.spend_since(today, real), await store.spend_since(week_ago, real)
+    cap = control.settings.engine.daily_budget_usd
+    lines = [f"Spend today ${day:.2f} (cap ${cap:.2f} for pay-per-token backends) · last 7 days ${week:.2f}"]
+    if simulated:
+        sim_day, sim_week = await store.spend_since(today, simulated), await store.spend_since(week_ago, simulated)
+        lines.append(f"Simulated (sim backends, not real money): today ${sim_day:.2f} · last 7 days ${sim_week:.2f}")
+    saved = float(await store.kv_get(saved_key(now)) or 0.0)
+    if saved:
+        lines.append(f"Subscriptions this month: ${saved:.2f} at list prices, saved (not spent)")
+    return "\n".join(lines)

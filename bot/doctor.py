@@ -152,9 +152,16 @@ def _single_family(settings: Settings) -> list[dict[str, Any]]:
     if not stuck:
         return []
     families = ", ".join(sorted(reviewers)) or "none"
+    gate = settings.gate
+    then = {
+        "operator": f"their jobs come to you for a decision after {gate.no_other_family_grace_s:g} s",
+        "same_family_other_model": "another model of the maker's family reviews them (where there is one), "
+                                   "else they come to you",
+        "wait": "their jobs wait in reviewing until such a reviewer is configured",
+    }[gate.when_no_other_family]
     return [_check("review", True, f"{', '.join(stuck)} are reviewed but the review chain has no backend of another "
-                   f"family than their maker (reviewer families: {families}): their jobs will wait for you",
-                   warn=True)]
+                   f"family than their maker (reviewer families: {families}): {then} "
+                   f"(gate.when_no_other_family = {gate.when_no_other_family})", warn=True)]
 
 
 async def _backends(settings: Settings, sandbox: Sandbox) -> list[dict[str, Any]]:
@@ -165,7 +172,8 @@ async def _backends(settings: Settings, sandbox: Sandbox) -> list[dict[str, Any]
         try:
             status = await asyncio.wait_for(backend.check_credentials(), timeout=15)
             label = " [simulated]" if config.simulated else ""
-            checks.append(_check(f"backend {config.name}", status.ok, f"{config.kind}{label}: {status.message}"))
+            checks.append(_check(f"backend {config.name}", status.ok, f"{config.kind}{label}: {status.message}",
+                                 warn=not status.checked))
         except TimeoutError:
             checks.append(_check(f"backend {config.name}", False, "credential check timed out"))
         finally:

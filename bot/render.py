@@ -75,7 +75,10 @@ def stats_text(stats: Stats) -> str:
             f"· active {stats.active}",
             f"  completion rate {stats.completion_rate:.1%}",
             f"  throughput: peak {stats.peak_daily}/day · average {stats.average_daily:.1f}/day",
-            f"  cost ${stats.cost_usd:.2f} · ${stats.cost_per_job:.4f} per job",
+            f"  chat turns {stats.chat_turns} (${stats.chat_cost_usd:.2f}) · reviews {stats.review_jobs} "
+            f"(${stats.review_cost_usd:.2f}), counted apart from jobs; their cost is in the total",
+            f"  cost ${stats.cost_usd:.2f} · ${stats.cost_per_job:.4f} per job"
+            + (f" · ${stats.simulated_cost_usd:.2f} of it simulated" if stats.simulated_cost_usd else ""),
             f"  active projects {stats.active_projects}",
             *_review_lines(stats),
             f"  uncertain sends {stats.uncertain_sends} (timed out after sending: may have arrived, not resent)",

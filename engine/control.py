@@ -153,13 +153,21 @@ class Control:
         return job
 
     async def approve(self, job_id: int) -> Job:
-        """The operator's explicit approval: the only override of the quality gate."""
+        """The operator's explicit approval: the only override of the quality gate. Works on a job waiting for
+        the operator's decision and on one still waiting for a reviewer (whose pending review is then cancelled)."""
         job = await self.job(job_id)
-        if job.state != JobState.NEEDS_HUMAN:
-            raise ValueError(f"job #{job_id} is {job.state.value}; only jobs waiting for your decision can be approved")
-        return await self.store.transition(
-            job_id, JobState.DONE, "approved by the operator", fields={"operator_approved": True}
+        if job.state not in (JobState.NEEDS_HUMAN, JobState.REVIEWING):
+            raise ValueError(f"job #{job_id} is {job.state.value}; only jobs waiting for your decision or for a "
+                             "reviewer can be approved")
+        approved = await self.store.transition(
+            job_id, JobState.DONE, "approved by the operator", fields={"operator_approved": True},
+            expected=[job.state],
         )
+        open_states = [JobState.QUEUED, JobState.SNOOZED, JobState.RETRY_WAIT, JobState.RUNNING]
+        for review in await self.store.list_jobs(states=open_states, parent_id=job_id):
+            if review.type == "review":
+                await self.cancel(review.id)
+        return approved
 
     async def revise_again(self, job_id: int) -> Job:
         job = await self.job(job_id)

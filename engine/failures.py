@@ -10,7 +10,9 @@ Classes (see DESIGN.md section 6)::
     quota             pause backend until reset or operator clears it, alert, fall through
     context_overflow  only backends with a larger context window, else fail
     content_refused   another provider family, else needs_human
-    bad_request       fail the job now, alert
+    bad_request       the request itself is bad (it would fail anywhere): fail the job now, alert
+    backend_rejected  a 400/404/422 about this backend (its state, an unknown model, its config): fall through,
+                      count toward the circuit breaker, alert on first sight of the signature
     empty_output      fall through
     worker_lost       orphan sweep requeues
     review_rejected   revision loop
@@ -28,7 +30,7 @@ from enum import StrEnum
 import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
-from engine.ratelimit import resume_at_from_headers
+from engine.ratelimit import retry_hint
 from engine.redaction import redact
 
 
@@ -42,6 +44,7 @@ class FailureClass(StrEnum):
     CONTEXT_OVERFLOW = "context_overflow"
     CONTENT_REFUSED = "content_refused"
     BAD_REQUEST = "bad_request"
+    BACKEND_REJECTED = "backend_rejected"
     EMPTY_OUTPUT = "empty_output"
     WORKER_LOST = "worker_lost"
     REVIEW_REJECTED = "review_rejected"
@@ -103,6 +106,10 @@ FAILURE_PHRASES: tuple[tuple[str, FailureClass], ...] = (
     ("content management policy", FailureClass.CONTENT_REFUSED),
     ("moderation", FailureClass.CONTENT_REFUSED),
     ("safety system", FailureClass.CONTENT_REFUSED),
+    # This backend cannot serve the request, whatever the request: an unknown model, a proxy without its database.
+    ("model_not_found", FailureClass.BACKEND_REJECTED),
+    ("does not exist", FailureClass.BACKEND_REJECTED),
+    ("no_db_connection", FailureClass.BACKEND_REJECTED),
     # The credential is missing, wrong or expired.
     ("not logged in", FailureClass.AUTH),
     ("login", FailureClass.AUTH),
@@ -119,6 +126,7 @@ FAILURE_PHRASES: tuple[tuple[str, FailureClass], ...] = (
     ("too many requests", FailureClass.RATE_LIMITED),
     # The other side is down or shedding load; a plain timeout, or a connection that failed some other way.
     ("overloaded", FailureClass.OVERLOADED),
+    ("high demand", FailureClass.OVERLOADED),  # codex 0.169.0's words for a 5xx from the Responses API
     ("stream disconnected", FailureClass.OVERLOADED),
     ("timed out", FailureClass.TIMEOUT),
     ("timeout", FailureClass.TIMEOUT),
@@ -209,7 +217,7 @@ def classify_http(
     message = _short(f"{head}: {detail}" if detail else head, secrets)
     # From the redacted text: a signature lands in kv keys and dedupe keys, so an echoed key must not.
     signature = f"http_{status}:{normalise_signature(redact(kind or detail, secrets)) or 'no_body'}"
-    hinted_resume = resume_at_from_headers(headers, now)
+    hinted_resume = retry_hint(headers, body_text, now)
 
     def make(cls: FailureClass, resume_at: float | None = None) -> Failure:
         return Failure(failure_class=cls, message=message, http_status=status, resume_at=resume_at,
@@ -233,9 +241,36 @@ def classify_http(
         return make(FailureClass.CONTEXT_OVERFLOW)
     if status in (400, 422) and hinted == FailureClass.CONTENT_REFUSED:
         return make(FailureClass.CONTENT_REFUSED)
-    if status in (400, 422):
-        return make(FailureClass.BAD_REQUEST)
+    if status in (400, 404, 422):
+        return make(request_or_backend(kind, detail))
     return make(FailureClass.UNKNOWN)
+
+
+# A 4xx is the request's own fault only when it says so: its fields or its content, which every backend would
+# refuse alike. Anything else (a provider's state, an unknown model, a proxy's config: LiteLLM answers a wrong
+# key without its database with ``400 {"type": "no_db_connection"}``) is that backend's, and the chain goes on.
+REQUEST_FATAL_PHRASES: tuple[str, ...] = (
+    "field required",  # Anthropic and FastAPI-style schema errors: "messages.0.content: Field required"
+    "must be",  # "temperature: must be <= 2"
+    "messages:",  # Anthropic: "messages: text content blocks must be non-empty"
+    "messages.",
+    "invalid content",
+    "invalid image",
+    "could not process image",
+    "invalid utf-8",
+    "invalid unicode",
+)
+
+
+def request_or_backend(kind: str, detail: str) -> FailureClass:
+    """A 400/404/422 that is neither a quota, a context overflow nor a refusal: bad_request when the text
+    blames the request itself, else backend_rejected (this backend's failure)."""
+    text = f"{kind} {detail}".lower()
+    if classify_text(text) == FailureClass.BACKEND_REJECTED:
+        return FailureClass.BACKEND_REJECTED
+    if any(phrase in text for phrase in REQUEST_FATAL_PHRASES):
+        return FailureClass.BAD_REQUEST
+    return FailureClass.BACKEND_REJECTED
 
 
 def classify_exception(exc: BaseException, *, secrets: Iterable[str | SecretStr | None] = ()) -> Failure:

@@ -23,6 +23,9 @@ from engine.workspace import Workspace
 
 INLINE_RESULT_CHARS = 4000
 CHECKS_FAMILY = "deterministic-checks"
+# A review by another model of the maker's own family is recorded under its family with this mark: reviews are
+# cross-family by definition (the table's CHECK), and this one is not, as stats and the notice say.
+SAME_FAMILY_MARK = " (same family)"
 
 
 def verdict_problem(text: str) -> str | None:
@@ -101,9 +104,10 @@ async def complete_maker(
 def _done_unreviewed(
     job: Job, base: Completion, config: BackendConfig, result: BackendResult, now: float
 ) -> Completion:
-    """No review for this job type: the maker's result is the answer."""
-    finished = job.model_copy(update=base.fields)
-    done = notices.job_done(finished, now, backend=config.name, score=None, summary=notices.summarize(result.text))
+    """No review for this job type: the maker's result is the answer. Its cost is the job's total after this run."""
+    finished = job.model_copy(update={**base.fields, "cost_usd": job.cost_usd + sum(a.cost_usd for a in base.attempts)})
+    done = notices.job_done(finished, now, backend=config.name, score=None, summary=notices.summarize(result.text),
+                            simulated=config.simulated)
     return base.model_copy(update={"reason": f"done by {config.name}", "outbox": [done]})
 
 
@@ -196,18 +200,26 @@ async def complete_review(
     passed = verdict.passes(threshold)
     review = _review_record(parent, attempts[-1], verdict, passed)
     if passed:
-        return _review_passed(base, review, parent, review_job, verdict)
+        # The job's total as the operator reads it: its maker's runs (revisions included) and every review.
+        reviews = [j for j in await store.list_jobs(parent_id=parent.id, limit=1000) if j.type == "review"]
+        total = parent.cost_usd + sum(j.cost_usd for j in reviews) + sum(a.cost_usd for a in attempts)
+        maker = next((b for b in settings.backends if b.name == parent.maker_backend), None)
+        return _review_passed(base, review, parent.model_copy(update={"cost_usd": total}), review_job, verdict,
+                              simulated=maker is not None and maker.simulated)
     if parent.revision < parent.max_revisions:
         return _revision_queued(base, review, parent, review_job, verdict, threshold)
     return _rejected(base, review, parent, verdict)
 
 
 def _review_record(parent: Job, reviewer: NewAttempt, verdict: ReviewVerdict, passed: bool) -> NewReview:
+    family = reviewer.family
+    if family == (parent.maker_family or ""):  # only under gate.when_no_other_family = "same_family_other_model"
+        family += SAME_FAMILY_MARK
     return NewReview(
         job_id=parent.id,
         revision=parent.revision,
         reviewer_backend=reviewer.backend,
-        reviewer_family=reviewer.family,
+        reviewer_family=family,
         maker_family=parent.maker_family or "",
         scores=verdict.scores,
         score=verdict.score,
@@ -218,16 +230,31 @@ def _review_record(parent: Job, reviewer: NewAttempt, verdict: ReviewVerdict, pa
 
 
 def _review_passed(
-    base: Completion, review: NewReview, parent: Job, review_job: Job, verdict: ReviewVerdict
+    base: Completion, review: NewReview, parent: Job, review_job: Job, verdict: ReviewVerdict, *, simulated: bool
 ) -> Completion:
+    """``parent`` carries the job's total cost (reviews included) for the notice only; the store keeps its own."""
+    update = ParentUpdate(job_id=parent.id, to_state=JobState.DONE, reason=f"review passed ({verdict.score:g})")
+    note = None
+    if review.reviewer_family.endswith(SAME_FAMILY_MARK):
+        # Only ``[gate] when_no_other_family = "same_family_other_model"`` routes a review to the maker's family:
+        # the operator's standing approval in the config is the override the gate needs, and it is said so.
+        note = (f"Reviewed by {review.reviewer_backend}, another model of the maker's family "
+                f"({parent.maker_family}): no reviewer of another family is configured "
+                "(gate.when_no_other_family = same_family_other_model).")
+        update = update.model_copy(update={
+            "fields": {"operator_approved": True},
+            "reason": f"review passed ({verdict.score:g}) by {review.reviewer_backend} of the same family; approved by "
+                      "the operator's policy gate.when_no_other_family = same_family_other_model"})
     done = notices.job_done(
         parent,
         review_job.updated_at,
         backend=parent.maker_backend,
         score=verdict.score,
         summary=parent.result_summary or "",
+        note=note,
+        simulated=simulated,
+        with_reviews=True,
     )
-    update = ParentUpdate(job_id=parent.id, to_state=JobState.DONE, reason=f"review passed ({verdict.score:g})")
     return base.model_copy(update={"reviews": [review], "parent_updates": [update], "outbox": [done]})
 
 

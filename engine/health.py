@@ -3,7 +3,8 @@
 ``engine.policy`` says which action a failure class takes (``backend_action``); this module does it: a pause
 until the reset (rate limits, quota), the circuit breaker (repeated overloads and server errors: one alert per
 outage, one recovery notice), disabling on bad credentials (one urgent alert; the pulse's credential check
-re-enables it), and the first-sight alert for a failure signature never seen before. It decides no route: the
+re-enables it), and the first-sight alert for a failure signature never seen before (both of the last two for a
+4xx that is the backend's own: ``backend_rejected``). It decides no route: the
 backend states it writes are what the next route plan (and the end of this run) is decided from.
 """
 
@@ -40,6 +41,9 @@ class BackendHealth:
             await self._disable(name, failure)
         elif action is BackendAction.FIRST_SIGHT:
             await self._first_sight(name, failure)
+        elif action is BackendAction.REJECTED:
+            await self._first_sight(name, failure)
+            await self._count_toward_breaker(name, failure)
         self._router.states = await self._store.backend_states()
         return self._router.states
 
@@ -101,13 +105,12 @@ class BackendHealth:
         )
 
     async def _first_sight(self, name: str, failure: Failure) -> None:
-        signature = failure.signature or failure.message[:80]
+        key = failure.signature or failure.message[:80]
+        text = f"New kind of failure from {name}: {failure.message[:300]}"
+        if failure.failure_class is FailureClass.BACKEND_REJECTED:
+            key = f"{name}:{key}"  # the same refusal from another backend is news too
+            text = (f"Backend {name} refused a request for a reason of its own ({failure.message[:300]}). Jobs "
+                    "continue on the fallback chain; check its model name, URL and the service behind it.")
         await self._store.kv_set_if_changed(
-            f"signature:{signature}",
-            "seen",
-            outbox=[
-                notices.alert(
-                    f"unknown:{signature}", f"New kind of failure from {name}: {failure.message[:300]}", urgent=False
-                )
-            ],
+            f"signature:{key}", "seen", outbox=[notices.alert(f"unknown:{key}", text, urgent=False)]
         )

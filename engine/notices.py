@@ -31,11 +31,17 @@ def _duration(job: Job, now: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
-def job_done(job: Job, now: float, *, backend: str | None, score: float | None, summary: str) -> NewOutbox:
+def job_done(job: Job, now: float, *, backend: str | None, score: float | None, summary: str,
+             note: str | None = None, simulated: bool = False, with_reviews: bool = False) -> NewOutbox:
+    """``job.cost_usd`` is the job's total after this run (the caller adds what the store adds at commit)."""
     parts = [f"✅ Job #{job.id} done: {job.title}"]
     if summary:
         parts.append(summary)
-    meta = [f"backend {backend or job.maker_backend or '?'}", f"cost ${job.cost_usd:.4f}", _duration(job, now)]
+    if note:
+        parts.append(note)
+    cost = f"cost ${job.cost_usd:.4f}" + (" incl. reviews" if with_reviews else "")
+    cost += " (simulated)" if simulated else ""
+    meta = [f"backend {backend or job.maker_backend or '?'}", cost, _duration(job, now)]
     if score is not None:
         meta.insert(1, f"review {score:.1f}/10")
     parts.append(" · ".join(meta))
@@ -58,10 +64,17 @@ def job_failed(job: Job, failure_class: str, error: str, tried: list[str]) -> Ne
                   {"buttons": [["Retry", f"retry:{job.id}"], ["Retry on another backend", f"reroute:{job.id}"]]})
 
 
-def needs_human(job: Job, critique: str, score: float | None, *, why: str | None = None) -> NewOutbox:
+def needs_human(job: Job, critique: str | None, score: float | None, *, why: str | None = None,
+                result: str | None = None) -> NewOutbox:
+    """The operator decides (Approve / Revise again / Discard): why, the reviewer's critique when there is one,
+    and the maker's result when no reviewer saw it."""
     score_text = f" (last score {score:.1f}/10)" if score is not None else ""
     why = why or f"The reviewer rejected it after {job.revision} revision(s){score_text}."
-    text = f"🧑‍⚖️ Job #{job.id} needs your decision: {job.title}\n\n{why}\n\nCritique: {critique[:1500]}"
+    text = f"🧑‍⚖️ Job #{job.id} needs your decision: {job.title}\n\n{why}"
+    if critique is not None:
+        text += f"\n\nCritique: {critique[:1500]}"
+    if result:
+        text += f"\n\nResult: {result[:1500]}"
     buttons = [["Approve", f"approve:{job.id}"], ["Revise again", f"revise:{job.id}"], ["Discard", f"cancel:{job.id}"]]
     return _about(job, "needs_human", f"needs_human:{job.revision}", text, {"buttons": buttons}, urgent=True)
 

@@ -9,6 +9,8 @@ out what a failure does to its backend and so keeps the backend states the route
 - ``job_budget_failure`` and ``budget_block``: whether the job's own budget or today's USD cap forbids a call.
 - ``after_chain``: no backend produced a result in this run: snooze (for a pause, or deferred for a
   subscription window), park for budget, retry later, fail, or hand to the operator.
+- ``no_other_family`` / ``without_reviewer``: a review no backend of another family can ever take (a one-family
+  setup): per ``[gate] when_no_other_family``, hand the job to the operator after a grace, or keep waiting.
 - ``window_use`` and ``route_with_windows``: quota-aware routing of subscription windows (engine/quota.py):
   which jobs keep a tight window, which move to another backend, which wait for its reset.
 
@@ -22,6 +24,7 @@ The table (DESIGN.md section 6)::
     timeout           breaker count       next
     auth              disable             next
     unknown           first-sight alert   next
+    backend_rejected  breaker count and first-sight alert   next
     empty_output      -                   next
     context_overflow  -                   next with a larger context window
     content_refused   -                   next of another family
@@ -54,6 +57,7 @@ class BackendAction(Enum):
     BREAKER = "breaker"  # counts toward the circuit breaker
     DISABLE = "disable"  # bad credentials: off until the credential check passes
     FIRST_SIGHT = "first_sight"  # alert the operator the first time this signature is seen
+    REJECTED = "rejected"  # both: counts toward the circuit breaker, and alerts on a new signature
 
 
 class Then(Enum):
@@ -80,6 +84,7 @@ RULES: dict[FailureClass, ClassRule] = {
     FailureClass.TIMEOUT: ClassRule(_B.BREAKER, _T.NEXT),
     FailureClass.AUTH: ClassRule(_B.DISABLE, _T.NEXT),
     FailureClass.UNKNOWN: ClassRule(_B.FIRST_SIGHT, _T.NEXT),
+    FailureClass.BACKEND_REJECTED: ClassRule(_B.REJECTED, _T.NEXT),
     FailureClass.EMPTY_OUTPUT: ClassRule(_B.NONE, _T.NEXT),
     FailureClass.CONTEXT_OVERFLOW: ClassRule(_B.NONE, _T.NEXT_LARGER_WINDOW),
     FailureClass.CONTENT_REFUSED: ClassRule(_B.NONE, _T.NEXT_OTHER_FAMILY),
@@ -194,6 +199,7 @@ class RunDecision:
     reason: str  # the transition's reason, as the job's events show it
     at: float | None = None  # SNOOZE, PARK_FOR_BUDGET, RETRY_LATER: when the job may run again
     why: str | None = None  # NEEDS_HUMAN: what the operator's notice says (None: the notice's default)
+    quiet: bool = False  # SNOOZE: no "waits for a reviewer" notice (the operator hears once, at the hand-over)
 
 
 @dataclass(frozen=True)
@@ -257,6 +263,37 @@ def _pauses(chain: list[str], states: dict[str, BackendState], now: float) -> li
 def _wake(until: float | None, now: float) -> float:
     """The pause's end, or a short nap when nothing names a time (the chain is only busy)."""
     return until if until is not None and until > now else now + SNOOZE_BUSY_S
+
+
+# ---- a review nobody of another family can take ------------------------------------------------------------
+
+# Skips that do not end by waiting: the backend is of the maker's family, not there, off in the config, or off
+# for its credentials (until the operator renews them).
+_NEVER_NOW = frozenset({SkipReason.SAME_FAMILY, SkipReason.NOT_CONFIGURED, SkipReason.DISABLED_IN_CONFIG,
+                        SkipReason.DISABLED, SkipReason.OPERATOR_AVOIDED})
+
+
+def no_other_family(plan: RoutePlan) -> bool:
+    """A review plan with no reviewer of another family, now or after any pause: every backend of the chain is of
+    the maker's family or out of service. A paused one comes back by itself, so it is not counted as missing."""
+    if plan.candidates:
+        return False
+    skips = [plan.skipped.get(name) for name in plan.chain]
+    return all(s is not None and s.reason in _NEVER_NOW for s in skips)
+
+
+def without_reviewer(mode: str, job: Job, maker_family: str, now: float, grace_s: float) -> RunDecision | None:
+    """A review job nobody can take (``no_other_family``): None to keep waiting (``wait``); else a quiet snooze
+    until the grace since the review was asked ends, then the end of the review, which hands its job to the
+    operator with the maker's result (the store does that for a review that ends without a verdict)."""
+    if mode == "wait":
+        return None
+    until = job.created_at + grace_s
+    if now < until:
+        return RunDecision(RunKind.SNOOZE, f"no reviewer of another family than {maker_family}; waiting "
+                           f"until {hm(until)} before handing it to the operator", at=until, quiet=True)
+    return RunDecision(RunKind.FAIL, f"no reviewer of another model family than {maker_family} is configured "
+                       "or enabled (gate.when_no_other_family); the operator decides")
 
 
 # ---- subscription windows (quota-aware routing) -----------------------------------------------------------

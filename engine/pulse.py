@@ -50,7 +50,8 @@ from engine.schedule_times import (
     zone,
 )
 from engine.settings import Settings
-from engine.store import NewOutbox, Store
+from engine.store import NewOutbox, Stats, Store
+from engine.store.stats import saved_key
 from engine.windows import WindowTracker
 
 __all__ = ["Digest", "Pulse", "PulseReport", "PulseTrigger"]
@@ -250,6 +251,8 @@ class Pulse:
             except Exception as exc:  # a check that crashes is a failed check, not a failed pulse
                 status = CredentialStatus(ok=False, message=f"check crashed: {type(exc).__name__}: {exc}"[:300])
             state = states.get(name)
+            if status.ok and not status.checked:
+                continue  # nothing was asked: neither a pass that re-enables it nor a failure to alert
             if status.ok:
                 await self._credential_ok(report, name, status, disabled=bool(state and state.disabled))
             else:
@@ -446,7 +449,7 @@ class Pulse:
         """The last 24 hours, from the store's numbers (``Store.stats`` and ``Store.digest_numbers``)."""
         until = self.clock.now() if until is None else until
         since = until - 86_400
-        stats = await self.store.stats(since)
+        stats = await self.store.stats(since, [b.name for b in self.settings.backends if b.simulated])
         numbers = await self.store.digest_numbers(since)
         quiet = self.settings.pulse.quiet_hours
         held = sum(1 for t in numbers.pop("non_urgent_message_times") if in_quiet_hours(quiet, t, self.tz))
@@ -466,6 +469,7 @@ class Pulse:
             backends=_backend_lines(numbers["backends"]),
             windows=await self._window_lines(until),
         ).rstrip()
+        text += _cost_notes(stats, float(await self.store.kv_get(saved_key(until)) or 0.0))
         if held:
             text += f"\n\nHeld during quiet hours: {held} non-urgent message(s)."
         return Digest(local_date(until, self.tz).isoformat(), since, until, text, numbers)
@@ -482,6 +486,20 @@ class Pulse:
         lines = [f"- {', '.join(names)}: {line}" for plan, names in plans.items()
                  for line in summary(windows.get(plan, []), now)]
         return "\n\nSubscription windows:\n" + "\n".join(lines)
+
+
+def _cost_notes(stats: Stats, saved_this_month: float) -> str:
+    """What the cost line holds besides the jobs counted (chat turns and reviews), simulated spend, and what the
+    subscriptions saved this month (their runs at list prices)."""
+    notes = []
+    if stats.chat_turns or stats.review_jobs:
+        notes.append(f"Also in the cost: {stats.chat_turns} chat turn(s) (${stats.chat_cost_usd:.2f}) and "
+                     f"{stats.review_jobs} review(s) (${stats.review_cost_usd:.2f}).")
+    if stats.simulated_cost_usd:
+        notes.append(f"Of the cost, ${stats.simulated_cost_usd:.2f} is simulated (sim backends), not real money.")
+    if saved_this_month:
+        notes.append(f"Subscriptions saved ${saved_this_month:.2f} this month (their runs at list prices).")
+    return "".join(f"\n\n{n}" for n in notes)
 
 
 class PulseTrigger:

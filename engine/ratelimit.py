@@ -13,17 +13,26 @@ Signals understood:
 - ``anthropic-ratelimit-*-reset``: RFC 3339 timestamps.
 - the Claude CLI's ``rate_limit_event.rate_limit_info.resetsAt`` (epoch seconds) and its human text
   ``resets 5:45pm`` / ``resets 5pm (Europe/Paris)``.
+- the same headers behind a proxy's prefix (LiteLLM: ``llm_provider-retry-after``; Azure: ``x-ms-retry-after-ms``);
+- JSON body fields (``retry_after``, ``retry_after_ms``, Gemini's ``retryDelay: "37s"``, ChatGPT's
+  ``resets_in_seconds`` / ``resets_at``, OpenRouter's upstream ``metadata.headers``) and the message text
+  (``Please try again in 7.66s``, ``try again in 5 minutes``, ``try again at 8:06 PM``).
 
-When several are present the latest wins: resuming early only earns another 429.
+``retry_hint`` reads all of them for every HTTP backend (and the CLIs' texts). A ``*-reset-<bucket>`` header
+counts only when its bucket is spent (its ``remaining`` is 0 or absent): the request bucket refilling in three
+minutes does not matter when tokens ran out for eight seconds. When several hints remain the latest wins:
+resuming early only earns another 429.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 # Anything further out than this is treated as a parsing accident, not a real reset (a year).
@@ -216,18 +225,127 @@ def latest(values: Iterable[float | None]) -> float | None:
 def resume_at_from_headers(headers: Mapping[str, str], now: float) -> float | None:
     """The latest resume time any rate-limit header of a response asks for, or None.
 
-    ``headers`` may be an ``httpx.Headers`` or a plain mapping; names are compared case-insensitively.
+    ``headers`` may be an ``httpx.Headers`` or a plain mapping; names are compared case-insensitively, and a
+    proxy's prefix (``llm_provider-``, ``x-ms-``) is read through.
     """
-    lowered = {str(k).lower(): str(v) for k, v in headers.items()}
+    lowered: dict[str, str] = {}
+    for key, value in headers.items():
+        name = str(key).lower()
+        for prefix in _PROXY_PREFIXES:
+            name = name.removeprefix(prefix)
+        lowered.setdefault(name, str(value))
     candidates: list[float | None] = [
         parse_retry_after_ms(lowered.get("retry-after-ms"), now),
         parse_retry_after(lowered.get("retry-after"), now),
     ]
     for name, value in lowered.items():
-        if name.startswith("x-ratelimit-reset"):
+        if name.startswith("x-ratelimit-reset") and _spent(
+                lowered, name.replace("x-ratelimit-reset", "x-ratelimit-remaining", 1)):
             candidates.append(parse_reset_value(value, now))
-        elif name.startswith("anthropic-ratelimit-") and name.endswith("-reset"):
+        elif (name.startswith("anthropic-ratelimit-") and name.endswith("-reset")
+              and _spent(lowered, name.removesuffix("-reset") + "-remaining")):
             # The documented form is RFC 3339; the subscription ("unified") headers carry epoch seconds.
             parsed = parse_rfc3339(value, now)
             candidates.append(parsed if parsed is not None else parse_resets_at(value, now))
     return latest(candidates)
+
+
+# Prefixes under which proxies pass a provider's headers on: LiteLLM ("llm_provider-retry-after"), Azure OpenAI
+# ("x-ms-retry-after-ms").
+_PROXY_PREFIXES = ("llm_provider-", "x-ms-")
+
+
+def _spent(headers: Mapping[str, str], remaining_name: str) -> bool:
+    """Whether the bucket a reset header belongs to is spent: its ``remaining`` header is 0 or absent."""
+    value = headers.get(remaining_name)
+    if value is None:
+        return True
+    try:
+        return float(value.strip()) <= 0
+    except ValueError:
+        return True
+
+
+_TRY_AGAIN_IN = re.compile(r"try again in\s+([0-9][0-9.a-zµ]*)\b", re.IGNORECASE)
+_TRY_AGAIN_IN_WORDS = re.compile(
+    r"try again in\s+((?:\d+\s*(?:days?|hours?|minutes?|mins?|seconds?|secs?)[\s,and]*)+)", re.IGNORECASE)
+_TRY_AGAIN_AT = re.compile(r"try again at\s+([0-9]{1,2}(?::[0-9]{2})?\s*[ap]\.?m\.?)", re.IGNORECASE)
+_WORD_UNITS_S = {"day": 86400, "hour": 3600, "minute": 60, "min": 60, "second": 1, "sec": 1}
+
+
+def parse_retry_text(text: str | None, now: float, default_tz: str = "UTC") -> float | None:
+    """A hint in an error's words: ``Please try again in 7.66s`` (OpenAI, Groq), ``try again in 20ms``,
+    ``try again in 5 minutes``, ``try again at 8:06 PM`` (the Codex CLI, in its local zone)."""
+    if not text:
+        return None
+    words = _TRY_AGAIN_IN_WORDS.search(text)
+    if words:
+        seconds = sum(int(n) * _WORD_UNITS_S[u.lower()]
+                      for n, u in re.findall(r"(\d+)\s*(day|hour|minute|min|second|sec)", words.group(1), re.I))
+        if seconds:
+            return _sane(now + seconds, now)
+    compact = _TRY_AGAIN_IN.search(text)
+    if compact:
+        delay = parse_duration_s(compact.group(1).rstrip("."))
+        if delay is not None:
+            return _sane(now + delay, now)
+    at = _TRY_AGAIN_AT.search(text)
+    if at:
+        return parse_resets_text("resets " + at.group(1).replace(".", "").replace(" ", ""), now, default_tz)
+    return None
+
+
+# Body fields that carry a hint, and how to read each: seconds, milliseconds, a duration string, an epoch.
+_BODY_SECONDS = ("retry_after", "retryafter", "retry_after_seconds", "resets_in_seconds")
+_BODY_MS = ("retry_after_ms", "retryafterms")
+_BODY_DURATION = ("retrydelay",)  # Google's google.rpc.RetryInfo: "37s", "0.5s"
+_BODY_EPOCH = ("resets_at", "reset_at")
+_MAX_BODY_DEPTH = 6
+
+
+def resume_at_from_body(body_text: str | None, now: float) -> float | None:
+    """The latest resume time an error body asks for: its fields at any depth, headers a gateway copied into
+    it (OpenRouter's ``metadata.headers``), and the hints in its messages. None for no hint or no JSON."""
+    if not body_text:
+        return None
+    try:
+        body = json.loads(body_text)
+    except ValueError:
+        return parse_retry_text(body_text, now)
+    found: list[float | None] = []
+    _walk(body, now, found, 0)
+    return latest(found)
+
+
+def _walk(node: Any, now: float, found: list[float | None], depth: int) -> None:
+    if depth > _MAX_BODY_DEPTH:
+        return
+    if isinstance(node, list):
+        for item in node:
+            _walk(item, now, found, depth + 1)
+        return
+    if not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        name = str(key).lower()
+        if isinstance(value, dict | list):
+            if name == "headers" and isinstance(value, dict):
+                found.append(resume_at_from_headers({str(k): str(v) for k, v in value.items()}, now))
+            else:
+                _walk(value, now, found, depth + 1)
+        elif name in _BODY_SECONDS:
+            found.append(parse_retry_after(str(value), now))
+        elif name in _BODY_MS:
+            found.append(parse_retry_after_ms(str(value), now))
+        elif name in _BODY_DURATION:
+            seconds = parse_duration_s(str(value))
+            found.append(None if seconds is None else _sane(now + seconds, now))
+        elif name in _BODY_EPOCH:
+            found.append(parse_resets_at(value, now))
+        elif name == "message" and isinstance(value, str):
+            found.append(parse_retry_text(value, now))
+
+
+def retry_hint(headers: Mapping[str, str], body_text: str | None, now: float) -> float | None:
+    """Every hint a rate-limited answer gives (headers, body fields, message text): the latest, or None."""
+    return latest([resume_at_from_headers(headers, now), resume_at_from_body(body_text, now)])

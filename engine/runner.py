@@ -17,7 +17,7 @@ from typing import Protocol
 
 import prompts
 from engine import gates, notices, persona
-from engine.backends.base import BackendRequest, BackendResult
+from engine.backends.base import BackendRequest, BackendResult, Usage
 from engine.capacity import Capacity
 from engine.clock import Clock
 from engine.failures import Failure, FailureClass
@@ -38,12 +38,15 @@ from engine.policy import (
     day_start,
     hm,
     job_budget_failure,
+    no_other_family,
     route_with_windows,
+    without_reviewer,
 )
 from engine.redaction import redact
 from engine.routing import CHARS_PER_TOKEN, RoutePlan, Router, SkipReason
 from engine.settings import BackendConfig, Settings
 from engine.store import Completion, LeaseLost, NewAttempt, NewOutbox, Store
+from engine.store.stats import saved_key
 from engine.vocab import QUESTION_PREFIX
 from engine.windows import WindowTracker
 from engine.workspace import Workspace
@@ -158,8 +161,22 @@ class JobRunner:
             if then.step is Step.STOP:
                 break
             remaining = then.remaining
-        decision = after_chain(run.outcome(), plan, job, self._clock.now(), jitter=random.random())
+        decision = self._without_reviewer(run, plan) or after_chain(
+            run.outcome(), plan, job, self._clock.now(), jitter=random.random()
+        )
         return await self._apply(run, decision)
+
+    def _without_reviewer(self, run: _Run, plan: RoutePlan) -> RunDecision | None:
+        """A review no backend of another family can take: what ``[gate] when_no_other_family`` says."""
+        job, gate = run.job, self._settings.gate
+        if job.type != "review" or run.last_failure is not None or not no_other_family(plan):
+            return None
+        decision = without_reviewer(gate.when_no_other_family, job, job.maker_family or "?", self._clock.now(),
+                                    gate.no_other_family_grace_s)
+        if decision is not None and decision.kind is RunKind.FAIL:  # the review is given up, not failed by a backend
+            run.last_failure = Failure(failure_class=FailureClass.CANCELLED, message=decision.reason,
+                                       signature="gate:no_other_family")
+        return decision
 
     async def _plan(self, job: Job, request: BackendRequest) -> RoutePlan:
         """Route on the backend states the engine refreshed at this dispatch (and after every failure); a backend
@@ -173,6 +190,8 @@ class JobRunner:
             avoid_backend=job.avoid_backend,
         )
         plan = await self._route_windows(job, plan)
+        if job.type == "review" and self._settings.gate.when_no_other_family == "same_family_other_model":
+            plan = await self._same_family_reviewers(job, request, plan)
         skipped = plan.noteworthy_skips()
         if skipped:
             reason = "skipped " + "; ".join(f"{n}: {r}" for n, r in skipped.items())
@@ -194,6 +213,18 @@ class JobRunner:
         if moved or plan.window_waits:
             await self._windows.after_routing(plan, moved)
         return plan
+    async def _same_family_reviewers(self, job: Job, request: BackendRequest, plan: RoutePlan) -> RoutePlan:
+        """With no reviewer of another family, another model of the maker's own family may review (the
+        operator's choice in ``[gate]``); never the maker's backend or model itself."""
+        if not no_other_family(plan):
+            return plan
+        parent = await self._store.get_job(job.parent_id or 0)
+        maker = parent.maker_backend if parent is not None else None
+        maker_model = next((b.model for b in self._settings.backends if b.name == maker), None)
+        same = self._router.plan(job.type, self._router.states, prompt_chars=len(request.system) + len(request.prompt),
+                                 spent_today_usd=await self._spent_today(), avoid_backend=maker)
+        same.candidates = [c for c in same.candidates if c.model != maker_model]
+        return same if same.candidates else plan
 
     async def _build_request(self, job: Job, context: JobContext) -> BackendRequest:
         type_config = self._settings.job_type(job.type)
@@ -239,6 +270,7 @@ class JobRunner:
                         "work_dir": work if work != path else None, "read_dirs": read}
             )
             run.has_workspace = True
+        request = await self._with_session_usage(request)
         backend = self._router.backend(config.name)
         self._router.running[config.name] += 1
         reserved = _estimated_cost(config, request)
@@ -258,11 +290,27 @@ class JobRunner:
             heartbeat.cancel()
             self._router.running[config.name] -= 1
             self._router.in_flight_usd -= reserved
+        await self._keep_session_usage(result)
+        if config.subscription and result.list_price_usd > 0:
+            await self._store.kv_add(saved_key(self._clock.now()), result.list_price_usd)
         result = self._validate_output(job, result)
         run.tried.append(config.name)
         self._record_attempt(run, config, result, started)
         await self._windows.after_call(config, result)
         return result
+
+    async def _with_session_usage(self, request: BackendRequest) -> BackendRequest:
+        """A resumed session's running token total as its last run reported it (codex reports running totals;
+        the backend subtracts this to get the run's own usage)."""
+        if not request.session_id:
+            return request
+        total = await self._store.kv_get(f"session_usage:{request.session_id}")
+        return request.model_copy(update={"session_usage": Usage.model_validate_json(total) if total else None})
+
+    async def _keep_session_usage(self, result: BackendResult) -> None:
+        if result.session_id and result.session_total is not None:
+            await self._store.kv_set_if_changed(f"session_usage:{result.session_id}",
+                                                result.session_total.model_dump_json())
 
     def _validate_output(self, job: Job, result: BackendResult) -> BackendResult:
         """A success status without usable output is a failure (a model that returns nothing is not cheap)."""
@@ -368,7 +416,7 @@ class JobRunner:
             job_id=job.id, owner=self._owner, to_state=JobState.SNOOZED, reason=decision.reason, attempts=run.attempts
         )
         if kind is RunKind.SNOOZE or kind is RunKind.PARK_FOR_BUDGET:
-            outbox = self._waiting_notices(job)
+            outbox = [] if decision.quiet else self._waiting_notices(job)
             if kind is RunKind.PARK_FOR_BUDGET:
                 outbox.append(await self._budget_alert())
             return base.model_copy(update={"fields": fields | {"run_after": decision.at}, "outbox": outbox})

@@ -170,9 +170,11 @@ class BackendConfig(_Strict):
 
     @property
     def pay_per_token(self) -> bool:
-        return (
-            not self.subscription and not self.simulated and (self.price_in_per_mtok > 0 or self.price_out_per_mtok > 0)
-        )
+        """Its calls cost money and count toward the daily cap: priced in the config, or a ``claude_cli`` that is
+        not a subscription (the CLI prices each run itself, ``total_cost_usd``)."""
+        if self.subscription or self.simulated:
+            return False
+        return self.price_in_per_mtok > 0 or self.price_out_per_mtok > 0 or self.kind == "claude_cli"
 
     def api_key(self) -> SecretStr | None:
         if not self.api_key_env:
@@ -235,6 +237,16 @@ def default_sim_backends() -> list[BackendConfig]:
         )
         for name, family, tier, p_in, p_out in spec
     ]
+
+
+class GateSettings(_Strict):
+    """What the quality gate does when no reviewer of another model family exists (a one-family setup):
+    ``operator`` hands the job to the operator after ``no_other_family_grace_s`` (the maker's result, Approve /
+    Revise / Discard); ``same_family_other_model`` lets another model of the maker's family review (the operator's
+    standing approval, said in the notice); ``wait`` waits for such a reviewer to be configured."""
+
+    when_no_other_family: Literal["operator", "same_family_other_model", "wait"] = "operator"
+    no_other_family_grace_s: float = Field(30.0, ge=0)
 
 
 class PulseSettings(_Strict):
@@ -308,6 +320,7 @@ class Settings(BaseModel):
     memory: MemorySettings = Field(default_factory=MemorySettings)
     pulse: PulseSettings = Field(default_factory=PulseSettings)
     quota: QuotaSettings = Field(default_factory=QuotaSettings)
+    gate: GateSettings = Field(default_factory=GateSettings)
 
     @field_validator("home", mode="after")
     @classmethod

@@ -24,3 +24,17 @@ def processes_in(directory: Path) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+def pinned_cli(env_var: str, tool: str) -> str:
+    """The real pinned CLI the Makefile installs (``$env_var``, else ``.tools/node_modules/.bin/<tool>``): a
+    skip where it is missing, a failure on CI, where `make test` installs it."""
+    import pytest
+
+    candidate = os.environ.get(env_var) or str(Path(__file__).resolve().parents[1] / f".tools/node_modules/.bin/{tool}")
+    if os.access(candidate, os.X_OK):
+        return candidate
+    message = f"{tool} CLI not found at {candidate} (run `make .tools/node_modules/.bin/{tool}`)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)

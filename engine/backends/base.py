@@ -48,6 +48,9 @@ class BackendRequest(BaseModel):
     read_dirs: list[Path] = Field(default_factory=list)
     # Resume a previous session (claude_cli / codex_cli) where the backend supports it.
     session_id: str | None = None
+    # That session's running token total as its previous run reported it (a CLI that reports running totals,
+    # codex, subtracts it to get this run's own usage).
+    session_usage: Usage | None = None
     max_turns: int | None = None
     permission_mode: str | None = None
     allowed_tools: list[str] = Field(default_factory=list)
@@ -66,6 +69,11 @@ class BackendResult(BaseModel):
     latency_ms: float = 0.0
     # Subscription usage windows the backend reported during the run (the Claude CLI's rate_limit_event).
     windows: list[WindowReport] = Field(default_factory=list)
+    # The session's running token total after this run, when the backend reports one (codex): the engine keeps
+    # it and passes it back as ``BackendRequest.session_usage`` on the next resume.
+    session_total: Usage | None = None
+    # A subscription run's price at list prices, as the CLI reports it (``total_cost_usd``): not spent, saved.
+    list_price_usd: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -75,6 +83,9 @@ class BackendResult(BaseModel):
 class CredentialStatus(BaseModel):
     ok: bool
     message: str = ""
+    # False when nothing could be asked without running a job (a CLI's login): ``ok`` then only means the
+    # binary and the login file are there, and never re-enables a backend disabled for its credentials.
+    checked: bool = True
     # Epoch seconds when the credential stops working, when the backend can tell (OAuth tokens).
     expires_at: float | None = None
 

@@ -255,8 +255,10 @@ def result_from_stream(
     if failure is not None and result is not None and result.is_error:
         # On errors "result" holds the error text, not an answer; keep the last real assistant text instead.
         text = "" if text == state.last_text else state.last_text
+    # A subscription pays nothing per run; what the CLI says the run would cost is what the subscription saved.
+    saved = float(result.total_cost_usd or 0.0) if subscription and result is not None else 0.0
     return BackendResult(text=text, usage=usage, cost_usd=cost, session_id=state.session_id, model=model or "",
-                         failure=failure, windows=list(state.windows.values()))
+                         failure=failure, list_price_usd=saved, windows=list(state.windows.values()))
 
 
 def classify_cli_result(
@@ -394,7 +396,9 @@ class ClaudeCliBackend(CliBackend):
         return env.get(self.config.api_key_env) or os.environ.get(self.config.api_key_env) or None
 
     def credentials(self, env: dict[str, str]) -> dict[str, str]:
-        values = {}
+        # The engine does the retrying: the CLI's own (ten over about three minutes) would hold a 429 or a 529
+        # where another backend could answer at once. An operator's own setting is kept.
+        values = {"CLAUDE_CODE_MAX_RETRIES": env.get("CLAUDE_CODE_MAX_RETRIES") or "0"}
         key = self._api_key(env)
         if key:
             # API-key mode: the configured variable becomes the one the CLI reads.

@@ -35,3 +35,21 @@ class KvMixin(StoreCore):
             return True
 
         return await self._tx(run)
+
+    async def kv_add(self, key: str, amount: float) -> float:
+        """Add ``amount`` to a numeric fact (absent: 0) in one transaction; return the new value."""
+
+        def run(conn: sqlite3.Connection, now: float) -> float:
+            row = conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+            try:
+                value = float(row[0]) + amount if row is not None else amount
+            except ValueError:
+                value = amount
+            conn.execute(
+                "INSERT INTO kv(key, value, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                (key, repr(value), now),
+            )
+            return value
+
+        return await self._tx(run)

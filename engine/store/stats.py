@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -12,6 +13,11 @@ from pydantic import BaseModel, Field
 from engine.store.core import StoreCore
 
 _SECONDS_PER_DAY = 86_400.0
+
+
+def saved_key(now: float) -> str:
+    """The kv fact holding this UTC month's list-price total of subscription runs (what the subscription saved)."""
+    return "saved_usd:" + time.strftime("%Y-%m", time.gmtime(now))
 
 
 class ReviewStats(BaseModel):
@@ -26,9 +32,14 @@ class ReviewStats(BaseModel):
     check_rejections: int = 0
 
 
+# The jobs the operator counts: chat turns and review jobs are reported on their own lines (their cost is still in
+# the total, so the cost per job is what a job of the operator's really costs, reviews and chat included).
+_VISIBLE = "type NOT IN ('chat', 'review')"
+
+
 class Stats(BaseModel):
     since: float
-    total_jobs: int
+    total_jobs: int  # operator-visible jobs: not chat turns, not reviews
     done: int
     failed: int
     cancelled: int
@@ -46,6 +57,11 @@ class Stats(BaseModel):
     # Messages whose send timed out after the request went out: they may or may not have arrived, and were
     # not sent again (bot/telegram/sender.py).
     uncertain_sends: int = 0
+    chat_turns: int = 0
+    chat_cost_usd: float = 0.0
+    review_jobs: int = 0
+    review_cost_usd: float = 0.0
+    simulated_cost_usd: float = 0.0  # of cost_usd: spent by simulated backends, not real money
 
 
 class StatsMixin(StoreCore):
@@ -75,8 +91,10 @@ class StatsMixin(StoreCore):
 
     # ---- statistics -------------------------------------------------------------------------------
 
-    async def stats(self, since: float) -> Stats:
-        return await self._read(lambda conn, now: _stats(conn, since, now), heavy=True)
+    async def stats(self, since: float, simulated: Iterable[str] = ()) -> Stats:
+        """``simulated``: the names of the simulated backends, whose spend is reported apart."""
+        names = list(simulated)
+        return await self._read(lambda conn, now: _stats(conn, since, now, names), heavy=True)
 
     async def digest_numbers(self, since: float, *, list_limit: int = 20) -> dict[str, Any]:
         """The daily digest's facts for jobs created since ``since`` (the same window as ``stats``): done and
@@ -84,23 +102,29 @@ class StatsMixin(StoreCore):
         return await self._read(lambda conn, _: _digest_numbers(conn, since, list_limit))
 
 
-def _stats(conn: sqlite3.Connection, since: float, now: float) -> Stats:
+def _stats(conn: sqlite3.Connection, since: float, now: float, simulated: list[str]) -> Stats:
     row = conn.execute(
-        "SELECT COUNT(*), SUM(state = 'done'), SUM(state = 'failed'), SUM(state = 'cancelled'), "
-        "SUM(state NOT IN ('done', 'failed', 'cancelled')), COALESCE(SUM(cost_usd), 0), "
-        "COALESCE(SUM(tokens_in), 0), COALESCE(SUM(tokens_out), 0) FROM jobs WHERE created_at >= ?",
+        f"SELECT SUM({_VISIBLE}), SUM({_VISIBLE} AND state = 'done'), SUM({_VISIBLE} AND state = 'failed'), "
+        f"SUM({_VISIBLE} AND state = 'cancelled'), "
+        f"SUM({_VISIBLE} AND state NOT IN ('done', 'failed', 'cancelled')), COALESCE(SUM(cost_usd), 0), "
+        "COALESCE(SUM(tokens_in), 0), COALESCE(SUM(tokens_out), 0), SUM(type = 'chat'), "
+        "COALESCE(SUM(CASE WHEN type = 'chat' THEN cost_usd END), 0), SUM(type = 'review'), "
+        "COALESCE(SUM(CASE WHEN type = 'review' THEN cost_usd END), 0) FROM jobs WHERE created_at >= ?",
         (since,),
     ).fetchone()
-    total, done, failed, cancelled, active, cost, tin, tout = (v or 0 for v in row)
+    total, done, failed, cancelled, active, cost, tin, tout, chats, chat_cost, reviews, review_cost = (
+        v or 0 for v in row
+    )
     days = conn.execute(
-        "SELECT CAST(finished_at / ? AS INTEGER) AS day, COUNT(*), SUM(state = 'done'), SUM(state = 'failed'), "
-        "COALESCE(SUM(cost_usd), 0) FROM jobs WHERE finished_at >= ? GROUP BY day ORDER BY day",
+        f"SELECT CAST(finished_at / ? AS INTEGER) AS day, SUM({_VISIBLE}), SUM({_VISIBLE} AND state = 'done'), "
+        f"SUM({_VISIBLE} AND state = 'failed'), COALESCE(SUM(cost_usd), 0) FROM jobs WHERE finished_at >= ? "
+        "GROUP BY day ORDER BY day",
         (_SECONDS_PER_DAY, since),
     ).fetchall()
     by_day = [
         {
             "day": int(d[0] * _SECONDS_PER_DAY),
-            "finished": d[1],
+            "finished": d[1] or 0,
             "done": d[2] or 0,
             "failed": d[3] or 0,
             "cost_usd": d[4],
@@ -130,7 +154,21 @@ def _stats(conn: sqlite3.Connection, since: float, now: float) -> Stats:
         uncertain_sends=conn.execute(
             "SELECT COUNT(*) FROM outbox WHERE state = 'uncertain' AND created_at >= ?", (since,)
         ).fetchone()[0],
+        chat_turns=chats,
+        chat_cost_usd=chat_cost,
+        review_jobs=reviews,
+        review_cost_usd=review_cost,
+        simulated_cost_usd=_spent_by(conn, since, simulated),
     )
+
+
+def _spent_by(conn: sqlite3.Connection, since: float, backends: list[str]) -> float:
+    """What the jobs created since ``since`` spent on ``backends`` (by their attempts)."""
+    if not backends:
+        return 0.0
+    sql = (f"SELECT COALESCE(SUM(a.cost_usd), 0) FROM attempts a JOIN jobs j ON j.id = a.job_id "
+           f"WHERE j.created_at >= ? AND a.backend IN ({','.join('?' * len(backends))})")
+    return float(conn.execute(sql, (since, *backends)).fetchone()[0])
 
 
 def _review_stats(conn: sqlite3.Connection, since: float) -> ReviewStats:
@@ -169,13 +207,14 @@ def _digest_numbers(conn: sqlite3.Connection, since: float, limit: int) -> dict[
 
     columns = "id, type, title, cost_usd, maker_backend, last_failure_class, last_error, finished_at"
     done, failed = (
-        rows(f"SELECT {columns} FROM jobs WHERE created_at >= ? AND state = ? ORDER BY id LIMIT ?", (since, s, limit))
+        rows(f"SELECT {columns} FROM jobs WHERE created_at >= ? AND state = ? AND {_VISIBLE} ORDER BY id LIMIT ?",
+             (since, s, limit))
         for s in ("done", "failed")
     )
     failure_classes = {
         r[0] or "unknown": r[1]
         for r in conn.execute(
-            "SELECT last_failure_class, COUNT(*) FROM jobs WHERE created_at >= ? AND state = 'failed' "
+            f"SELECT last_failure_class, COUNT(*) FROM jobs WHERE created_at >= ? AND state = 'failed' AND {_VISIBLE} "
             "GROUP BY last_failure_class ORDER BY COUNT(*) DESC",
             (since,),
         )

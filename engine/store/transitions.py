@@ -64,7 +64,8 @@ def _review_gave_up(conn: sqlite3.Connection, parent_id: int, why: str, now: flo
         return
     _set_state(conn, parent, JobState.NEEDS_HUMAN, why, now, {})
     message = notices.needs_human(
-        parent, "(none: no review was completed)", None, why=f"No reviewer could finish: {why}."
+        parent, "(none: no review was completed)", None, why=f"No reviewer could finish: {why}.",
+        result=parent.result_summary,
     )
     _add_outbox(conn, message, now)
 

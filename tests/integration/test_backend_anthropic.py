@@ -99,7 +99,7 @@ async def test_base_url_with_v1_suffix_and_tool_use_progress(fake):
         (ApiError.of(529), FailureClass.OVERLOADED),
         (ApiError.of(400), FailureClass.CONTEXT_OVERFLOW),
         (ApiError.of(400, "messages.0.content: Field required"), FailureClass.BAD_REQUEST),
-        (ApiError.of(404, "model: claude-nope"), FailureClass.UNKNOWN),
+        (ApiError.of(404, "model: claude-nope"), FailureClass.BACKEND_REJECTED),  # issue 14: the backend's own
         (Reply(""), FailureClass.EMPTY_OUTPUT),
         (Reply("", stop_reason="refusal"), FailureClass.CONTENT_REFUSED),
     ],

@@ -20,19 +20,13 @@ from engine.clock import SystemClock
 from engine.failures import FailureClass
 from engine.settings import BackendConfig
 from tests.fakes.fake_anthropic import ApiError, FakeAnthropic, Hang, Reply, ToolUse
-from tests.processes import processes_in
+from tests.processes import pinned_cli, processes_in
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _claude_binary() -> str:
-    candidate = os.environ.get("SWITCHBOARD_CLAUDE_BIN") or str(REPO / ".tools/node_modules/.bin/claude")
-    if os.access(candidate, os.X_OK):
-        return candidate
-    message = f"Claude Code CLI not found at {candidate} (run `make .tools/node_modules/.bin/claude`)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    return pinned_cli("SWITCHBOARD_CLAUDE_BIN", "claude")
 
 
 @pytest.fixture
@@ -148,6 +142,28 @@ async def test_api_errors_are_classified(claude_bin, fake, workspace, tmp_path, 
         assert result.failure.resume_at is not None and result.failure.resume_at >= before + 59
     if scripted.message != "messages: field required":
         assert fake.count("/v1/messages") == 1  # CLAUDE_CODE_MAX_RETRIES=0: no retries
+
+
+async def test_engine_turns_the_cli_retries_off_unless_the_operator_set_them(claude_bin, fake, workspace, tmp_path):
+    """Issue 14: the engine retries and reroutes, so a 429 must come back at once, not after ten retries."""
+    env = cli_env(tmp_path, fake)
+    del env["CLAUDE_CODE_MAX_RETRIES"]
+    fake.default = ApiError.of(529)
+    started = SystemClock().now()
+    result = await backend(claude_bin, env).run(request(workspace))
+    assert result.failure is not None and result.failure.failure_class == FailureClass.OVERLOADED
+    assert fake.count("/v1/messages") == 1 and SystemClock().now() - started < 30
+    assert backend(claude_bin, {**env, "CLAUDE_CODE_MAX_RETRIES": "3"}).child_env()["CLAUDE_CODE_MAX_RETRIES"] == "3"
+
+
+async def test_a_subscription_run_costs_nothing_and_reports_its_list_price(claude_bin, fake, workspace, tmp_path):
+    """Issue 14: the CLI's total_cost_usd of a subscription run is what the subscription saved, not thrown away."""
+    fake.script(Reply("ok", input_tokens=300, output_tokens=20), Reply("ok", input_tokens=300, output_tokens=20))
+    paid = await backend(claude_bin, cli_env(tmp_path, fake)).run(request(workspace))
+    sub = await backend(claude_bin, cli_env(tmp_path, fake), subscription=True).run(request(workspace))
+    assert paid.ok and sub.ok
+    assert paid.cost_usd > 0 and paid.list_price_usd == 0
+    assert sub.cost_usd == 0 and sub.list_price_usd == pytest.approx(paid.cost_usd)
 
 
 async def test_no_api_key_is_auth(claude_bin, fake, workspace, tmp_path):

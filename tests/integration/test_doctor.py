@@ -100,6 +100,7 @@ async def test_reviewed_types_with_one_family_warn_but_pass(tmp_path: Path, monk
     checks = await run_checks(settings)
     [review] = [c for c in checks if c["check"] == "review"]
     assert review["level"] == "warn" and "coding" in review["detail"] and "anthropic" in review["detail"]
+    assert "come to you for a decision after 30 s (gate.when_no_other_family = operator)" in review["detail"]
     assert passed(checks)
     mixed = Settings(home=tmp_path / "home", backends=instant(default_sim_backends()))
     assert not [c for c in await run_checks(mixed) if c["check"] == "review"]

@@ -15,10 +15,11 @@ import pytest
 
 from engine.backends.base import BackendRequest, BackendResult, CredentialStatus, ProgressCallback
 from engine.clock import Clock, FakeClock
+from engine.control import Control
 from engine.job_factory import new_job
 from engine.loop import Engine
 from engine.models import Job, JobState, Source
-from engine.settings import BackendConfig, Settings, default_sim_backends
+from engine.settings import BackendConfig, GateSettings, Settings, default_sim_backends
 from engine.store import Completion, GateRefused, Store
 from tests.conftest import instant, sim_backends
 
@@ -317,9 +318,7 @@ async def test_only_same_family_available_waits_in_reviewing(
     make_engine: MakeEngine,
     eventually: Eventually,
 ) -> None:
-    anthropic_only = instant(c for c in default_sim_backends() if c.family == "anthropic")
-    settings, engine = await start(make_settings, store, clock, make_engine, configs=anthropic_only)
-    job, _ = await engine.submit(new_job(settings, type="writing", prompt="write the launch note"))
+    _, engine, job = await start_one_family(make_settings, store, clock, make_engine, "wait")  # it waits
 
     async def snoozed_review() -> Job | None:
         found = await reviews_of(store, job.id)
@@ -341,6 +340,106 @@ async def test_only_same_family_available_waits_in_reviewing(
     snoozes = [e for e in await store.job_events(review_job.id) if e.to_state == S.SNOOZED]
     assert len(snoozes) >= 3
     assert (await store.get_job(review_job.id)).attempt == 0  # type: ignore[union-attr]
+
+
+async def test_one_family_hands_the_job_to_the_operator_after_the_grace_in_one_message(
+    make_settings: Callable[..., Settings],
+    store: Store,
+    clock: FakeClock,
+    make_engine: MakeEngine,
+    eventually: Eventually,
+) -> None:
+    """Issue 14: with backends of one family only, a reviewed job no longer waits in reviewing for ever."""
+    settings, engine, job = await start_one_family(make_settings, store, clock, make_engine, None)
+    assert settings.gate.when_no_other_family == "operator"  # the default
+    review_job = await eventually(lambda: _first_review(store, job.id, S.SNOOZED))
+    assert await in_state(store, job.id, S.REVIEWING)
+
+    clock.advance(settings.gate.no_other_family_grace_s + 1)
+    engine.wake()
+    decided = await eventually(lambda: in_state(store, job.id, S.NEEDS_HUMAN))
+    assert await in_state(store, review_job.id, S.FAILED)
+    assert await store.job_attempts(review_job.id) == []  # no backend of the maker's family was asked
+    told = [m for m in await store.outbox_all() if m.job_id == job.id and m.kind not in ("job_queued",)]
+    assert [m.kind for m in told] == ["needs_human"]  # one message, no "waits for a reviewer" before it
+    assert "no reviewer of another model family than anthropic" in told[0].text
+    assert f"Result: {decided.result_summary}" in told[0].text
+    assert [b[0] for b in told[0].payload["buttons"]] == ["Approve", "Revise again", "Discard"]
+
+    approved = await Control(settings, store, clock).approve(job.id)
+    assert approved.state == S.DONE and approved.operator_approved
+
+
+async def test_approve_works_on_a_job_still_waiting_for_a_reviewer(
+    make_settings: Callable[..., Settings],
+    store: Store,
+    clock: FakeClock,
+    make_engine: MakeEngine,
+    eventually: Eventually,
+) -> None:
+    settings, engine, job = await start_one_family(make_settings, store, clock, make_engine, "wait")
+    review_job = await eventually(lambda: _first_review(store, job.id, S.SNOOZED))
+    approved = await Control(settings, store, clock, engine).approve(job.id)
+    assert approved.state == S.DONE and approved.operator_approved
+    assert await in_state(store, review_job.id, S.CANCELLED)  # its pending review is gone, not left looping
+    assert not [m for m in await store.outbox_all() if m.kind == "needs_human"]
+
+
+async def test_same_family_other_model_reviews_and_says_so(
+    make_settings: Callable[..., Settings],
+    store: Store,
+    clock: FakeClock,
+    make_engine: MakeEngine,
+    eventually: Eventually,
+) -> None:
+    _, _, job = await start_one_family(make_settings, store, clock, make_engine, "same_family_other_model")
+    done = await eventually(lambda: in_state(store, job.id, S.DONE))
+    [review] = await store.job_reviews(job.id)
+    assert review.passed and review.maker_family == "anthropic"
+    assert review.reviewer_family == "anthropic (same family)"  # said so, also in the stats
+    assert review.reviewer_backend != done.maker_backend
+    assert done.operator_approved  # the operator's standing choice in [gate], recorded as the override
+    [note] = [m for m in await store.outbox_all() if m.kind == "job_done" and m.job_id == job.id]
+    assert "another model of the maker's family" in note.text and "same_family_other_model" in note.text
+
+
+async def test_done_notices_show_the_jobs_total_after_this_run(
+    make_settings: Callable[..., Settings],
+    store: Store,
+    clock: FakeClock,
+    make_engine: MakeEngine,
+    eventually: Eventually,
+) -> None:
+    """Issue 14: the notice showed the cost before this run ($0.0000) and left the reviews out."""
+    settings, engine = await start(make_settings, store, clock, make_engine)
+    reviewed, _ = await engine.submit(new_job(settings, type="writing", prompt="write the launch note"))
+    plain, _ = await engine.submit(new_job(settings, type="analysis", prompt="compare the two designs"))
+    done = await eventually(lambda: in_state(store, reviewed.id, S.DONE))
+    plain_done = await eventually(lambda: in_state(store, plain.id, S.DONE))
+    notes = {m.job_id: m.text for m in await store.outbox_all() if m.kind == "job_done"}
+
+    review_cost = sum(j.cost_usd for j in await reviews_of(store, reviewed.id))
+    assert done.cost_usd > 0 and review_cost > 0
+    assert f"cost ${done.cost_usd + review_cost:.4f} incl. reviews (simulated)" in notes[reviewed.id]
+    assert plain_done.cost_usd > 0
+    assert f"cost ${plain_done.cost_usd:.4f} (simulated)" in notes[plain.id]
+
+
+async def start_one_family(
+    make_settings: Callable[..., Settings], store: Store, clock: Clock, make_engine: MakeEngine, mode: str | None
+) -> tuple[Settings, Engine, Job]:
+    """The sim backends of the anthropic family only, ``[gate] when_no_other_family = mode`` (None: the default),
+    and one reviewed job submitted."""
+    anthropic_only = instant(c for c in default_sim_backends() if c.family == "anthropic")
+    gate = GateSettings() if mode is None else GateSettings(when_no_other_family=mode)  # type: ignore[arg-type]
+    settings, engine = await start(make_settings, store, clock, make_engine, configs=anthropic_only, gate=gate)
+    job, _ = await engine.submit(new_job(settings, type="writing", prompt="write the launch note"))
+    return settings, engine, job
+
+
+async def _first_review(store: Store, parent_id: int, state: JobState) -> Job | None:
+    found = await reviews_of(store, parent_id)
+    return found[0] if found and found[0].state == state else None
 
 
 async def test_garbage_reviewer_falls_through_to_another_family(

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from bot import render
 from engine.backends.base import Backend, BackendRequest, BackendResult, CredentialStatus, ProgressCallback
 from engine.backends.sim import SimBackend
 from engine.clock import FakeClock
@@ -186,6 +187,27 @@ async def test_disabled_backend_is_re_enabled_and_recovery_announced_once(
     recovered = [m for m in await store.outbox_all() if m.dedupe_key.startswith(f"backend-recovered:{name}")]
     assert len(recovered) == 1 and "back" in recovered[0].text
     assert woken  # the engine is told at once, so queued work can use it again
+
+
+class UncheckableBackend(SimBackend):
+    """A CLI with a login nothing can check without running a job (codex with a ChatGPT login)."""
+
+    async def check_credentials(self) -> CredentialStatus:
+        return CredentialStatus(ok=True, checked=False, message="ChatGPT login, not checked")
+
+
+async def test_a_check_that_checked_nothing_never_re_enables_a_backend(
+    settings: Settings, store: Store, clock: FakeClock, make_pulse: Callable[..., Pulse]
+) -> None:
+    """Issue 14: a credential check that never called the server switched a backend disabled by a 401 back on."""
+    name = settings.backends[0].name
+    assert await store.disable_backend(name, "auth", "401 Incorrect API key provided")
+    backends = {c.name: (UncheckableBackend if c.name == name else SimBackend)(c, clock=clock)
+                for c in settings.backends}
+    report = await make_pulse(settings, backends).run_once()
+    assert name not in report.recovered
+    assert (await store.backend_states())[name].disabled
+    assert not [m for m in await store.outbox_all() if name in m.dedupe_key]  # neither "back" nor "failed"
 
 
 async def _seed_job(store: Store, clock: FakeClock, settings: Settings, **spec: Any) -> int:
@@ -418,3 +440,33 @@ async def test_a_summary_event_that_cannot_be_written_is_logged(
     assert report.failures == []
     [record] = [r for r in caplog.records if "summary event" in r.getMessage()]
     assert record.levelname == "WARNING" and "database is not open" in record.getMessage()
+
+
+async def test_stats_and_digest_count_the_operators_jobs_not_chat_turns_or_reviews(
+    pulse_settings: Settings, store: Store, clock: FakeClock, make_pulse: Callable[..., Pulse]
+) -> None:
+    """Issue 14: three jobs, a chat turn and a review read as 5 jobs at $0.022 each; they are 3 at $0.037."""
+    s = pulse_settings
+    clock.set(at("08:00"))
+    for i, cost in enumerate((0.03, 0.04, 0.031)):
+        await _seed_job(store, clock, s, prompt=f"summarise report {i}", state=JobState.DONE,
+                        attempts=[("sim-sonnet", "success", cost)])
+    await _seed_job(store, clock, s, type="chat", prompt="hello there", state=JobState.DONE,
+                    attempts=[("sim-haiku", "success", 0.004)])
+    await _seed_job(store, clock, s, type="review", prompt="review of #1", state=JobState.DONE,
+                    attempts=[("sim-gpt", "success", 0.006)])
+    clock.set(at("07:00", day=1))
+
+    stats = await store.stats(clock.now() - DAY, [b.name for b in s.backends if b.simulated])
+    assert (stats.total_jobs, stats.done, stats.chat_turns, stats.review_jobs) == (3, 3, 1, 1)
+    assert stats.cost_usd == pytest.approx(0.111) and stats.cost_per_job == pytest.approx(0.037)
+    assert stats.simulated_cost_usd == pytest.approx(0.111)
+    text = render.stats_text(stats)
+    assert "jobs 3 · done 3" in text and "$0.0370 per job · $0.11 of it simulated" in text
+    assert "chat turns 1 ($0.00) · reviews 1 ($0.01)" in text
+
+    digest = await make_pulse(s).build_digest()
+    assert "Ran: 3 jobs. Done: 3." in digest.text
+    assert "Also in the cost: 1 chat turn(s) ($0.00) and 1 review(s) ($0.01)." in digest.text
+    assert "Of the cost, $0.11 is simulated (sim backends), not real money." in digest.text
+    assert len(digest.numbers["done_jobs"]) == 3

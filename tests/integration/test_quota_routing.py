@@ -100,8 +100,9 @@ async def test_background_work_moves_off_a_window_in_warning_and_the_operators_k
     assert await store.typical_run("analysis") == JobSize(tokens=25_000, duration_s=0.0)
     assert await store.typical_run("coding") == JobSize()
     digest = (await Pulse(settings, store, clock, {}).build_digest()).text
-    assert digest.endswith(
-        f"\n\nSubscription windows:\n- max: five-hour: WARNING, 85% used, resets {_day_hm(window.resets_at)}, "
+    lines = digest.splitlines()
+    assert lines[lines.index("Subscription windows:") + 1] == (
+        f"- max: five-hour: WARNING, 85% used, resets {_day_hm(window.resets_at)}, "
         "Switchboard used 50k tokens in 2 run(s), 1 moved, 0 deferred"
     )
 

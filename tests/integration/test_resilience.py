@@ -432,3 +432,55 @@ async def test_api_keys_never_leak_even_when_the_provider_echoes_them(
         for form in (key, key.lower(), normalise_signature(key)):  # failure signatures are normalised text
             assert not [t for t in texts if form in t]
             assert form.encode() not in raw  # nowhere in the database file, kv and signatures included
+
+
+# ---- 6. an OpenAI-compatible proxy's own shapes (issue 14) ---------------------------------------------------
+# As a LiteLLM proxy serving a mock model answered (reported in issue 14; LiteLLM itself is too heavy to run in
+# every test run, so its answers are reproduced here): a 429 whose only hint is the prefixed header, and a wrong
+# key on a proxy without its database.
+
+LITELLM_429 = OpenAIError(429, "litellm.RateLimitError: RateLimitError: OpenAIException - mock 429",
+                          "throttling_error", "429", {"llm_provider-retry-after": "90"})
+LITELLM_NO_DB = OpenAIError(400, "No connected db.", "no_db_connection", "400")
+
+
+async def test_a_proxys_prefixed_retry_after_sets_the_pause(
+    harness: MakeHarness, fake_a: FakeOpenAI, fake_b: FakeOpenAI
+) -> None:
+    fake_a.script(LITELLM_429)
+    h = await harness(_chain(fake_a, fake_b)).start()
+    start = h.clock.now()
+    first = await h.run_job("hits the proxy's limit")
+    assert await h.history(first.id) == [("primary", "rate_limited"), ("fallback", "success")]
+    assert (await h.db.job_attempts(first.id))[0].retry_after_s == 90  # not the 60 s default
+    assert (await h.db.backend_states())["primary"].paused_until == start + 90
+
+
+async def test_a_4xx_about_the_backend_falls_through_counts_and_alerts_once(
+    harness: MakeHarness, fake_a: FakeOpenAI, fake_b: FakeOpenAI
+) -> None:
+    fake_a.default = LITELLM_NO_DB
+    h = await harness(_chain(fake_a, fake_b), engine=EngineSettings(circuit_breaker_failures=3)).start()
+    jobs = [await h.run_job(f"job {i}") for i in range(3)]
+    for job in jobs:  # none failed: each went on to the next backend of the chain
+        assert await h.history(job.id) == [("primary", "backend_rejected"), ("fallback", "success")]
+    alerts = await h.outbox("alert", mentioning="primary")
+    refused = [m for m in alerts if "refused a request" in m.text]
+    assert len(refused) == 1 and "No connected db." in refused[0].text  # first sight only
+    state = (await h.db.backend_states())["primary"]
+    assert state.pause_reason == "circuit_open"  # three in a row: the circuit breaker took it out
+    after = await h.run_job("while the circuit is open")
+    assert await h.history(after.id) == [("fallback", "success")]
+    assert fake_a.count("/v1/chat/completions") == 3
+
+
+async def test_a_request_bad_anywhere_still_fails_at_once(
+    harness: MakeHarness, fake_a: FakeOpenAI, fake_b: FakeOpenAI
+) -> None:
+    fake_a.default = OpenAIError(400, "messages.0.content: Field required", "invalid_request_error")
+    h = await harness(_chain(fake_a, fake_b)).start()
+    job_id = await h.submit("malformed")
+    failed = (await h.wait_state([job_id], S.FAILED))[0]
+    assert failed.last_failure_class == "bad_request"
+    assert await h.history(job_id) == [("primary", "bad_request")]
+    assert fake_b.count("/v1/chat/completions") == 0

@@ -88,3 +88,37 @@ async def _finished(store: Store, job_id: int) -> Job | None:
 
 async def _told(memory: CountingMemory) -> bool:
     return bool(memory.finished)
+
+
+class SubscriptionWorker(CliWorker):
+    """A subscription CLI: each run costs nothing and reports its list price (what the CLI says it would cost)."""
+
+    def __init__(self, name: str, family: str) -> None:
+        super().__init__(name, family)
+        self.config = self.config.model_copy(update={"subscription": True})
+
+    async def run(self, request: BackendRequest, progress: ProgressCallback | None = None) -> BackendResult:
+        result = await super().run(request, progress)
+        return result.model_copy(update={"list_price_usd": 0.125})
+
+
+async def test_subscription_runs_add_up_to_what_they_saved_this_month(
+    make_settings: Callable[..., Settings],
+    store: Store,
+    clock: FakeClock,
+    make_engine: Callable[..., Awaitable[Any]],
+    eventually: Eventually,
+) -> None:
+    from bot.commands import cost_text
+    from engine.control import Control
+
+    worker = SubscriptionWorker("max", "anthropic")
+    settings = make_settings(backends=[worker.config], routing={"analysis": ["max"]})
+    engine = await make_engine(settings, store, clock, backends={"max": worker})
+    for i in range(2):
+        job, _ = await engine.submit(NewJob(type="analysis", prompt=f"compare {i}", tier=2, max_attempts=3,
+                                            max_revisions=0, review_required=False))
+        assert (await eventually(lambda: _finished(store, job.id))).cost_usd == 0  # noqa: B023
+    text = await cost_text(Control(settings, store, clock))
+    assert "Spend today $0.00" in text
+    assert "Subscriptions this month: $0.25 at list prices, saved (not spent)" in text

@@ -1,7 +1,5 @@
-"""The codex_cli JSONL parser and classifier, on streams built from the documented event shapes.
-
-Honest limit: these lines are constructed from openai/codex ``codex-rs/exec/src/exec_events.rs`` and its
-docs, not captured from a real ``codex exec --json`` run; no codex binary runs in this suite.
+"""The codex_cli JSONL parser and classifier, on streams built from the documented event shapes and on lines
+captured from the real pinned ``codex exec --json`` (0.169.0; tests/integration/test_codex_real.py runs it).
 """
 
 from __future__ import annotations
@@ -11,14 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from engine.backends.base import BackendRequest
+from engine.backends.base import BackendRequest, Usage
 from engine.backends.codex_cli import (
     CodexCliBackend,
     CodexState,
     classify_codex_error,
     codex_result,
     describe_codex_event,
+    last_answer_headers,
     parse_codex_event,
+    usage_since,
 )
 from engine.clock import FakeClock
 from engine.failures import FailureClass
@@ -160,9 +160,102 @@ def test_command_line():
     assert resumed[-5:] == ["model_reasoning_effort=high", "resume", "t-1", "--", "-fix it"]
 
 
-async def test_missing_binary_is_reported():
+async def test_missing_binary_is_reported(monkeypatch):
+    monkeypatch.delenv("SWITCHBOARD_CODEX_BIN", raising=False)  # `make test` points it at the real binary
     backend = CodexCliBackend(CONFIG, clock=FakeClock(), env={"PATH": "/nonexistent"})
     status = await backend.check_credentials()
     assert not status.ok and "not found" in status.message
     result = await backend.run(BackendRequest(job_id=1, job_type="coding", prompt="x"))
     assert result.failure is not None and result.failure.signature == "codex:binary_missing"
+
+
+# Captured from codex 0.169.0 against a local Responses API: its own retry after one 429, then success.
+RECOVERED = [
+    '{"type":"thread.started","thread_id":"01a21e5c-586e-7252-b680-548ac2d94bf4"}',
+    '{"type":"item.completed","item":{"id":"item_0","type":"error","message":"Model metadata for `gpt-test` not '
+    'found. Defaulting to fallback metadata; this can degrade performance and cause issues."}}',
+    '{"type":"turn.started"}',
+    '{"type":"error","message":"Reconnecting... 1/2 (exceeded retry limit, last status: 429 Too Many Requests)"}',
+    '{"type":"item.completed","item":{"id":"item_1","type":"agent_message","text":"Hello from fake"}}',
+    '{"type":"turn.completed","usage":{"input_tokens":1000,"cached_input_tokens":200,"cache_write_input_tokens":0,'
+    '"output_tokens":50,"reasoning_output_tokens":10}}',
+]
+HARD_429 = [*RECOVERED[:3], '{"type":"error","message":"exceeded retry limit, last status: 429 Too Many Requests"}',
+            '{"type":"turn.failed","error":{"message":"exceeded retry limit, last status: 429 Too Many Requests"}}']
+
+
+def test_a_completed_turn_wins_over_earlier_errors():
+    state, progress = feed(RECOVERED)
+    result = codex_result(state, now=NOW, timed_out=False, exit_code=0, stderr="", config=CONFIG, secrets=[])
+    assert result.ok and result.text == "Hello from fake"
+    assert "error: Reconnecting... 1/2 (exceeded retry limit, last status: 429 Too Many Requests)" in progress
+    assert result.cost_usd == pytest.approx((800 * 1.25 + 50 * 10.0 + 200 * 0.125) / 1e6)
+
+
+def test_a_failed_turn_is_classified_by_its_own_text():
+    state, _ = feed(HARD_429)
+    result = codex_result(state, now=NOW, timed_out=False, exit_code=1, stderr="", config=CONFIG, secrets=[])
+    assert result.failure is not None and result.failure.failure_class is FailureClass.RATE_LIMITED
+    assert result.failure.resume_at == NOW + 60  # a plain 429 prints no reset: the default pause
+
+
+def test_resumed_usage_is_the_difference_from_the_previous_total():
+    total = Usage(input_tokens=1600, output_tokens=100, cache_read_tokens=400)
+    before = Usage(input_tokens=800, output_tokens=50, cache_read_tokens=200)
+    assert usage_since(total, before) == before
+    assert usage_since(total, None) == total
+    # A total below the previous one (a new thread under the same id, a compaction): the run's own.
+    assert usage_since(before, total) == before
+    state, _ = feed(RECOVERED)
+    result = codex_result(state, now=NOW, timed_out=False, exit_code=0, stderr="", config=CONFIG, secrets=[],
+                          session_usage=Usage(input_tokens=500, output_tokens=20, cache_read_tokens=100))
+    assert result.usage == Usage(input_tokens=300, output_tokens=30, cache_read_tokens=100)
+    assert result.session_total == Usage(input_tokens=800, output_tokens=50, cache_read_tokens=200)
+
+
+def test_usage_limit_text_of_the_real_cli_gives_its_reset():
+    text = ("You’ve hit your usage limit. Upgrade to Pro (https://chatgpt.com/explore/pro), visit "
+            "https://chatgpt.com/settings/usage to purchase more credits or try again at 8:06 PM.")
+    failure = classify_codex_error(text, NOW)
+    assert failure.failure_class is FailureClass.RATE_LIMITED
+    assert failure.resume_at == NOW + 20 * 3600 + 6 * 60
+
+
+def test_provider_of_our_own_turns_the_cli_retries_off():
+    config = CONFIG.model_copy(update={"api_key_env": "MY_OPENAI_KEY", "base_url": "http://127.0.0.1:9/v1"})
+    backend = CodexCliBackend(config, clock=FakeClock(), env={"PATH": "/usr/bin", "MY_OPENAI_KEY": "sk-x"})
+    argv = backend.provider_args()
+    assert argv[:2] == ["-c", 'model_provider="switchboard"']
+    assert "request_max_retries=0" in argv[3] and "stream_max_retries=0" in argv[3]
+    assert 'base_url="http://127.0.0.1:9/v1"' in argv[3] and 'env_key="OPENAI_API_KEY"' in argv[3]
+    # A ChatGPT login keeps the built-in provider (it cannot be overridden).
+    assert CodexCliBackend(CONFIG, clock=FakeClock(), env={"PATH": "/usr/bin"}).provider_args() == []
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    # As codex 0.169.0 printed them for a local Responses API's answers.
+    ('{"error": {"message": "No connected db.", "type": "no_db_connection", "param": null, "code": "400"}}',
+     FailureClass.BACKEND_REJECTED),
+    ("The model `gpt-test` does not exist or you do not have access to it.", FailureClass.BACKEND_REJECTED),
+    ("Quota exceeded. Check your plan and billing details.", FailureClass.QUOTA),
+    ("We\u2019re currently experiencing high demand, which may cause temporary errors.", FailureClass.OVERLOADED),
+    ("unexpected status 401 Unauthorized: Incorrect API key provided: sk-bad., url: http://127.0.0.1:1/v1/responses",
+     FailureClass.AUTH),
+])
+def test_real_cli_error_texts(text, expected):
+    assert classify_codex_error(text, NOW).failure_class is expected
+
+
+def test_the_reset_time_comes_from_the_clis_own_log_of_the_answer():
+    # Captured from codex 0.169.0 with RUST_LOG=error,codex_http_client::client=debug (what the backend sets).
+    stderr = (
+        "Reading additional input from stdin...\n"
+        "2026-11-27T19:16:31.021657Z DEBUG codex_http_client::client: Request completed method=POST "
+        "url=http://127.0.0.1:18796/v1/responses status=429 Too Many Requests headers={\"server\": "
+        "\"BaseHTTP/0.6 Python/3.11.7\", \"content-type\": \"application/json\", \"retry-after\": \"37\", "
+        "\"content-length\": \"108\"} version=HTTP/1.1\n")
+    assert last_answer_headers(stderr)["retry-after"] == "37"
+    assert last_answer_headers("no log at all") == {}
+    state, _ = feed(HARD_429)
+    result = codex_result(state, now=NOW, timed_out=False, exit_code=1, stderr=stderr, config=CONFIG, secrets=[])
+    assert result.failure is not None and result.failure.resume_at == NOW + 37

@@ -77,7 +77,16 @@ def openai_body(message: str, kind: str = "invalid_request_error", code: str | N
      FailureClass.CONTENT_REFUSED),
     (400, anthropic_body("invalid_request_error", "messages: field required"), FailureClass.BAD_REQUEST),
     (422, json.dumps({"detail": "temperature must be <= 2"}), FailureClass.BAD_REQUEST),
-    (404, anthropic_body("not_found_error", "model: claude-nope"), FailureClass.UNKNOWN),
+    # Issue 14: a 4xx about the backend itself (an unknown model, a proxy without its database, a config it
+    # lacks) is that backend's failure: the chain goes on, not the job's end.
+    (404, anthropic_body("not_found_error", "model: claude-nope"), FailureClass.BACKEND_REJECTED),
+    (404, openai_body("The model `gpt-nope` does not exist or you do not have access to it.", code="model_not_found"),
+     FailureClass.BACKEND_REJECTED),
+    (400, json.dumps({"error": {"message": "No connected db.", "type": "no_db_connection", "param": None,
+                                "code": "400"}}), FailureClass.BACKEND_REJECTED),  # LiteLLM, wrong key, no database
+    (400, openai_body("Invalid model name passed in model=gpt-x. Call `/v1/models` to view available models"),
+     FailureClass.BACKEND_REJECTED),  # LiteLLM's router for a model it does not serve
+    (400, anthropic_body("invalid_request_error", "messages.0.content: Field required"), FailureClass.BAD_REQUEST),
     (409, "conflict", FailureClass.UNKNOWN),
 ])
 def test_classify_http(status, body, expected):

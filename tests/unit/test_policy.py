@@ -29,6 +29,8 @@ from engine.policy import (
     budget_resets_at,
     hm,
     job_budget_failure,
+    no_other_family,
+    without_reviewer,
 )
 from engine.routing import RoutePlan, Skip, SkipReason
 from engine.settings import BackendConfig
@@ -65,6 +67,7 @@ ATTEMPT_ROWS: list[tuple[FailureClass, BackendAction, Step, list[str]]] = [
     (F.TIMEOUT, BackendAction.BREAKER, Step.NEXT, ALL),
     (F.AUTH, BackendAction.DISABLE, Step.NEXT, ALL),
     (F.UNKNOWN, BackendAction.FIRST_SIGHT, Step.NEXT, ALL),
+    (F.BACKEND_REJECTED, BackendAction.REJECTED, Step.NEXT, ALL),  # issue 14: a 4xx about the backend itself
     (F.EMPTY_OUTPUT, BackendAction.NONE, Step.NEXT, ALL),
     (F.CONTEXT_OVERFLOW, BackendAction.NONE, Step.NEXT, ["bigger-same", "bigger-other"]),  # larger windows only
     (F.CONTENT_REFUSED, BackendAction.NONE, Step.NEXT, ["smaller-other", "bigger-other"]),  # other families only
@@ -258,3 +261,47 @@ def test_after_chain(row: Row) -> None:
 def test_budget_resets_at_utc_midnight() -> None:
     assert budget_resets_at(NOW) == MIDNIGHT
     assert hm(MIDNIGHT) == "00:00 UTC"
+
+
+# ---- a review nobody of another family can take (issue 14) ------------------------------------------------
+
+REVIEW_CHAIN = ["a", "b", "c"]
+NO_OTHER = [
+    # skips of the review chain, whether no reviewer of another family can take it now or later
+    ("every backend of the maker's family", {"a": Skip(SkipReason.SAME_FAMILY), "b": Skip(SkipReason.SAME_FAMILY),
+                                             "c": Skip(SkipReason.SAME_FAMILY)}, True),
+    ("the others off in config or for credentials", {"a": Skip(SkipReason.SAME_FAMILY),
+                                                      "b": Skip(SkipReason.DISABLED_IN_CONFIG),
+                                                      "c": Skip(SkipReason.DISABLED, "auth")}, True),
+    ("another family only paused: it comes back", {"a": Skip(SkipReason.SAME_FAMILY),
+                                                   "b": Skip(SkipReason.PAUSED, "rate_limited", NOW + 60),
+                                                   "c": Skip(SkipReason.SAME_FAMILY)}, False),
+    ("another family only busy", {"a": Skip(SkipReason.SAME_FAMILY), "b": Skip(SkipReason.AT_CONCURRENCY_LIMIT),
+                                  "c": Skip(SkipReason.SAME_FAMILY)}, False),
+]
+
+
+@pytest.mark.parametrize(("skipped", "expected"), [r[1:] for r in NO_OTHER], ids=[r[0] for r in NO_OTHER])
+def test_no_other_family(skipped: dict[str, Skip], expected: bool) -> None:
+    assert no_other_family(RoutePlan(chain=REVIEW_CHAIN, states={}, skipped=skipped)) is expected
+
+
+def test_no_other_family_is_false_with_any_candidate() -> None:
+    plan = RoutePlan(chain=REVIEW_CHAIN, states={}, candidates=[REST[1]], skipped={"a": Skip(SkipReason.SAME_FAMILY)})
+    assert not no_other_family(plan)
+
+
+@pytest.mark.parametrize(("mode", "age_s", "kind"), [
+    ("wait", 3600.0, None),  # waits for ever, as before: the existing behaviour on request
+    ("operator", 10.0, RunKind.SNOOZE),  # within the grace: a quiet nap until it ends
+    ("operator", 30.0, RunKind.FAIL),  # grace over: the review ends, the store hands its job to the operator
+    ("same_family_other_model", 31.0, RunKind.FAIL),  # no other model of the family either: the operator decides
+])
+def test_without_reviewer(mode: str, age_s: float, kind: RunKind | None) -> None:
+    review = job().model_copy(update={"type": "review", "created_at": NOW - age_s})
+    decision = without_reviewer(mode, review, "anthropic", NOW, grace_s=30.0)
+    assert (decision.kind if decision else None) is kind
+    if decision is not None and kind is RunKind.SNOOZE:
+        assert decision.quiet and decision.at == NOW + 20
+    if decision is not None and kind is RunKind.FAIL:
+        assert "anthropic" in decision.reason

@@ -166,3 +166,13 @@ def test_only_skips_for_a_backends_state_are_noteworthy(tmp_path: Path) -> None:
         "dead": "disabled: credentials",
     }
     assert set(plan.skipped) == {"paused", "dead", "off", "busy"}
+
+
+def test_a_claude_cli_on_an_api_key_is_inside_the_cap_without_prices(tmp_path: Path) -> None:
+    """Issue 14: the CLI prices its own runs (total_cost_usd); only a subscription is outside the daily cap."""
+    key = BackendConfig(name="cli-key", kind="claude_cli", family="a", tier=2, api_key_env="ANTHROPIC_API_KEY")
+    sub = BackendConfig(name="cli-sub", kind="claude_cli", family="b", tier=2, subscription=True)
+    assert key.pay_per_token and not sub.pay_per_token
+    settings = Settings(home=tmp_path, backends=[key, sub], engine={"daily_budget_usd": 5.0})
+    plan = router(settings, FakeClock()).plan("analysis", {}, prompt_chars=10, spent_today_usd=5.0)
+    assert names(plan) == ["cli-sub"] and plan.blocked_by(SkipReason.DAILY_BUDGET)

@@ -34,6 +34,9 @@ FILE_CASES = [
     ('[pulse]\nquiet_hours = "25:00-07:00"\n', "invalid setting pulse.quiet_hours: not a time of day: '25:00'"),
     ('[pulse]\nquiet_hours = "22:00"\n', "invalid setting pulse.quiet_hours: not a range of times"),
     ("[pulse]\nstale_job_hours = -1\n", "invalid setting pulse.stale_job_hours"),
+    ("[gate]\nwhen_no_other_familly = 'wait'\n",
+     "unknown setting gate.when_no_other_familly (did you mean when_no_other_family?)"),
+    ("[gate]\nwhen_no_other_family = 'never'\n", "invalid setting gate.when_no_other_family"),
 ]
 
 

@@ -43,6 +43,8 @@ OWN_COUNT_KIND = "five_hour"
 WARMABLE_KINDS = ("claude_cli", "codex_cli")
 WARM_PROMPT = "Reply with the single word OK."
 WARM_TIMEOUT_S = 120.0
+# A rate limit that lifts sooner than this is a burst limit, not a usage window running out.
+MIN_WINDOW_WAIT_S = 900.0
 
 
 def tokens_of(result: BackendResult) -> int:
@@ -52,11 +54,13 @@ def tokens_of(result: BackendResult) -> int:
 
 
 def reports_of(result: BackendResult, now: float) -> list[WindowReport]:
-    """The windows a run reported; a rate limit with a reset time and no report of its own is an exhausted
-    window (of the kind its reset time suggests: within five hours, the five-hour one)."""
+    """The windows a run reported; a rate limit with a reset time some way off and no report of its own is an
+    exhausted window (of the kind its reset time suggests: within five hours, the five-hour one). A short one is
+    a burst limit, not a window: it says nothing of the window's size."""
     reports = list(result.windows)
     failure = result.failure
     if failure is not None and failure.failure_class is FailureClass.RATE_LIMITED and failure.resume_at \
+            and failure.resume_at - now >= MIN_WINDOW_WAIT_S \
             and not any(r.status is WindowStatus.REJECTED for r in reports):
         kind = OWN_COUNT_KIND if failure.resume_at - now <= WINDOW_LENGTH_S[OWN_COUNT_KIND] else "seven_day"
         reports.append(WindowReport(kind=kind, status=WindowStatus.REJECTED, resets_at=failure.resume_at))

@@ -172,6 +172,9 @@ async def test_no_window_information_is_treated_as_before_and_learns_from_runnin
     own = (await windows_of(store))["five_hour"]
     assert (own.status, own.resets_at, own.used_tokens, own.runs) == (W.UNKNOWN, None, 500_000, 1)
 
+    burst = Failure(failure_class=FailureClass.RATE_LIMITED, message="slow down", resume_at=clock.now() + 60)
+    await tracker.after_call(codex, BackendResult(failure=burst))  # a burst limit, not the window
+    assert (await windows_of(store))["five_hour"].status is W.UNKNOWN
     limited = Failure(failure_class=FailureClass.RATE_LIMITED, message="usage limit", resume_at=clock.now() + HOUR_S)
     await tracker.after_call(codex, BackendResult(failure=limited))
     out = (await windows_of(store))["five_hour"]

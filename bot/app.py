@@ -25,6 +25,7 @@ from bot.services import Services
 from engine.clock import Clock, SystemClock
 from engine.control import Control
 from engine.errors import AlreadyRunning, SandboxUnavailable
+from engine.persona_actions import PersonaActions
 from engine.redaction import Redactor, redacting_logs
 from engine.settings import Settings
 from engine.store import Store, StoreError
@@ -179,7 +180,11 @@ async def open_services(
             trigger.start()
             stack.push_async_callback(trigger.shutdown)
         control = Control(settings, store, clock, running)
-        commands = CommandRouter(control, extra=memory_commands(hooks))
+        memory_verbs = memory_commands(hooks)
+        actions = PersonaActions(control, memory_verbs)  # the persona's verbs: Control, as the commands
+        if running is not None:
+            running.use_persona_actions(actions)
+        commands = CommandRouter(control, extra={**memory_verbs, **actions.commands()})
         yield Services(settings, clock, store, backends, hooks, running, trigger, control, commands, redactor)
 
 
@@ -197,8 +202,9 @@ async def _start_engine(
 
     engine_hooks: EngineHooks = hooks if hooks is not None else NoHooks()
     running = Engine(settings, store, backends, clock, hooks=engine_hooks, redactor=redactor)
-    if hooks is not None:  # memory's consolidation runs as an ordinary job
+    if hooks is not None:  # memory's consolidation runs as an ordinary job; episodes follow the store's events
         hooks.enqueue = running.submit
+        hooks.store = store
     await running.start()
     stack.push_async_callback(running.stop)
     return running

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from bot import cli_memory, cli_pulse, render
+from bot import cli_memory, cli_pulse, cli_work, render
 from bot.cli_common import (
     CONFIG_HELP,
     JSON_HELP,
@@ -93,6 +93,7 @@ def _parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
     _commands(sub)
     cli_memory.register(sub)
     cli_pulse.register(sub)
+    cli_work.register(sub)
     global_options_everywhere(parser)
     for command in all_parsers(parser):
         command.json_errors = json_errors  # type: ignore[attr-defined]

@@ -40,9 +40,11 @@ def register(subparsers: Any) -> None:
 
     projects = subparsers.add_parser("projects", help="projects: add, list, show")
     verbs = projects.add_subparsers(dest="projects_command", required=True, metavar="{add,list,show}")
-    padd = verbs.add_parser("add", help="add a project (with its own folder)")
+    padd = verbs.add_parser("add", help="add a project (on a folder of yours, or with its own folder)")
     padd.add_argument("name", help="a short name (also its folder's name)")
     padd.add_argument("--goal", default="", help="what the project is for, in a sentence")
+    padd.add_argument("--path", help="your folder it works on (a git repository: each job in a worktree of its own)")
+    padd.add_argument("--test", help='the test command the engine runs after each job, e.g. "pytest -q"')
     json_flag(padd).set_defaults(func=_projects_add)
     json_flag(verbs.add_parser("list", help="list projects")).set_defaults(func=_projects_list)
     show = verbs.add_parser("show", help="a project with its jobs")
@@ -103,8 +105,9 @@ async def _schedule_remove(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _projects_add(args: argparse.Namespace, settings: Settings) -> int:
     async def go(control: Control) -> int:
-        project = await control.add_project(args.name, args.goal)
-        emit(args, project.model_dump(), f"project added: {project_line(project)} ({project.workspace})")
+        project = await control.add_project(args.name, args.goal, path=args.path, test=args.test)
+        emit(args, project.model_dump(), f"project added: {project_line(project)} ({project.path or project.workspace})"
+             + (f"; tests: {project.test_command}" if project.test_command else ""))
         return 0
 
     return await with_control(settings, go)
@@ -125,10 +128,14 @@ async def _projects_show(args: argparse.Namespace, settings: Settings) -> int:
         if project is None:
             raise NotFound(f"no project named {args.name!r}")
         jobs = await control.store.list_jobs(project=project.name, limit=100)
-        data = {"project": project.model_dump(), "jobs": [j.model_dump(mode="json", exclude={"result_text"})
-                                                         for j in jobs]}
-        text = "\n".join([project_line(project), f"folder {project.workspace}", ""]
-                         + [job_line(j) for j in jobs]) if jobs else project_line(project) + "\nno jobs yet"
+        details = await control.project_details(project)
+        data = {"project": project.model_dump(), **details,
+                "jobs": [j.model_dump(mode="json", exclude={"result_text"}) for j in jobs]}
+        lines = [project_line(project), f"folder {project.path or project.workspace}"]
+        if project.path:
+            lines.append(f"branch {details['branch'] or '(not a git repository)'}")
+        lines += [f"tests {project.test_command or '(none)'}", f"open jobs {details['open_jobs']}", ""]
+        text = "\n".join(lines + ([job_line(j) for j in jobs] or ["no jobs yet"]))
         emit(args, data, text)
         return 0
 

@@ -3,6 +3,8 @@ arguments and with bad ones."""
 
 from __future__ import annotations
 
+import re
+import shlex
 from collections.abc import Awaitable, Callable
 from typing import TypedDict
 
@@ -33,6 +35,8 @@ COMMANDS: dict[str, str] = {
     "remember": "store a memory: /remember TEXT",
     "forget": "forget a memory: /forget ID",
     "projects": "projects and their state",
+    "diff": "the change a coding job made: /diff 12",
+    "merge": "merge a done job's branch: /merge 12",
     "schedule": "recurring jobs: /schedule list",
     "answer": "answer a job's question: /answer 12 TEXT",
     "digest": "the digest of the last 24 hours",
@@ -43,7 +47,11 @@ SCHEDULE_USAGE = (
     "/schedule add [NAME] daily 07:00 TYPE: TEXT (add --no-catch-up to skip missed runs after downtime). "
     "Example: /schedule add every 30m triage: check email"
 )
-PROJECTS_USAGE = "Projects: /projects · /projects NAME (with its jobs) · /projects add NAME GOAL"
+PROJECTS_USAGE = (
+    "Projects: /projects · /projects NAME (with its jobs) · /projects add NAME GOAL · "
+    '/projects add NAME --path /your/repo --test "pytest -q" GOAL (jobs then work on a branch of your repository)'
+)
+DIFF_CHARS = 3500
 
 Extra = Callable[[str], Awaitable[str]]
 
@@ -169,11 +177,12 @@ class CommandRouter:
         store = self._control.store
         verb, _, rest = args.partition(" ")
         if verb.lower() == "add":
-            name, _, goal = rest.strip().partition(" ")
-            if not name:
-                return f"Which project? {PROJECTS_USAGE}"
-            added = await self._control.add_project(name, goal)
-            return f"Project {added.name} added. Its folder: {added.workspace}"
+            spec = _project_spec(rest)
+            if isinstance(spec, str):
+                return spec
+            added = await self._control.add_project(spec["name"], spec["goal"], path=spec["path"], test=spec["test"])
+            tests = f"; tests: {added.test_command}" if added.test_command else ""
+            return f"Project {added.name} added. Its folder: {added.path or added.workspace}{tests}"
         if args:
             project = await store.get_project(args.strip())
             if project is None:
@@ -185,6 +194,23 @@ class CommandRouter:
         if not projects:
             return f"No projects yet. {PROJECTS_USAGE}"
         return "\n".join(render.project_line(p) for p in projects)
+
+    async def _cmd_diff(self, args: str) -> str:
+        job_id = _job_id(args, "diff")
+        job, stat = await self._control.job_diff(job_id, stat=True)
+        _, diff = await self._control.job_diff(job_id)
+        if not diff.strip():
+            return f"Job #{job.id} changed nothing on {job.branch}."
+        more = f"\n[... the whole diff: switchboard jobs diff {job.id}]"
+        shown = diff if len(diff) <= DIFF_CHARS else diff[:DIFF_CHARS] + more
+        return f"Job #{job.id} on {job.branch}:\n{stat.rstrip()}\n\n{shown}"
+
+    async def _cmd_merge(self, args: str) -> str:
+        job, outcome = await self._control.job_merge(_job_id(args, "merge"))
+        if outcome.merged:
+            return f"Job #{job.id}: {job.branch} merged ({outcome.how})."
+        files = f" Conflicting files: {', '.join(outcome.conflicts)}." if outcome.conflicts else ""
+        return f"Job #{job.id} not merged: {outcome.how}.{files} Nothing was changed."
 
     async def _cmd_schedule(self, args: str) -> str:
         store = self._control.store
@@ -234,6 +260,39 @@ class CommandRouter:
             "name": name, "text": text, "type": job_type, "every": value if kind == "every" else None,
             "daily": value if kind == "daily" else None, "catch_up": catch_up,
         }
+
+
+class _ProjectSpec(TypedDict):
+    name: str
+    goal: str
+    path: str | None
+    test: str | None
+
+
+def _project_spec(rest: str) -> _ProjectSpec | str:
+    """``NAME [--path DIR] [--test "CMD"] [GOAL]`` as read, or what to say when it cannot be read. Without
+    the options the goal is taken as written (an apostrophe in it is no quote)."""
+    if not re.search(r"(^|\s)--(path|test)(\s|$)", rest):
+        name, _, goal = rest.strip().partition(" ")
+        return {"name": name, "goal": goal.strip(), "path": None, "test": None} if name else (
+            f"Which project? {PROJECTS_USAGE}")
+    try:
+        words = shlex.split(rest)
+    except ValueError as exc:
+        return f"I could not read that ({exc}). {PROJECTS_USAGE}"
+    options: dict[str, str | None] = {"--path": None, "--test": None}
+    kept = []
+    while words:
+        word = words.pop(0)
+        if word in options:
+            if not words:
+                return f"{word} needs a value. {PROJECTS_USAGE}"
+            options[word] = words.pop(0)
+        else:
+            kept.append(word)
+    if not kept:
+        return f"Which project? {PROJECTS_USAGE}"
+    return {"name": kept[0], "goal": " ".join(kept[1:]), "path": options["--path"], "test": options["--test"]}
 
 
 def _job_id(args: str, command: str) -> int:

@@ -10,15 +10,18 @@ from typing import TYPE_CHECKING, Any
 
 from engine import quota, schedule_times
 from engine.clock import Clock
-from engine.errors import NotFound
+from engine.errors import NotFound, WorkspaceError
+from engine.gitrepo import Git, MergeOutcome
 from engine.job_factory import MAX_PROMPT_CHARS, new_job
 from engine.models import Job, JobState, Priority, Project, Schedule, Source
 from engine.quota import QuotaWindow
+from engine.sandbox import Sandbox
 from engine.settings import Settings
 from engine.store import NewOutbox, Store
 from engine.text import clean_name, clean_text
 from engine.vocab import ALIVE_KEY, QUESTION_PREFIX, STOPPED_MARK
 from engine.workspace import Workspace
+from engine.worktrees import ProjectWork, check_project_name, check_project_path, check_test_command, folder_of
 
 if TYPE_CHECKING:  # the CLI's Control has no engine: the loop, the runner and the backends stay unloaded
     from engine.loop import Engine
@@ -75,20 +78,30 @@ class Control:
         source: Source = Source.OPERATOR,
         chat_id: int | None = None,
         idempotency_key: str | None = None,
+        title: str = "",
+        run_after: float | None = None,
     ) -> tuple[Job, bool]:
         job = new_job(
             self.settings,
             type=type,
             prompt=clean_text(text),
+            title=clean_name(title),
             project=project,
             priority=priority,
             source=source,
             chat_id=chat_id,
             idempotency_key=idempotency_key,
+            run_after=run_after,
         )
         if self.engine is not None:
             return await self.engine.submit(job)
         return await self.store.enqueue(job)
+
+    async def release(self, job_id: int) -> Job:
+        """A queued job held back (``run_after`` in the future) may run now."""
+        released = await self.store.release(check_job_id(job_id))
+        self._wake()
+        return released
 
     async def chat(self, chat_id: int, text: str, *, update_id: int | None = None) -> Job | None:
         """The operator said something: record it and queue the persona's turn (operator lane), atomically.
@@ -321,15 +334,56 @@ class Control:
             catch_up=catch_up,
         )
 
-    async def add_project(self, name: str, goal: str = "") -> Project:
-        """A project with its own folder under ``$SWITCHBOARD_HOME/projects/``."""
-        name = clean_name(name)
-        if not name or len(name) > 64:
-            raise ValueError("a project needs a name of 1 to 64 characters")
-        folder = Workspace(self.settings.home).project_dir(name)
-        project = await self.store.add_project(name, clean_text(goal).strip(), workspace=str(folder))
-        folder.mkdir(parents=True, exist_ok=True)
+    async def add_project(self, name: str, goal: str = "", *, path: str | None = None,
+                          test: str | None = None) -> Project:
+        """A project: with ``path``, on a folder of the operator's (a git repository: each job in a worktree of
+        its own), else with its own folder under ``$SWITCHBOARD_HOME/projects/``. ``test``: the command the
+        engine runs after each job's maker. Every input is checked before anything is created."""
+        name = check_project_name(clean_name(name))
+        folder = check_project_path(path, self.settings.home) if path is not None else None
+        command = check_test_command(test) if test is not None else None
+        own = Workspace(self.settings.home).project_dir(name)
+        project = await self.store.add_project(name, clean_text(goal).strip(), workspace=str(own),
+                                               path=str(folder) if folder else None, test_command=command)
+        if folder is None:
+            own.mkdir(parents=True, exist_ok=True)
         return project
+
+    async def project_details(self, project: Project) -> dict[str, Any]:
+        """What ``projects show`` adds to a project: the branch its folder is on and its unfinished jobs."""
+        branch = None
+        folder = folder_of(project)
+        if folder is not None and (top := await Git.toplevel(folder)):
+            try:
+                head = await Git(top).head()
+                branch = head.branch or f"detached HEAD at {head.sha[:10]}"
+            except WorkspaceError:
+                branch = "(no commit yet)"
+        return {"branch": branch, "open_jobs": await self.store.open_project_jobs(project.name)}
+
+    async def project_of(self, job: Job) -> Project:
+        if not job.project:
+            raise ValueError(f"job #{job.id} belongs to no project")
+        project = await self.store.get_project(job.project)
+        if project is None:
+            raise NotFound(f"no project named {job.project!r}")
+        return project
+
+    async def job_diff(self, job_id: int, *, stat: bool = False) -> tuple[Job, str]:
+        """The change a job made on its branch (``stat``: the summary only)."""
+        job = await self.job(job_id)
+        return job, await self._work().diff(job, await self.project_of(job), stat=stat)
+
+    async def job_merge(self, job_id: int) -> tuple[Job, MergeOutcome]:
+        """Merge a finished job's branch into the project's current branch: a fast-forward or a merge without
+        conflicts, else nothing changes and the outcome says why (naming the conflicting files)."""
+        job = await self.job(job_id)
+        if job.state is not JobState.DONE:
+            raise ValueError(f"job #{job_id} is {job.state.value}; only a done job's branch is merged")
+        return job, await self._work().merge(job, await self.project_of(job))
+
+    def _work(self) -> ProjectWork:
+        return ProjectWork(Workspace(self.settings.home), lambda: Sandbox.for_settings(self.settings))
 
     def _wake(self) -> None:
         if self.engine is not None:

@@ -4,7 +4,8 @@ Hierarchy::
 
     SwitchboardError                     anything Switchboard refuses or cannot do, on purpose
     ├── ConfigError                      the configuration cannot be used (the message names the key)
-    ├── InvalidJob (ValueError)          a request that cannot become a job: unknown type, empty or oversized text
+    ├── InvalidJob (ValueError)          a request that cannot become a job: unknown type, empty or oversized text,
+    │                                    a file of a type or size not accepted
     ├── NotFound (LookupError)           no job, schedule or project by that id or name
     ├── IllegalTransition                a job state change the state machine forbids (nothing written)
     ├── UnparseableReview (ValueError)   a reviewer's answer with no valid verdict

@@ -7,7 +7,7 @@ The text may be garbage, huge or hostile: the scan is one linear pass, and error
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -57,12 +57,12 @@ def fences(lines: list[str]) -> Iterator[Fence]:
         i = end
 
 
-def describe_invalid(exc: ValidationError, what: str = "action") -> str:
+def describe_invalid(exc: ValidationError, what: str = "action", tags: Collection[str] = ("enqueue", "none")) -> str:
     """A validation error as one short line for the operator: each bad field and what is wrong with it."""
     parts = []
     for error in exc.errors(include_url=False, include_input=False):
         # The first part of a union error's location is the tag ("enqueue"); the operator needs the field.
-        loc = error["loc"][1:] if error["loc"] and error["loc"][0] in ("enqueue", "none") else error["loc"]
+        loc = error["loc"][1:] if error["loc"] and error["loc"][0] in tags else error["loc"]
         where = ".".join(str(p) for p in loc) or what
         parts.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
     return cap(f"invalid {what}: " + "; ".join(parts))

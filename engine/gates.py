@@ -1,8 +1,10 @@
 """The quality gate: maker-checker review by a model of another family.
 
-Flow for a job type with ``review = true``: the maker succeeds -> deterministic checks (non-empty result;
-for coding, test output saved in the checkpoint folder) -> the job waits in ``reviewing`` while a ``review``
-job (authorship hidden, never routed to the maker's family) scores it against the rubric -> pass: done;
+Flow for a job type with ``review = true``: the maker succeeds -> deterministic checks (non-empty result; for
+a job of a project with a test command, the engine's own test run must pass, and the reviewer sees it with
+the diff; for coding without one, the worker's saved test output, shown as unverified) -> the job waits in
+``reviewing`` while a ``review`` job (authorship hidden, never routed to the maker's family) scores it against
+the rubric -> pass: done;
 below threshold: revising -> queued with the critique, at most ``max_revisions`` times -> needs_human.
 The database itself refuses ``done`` for a reviewed job without a passing review by another family
 (trigger ``jobs_review_gate``); the operator's explicit approval is the only override.
@@ -20,12 +22,15 @@ from engine.settings import BackendConfig, JobTypeConfig, Settings
 from engine.store import Completion, NewAttempt, NewReview, ParentUpdate, Store
 from engine.verdict import ReviewVerdict, parse_review
 from engine.workspace import Workspace
+from engine.worktrees import WorkEvidence, keep_tail
 
 INLINE_RESULT_CHARS = 4000
 CHECKS_FAMILY = "deterministic-checks"
 # A review by another model of the maker's own family is recorded under its family with this mark: reviews are
 # cross-family by definition (the table's CHECK), and this one is not, as stats and the notice say.
 SAME_FAMILY_MARK = " (same family)"
+# A test command that hangs: the work goes back once; a second hang goes to the operator.
+MAX_TEST_TIMEOUTS = 2
 
 
 def verdict_problem(text: str) -> str | None:
@@ -77,20 +82,34 @@ async def complete_maker(
     result: BackendResult,
     owner: str,
     now: float,
+    *,
+    work: WorkEvidence | None = None,
 ) -> Completion:
     fields = _result_fields(job, config, result, workspace)
+    if work is not None:
+        fields |= {"work_summary": work.summary() or None, "work_documents": "\n".join(work.documents) or None}
     base = Completion(job_id=job.id, owner=owner, to_state=JobState.DONE, reason="", attempts=attempts, fields=fields)
+    if work is not None and work.problem:
+        return _checks_failed(job, base, config, work.problem)
+    if work is not None and work.tests is not None and not work.tests.passed:
+        return _tests_failed(job, base, config, work)
     if not job.review_required:
         return _done_unreviewed(job, base, config, result, now)
     type_config = settings.job_type(job.type)
-    evidence = workspace.test_evidence(job.id) if type_config.require_test_evidence else None
-    if type_config.require_test_evidence and evidence is None:
-        return _checks_failed(
-            job,
-            base,
-            config,
-            "no test evidence: run the tests and save their output to the checkpoint folder as tests.txt",
-        )
+    evidence: str | None
+    if work is not None and work.tests is not None:
+        evidence = work.for_reviewer()  # the engine's own run: the worker's tests.txt counts for nothing here
+    else:
+        evidence = _workers_own_evidence(workspace, job, type_config)
+        if type_config.require_test_evidence and evidence is None:
+            return _checks_failed(
+                job,
+                base,
+                config,
+                "no test evidence: run the tests and save their output to the checkpoint folder as tests.txt",
+            )
+        if work is not None and work.diff:
+            evidence = "\n\n".join(e for e in (evidence, work.for_reviewer()) if e)
     review = _review_job(settings, type_config, job, config, result, evidence)
     return base.model_copy(
         update={
@@ -99,6 +118,26 @@ async def complete_maker(
             "reason": f"made by {config.name}; checks passed; review requested",
         }
     )
+
+
+def _workers_own_evidence(workspace: Workspace, job: Job, type_config: JobTypeConfig) -> str | None:
+    """Without a test command the engine can run, the worker's saved test output (``tests.txt``), marked as its
+    own unverified report."""
+    text = workspace.test_evidence(job.id) if type_config.require_test_evidence else None
+    if text is None:
+        return None
+    return prompts.untrusted("the worker's own report of a test run (Switchboard did not run it)", text)
+
+
+def _tests_failed(job: Job, base: Completion, config: BackendConfig, work: WorkEvidence) -> Completion:
+    """The engine's test run failed or hung: back to the maker with the output, never to a reviewer. A second
+    hang goes to the operator."""
+    tests = work.tests
+    assert tests is not None
+    problem = f"the project's tests {tests.summary}. Make them pass.\n\n{keep_tail(tests.report(), 6000)}"
+    if tests.timed_out and work.timeouts >= MAX_TEST_TIMEOUTS:
+        job = job.model_copy(update={"revision": job.max_revisions})  # no revision left for a hanging command
+    return _checks_failed(job, base, config, problem)
 
 
 def _done_unreviewed(
@@ -125,7 +164,7 @@ def _review_job(
         rubric,
         task=job.prompt,
         result=prompts.untrusted("your colleague's work", result.text),
-        evidence=prompts.untrusted("test output", evidence) if evidence else "(not required for this job type)",
+        evidence=evidence or "(not required for this job type)",
         threshold=f"{type_config.threshold:g}",
     )
     return new_job(

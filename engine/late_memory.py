@@ -17,20 +17,24 @@ from engine.runner import JobContext
 if TYPE_CHECKING:  # imports the vector store; this module must not
     from engine.memory_link import Enqueue, MemoryHooks
     from engine.models import Job
+    from engine.store import Store
     from memory.semantic import SemanticMemory
 
 
 class LateMemory:
-    """``enqueue`` (``Engine.submit``) is set by the composition root, as on ``MemoryHooks``, and handed to them."""
+    """``enqueue`` (``Engine.submit``) and ``store`` are set by the composition root, as on ``MemoryHooks``, and
+    handed to them."""
 
     def __init__(self) -> None:
         self.hooks: MemoryHooks | None = None
         self.enqueue: Enqueue | None = None
+        self.store: Store | None = None
         self.settled = asyncio.Event()  # set once opening ended: memory open (``hooks``) or unavailable (None)
 
     def open(self, hooks: MemoryHooks | None) -> None:
         if hooks is not None:
             hooks.enqueue = self.enqueue
+            hooks.store = self.store
         self.hooks = hooks
         self.settled.set()
 

@@ -19,9 +19,11 @@ from engine import notices, process
 from engine.backends.base import Backend
 from engine.capacity import Capacity
 from engine.clock import Clock
+from engine.control import Control
 from engine.errors import describe_error
 from engine.models import Job, JobState, NewJob, Priority
 from engine.passes import Passes
+from engine.persona_actions import PersonaActions
 from engine.redaction import Redactor
 from engine.routing import Router
 from engine.runner import EngineHooks, JobRunner, NoHooks
@@ -63,6 +65,8 @@ class Engine:
             self.owner,
             self._submit,
         )
+        # The persona's actions go through the operator's verbs, as the slash commands do.
+        self._runner.persona_actions = PersonaActions(Control(settings, store, clock, self))
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: dict[int, tuple[asyncio.Task[None], bool]] = {}  # job id -> (task, is_operator)
@@ -76,6 +80,10 @@ class Engine:
         self.passes = Passes()  # dispatch passes of the loop: `passes.next_whole()` waits until it looked again
 
     # ---- public surface -------------------------------------------------------------------------------
+
+    def use_persona_actions(self, actions: PersonaActions) -> None:
+        """What the persona's actions go through (the composition root's, which also reaches memory)."""
+        self._runner.persona_actions = actions
 
     async def start(self) -> None:
         """Recover orphans of a previous process, then start the loop and its watchers."""

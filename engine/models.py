@@ -88,6 +88,12 @@ class Job(_Record):
     cost_usd: float = 0.0
     operator_approved: bool = False
     avoid_backend: str | None = None
+    # A job of a git project: its branch, the commit it started from, and what its done notice shows of the work.
+    branch: str | None = None
+    base_commit: str | None = None
+    work_summary: str | None = None
+    work_documents: str | None = None  # paths of the files the done notice attaches, one a line
+    worktree_pruned_at: float | None = None
     created_at: float
     updated_at: float
     started_at: float | None = None
@@ -228,5 +234,25 @@ class Project(_Record):
     goal: str = ""
     status: str = "active"  # active | paused | done
     workspace: str | None = None
+    # The operator's own folder the project works on (absolute), and the test command the engine runs there.
+    path: str | None = None
+    test_command: str | None = None
     last_advanced_at: float | None = None
+    created_at: float
+
+
+class TestRunRecord(BaseModel):
+    """A test run the engine made in a job's worktree (``engine.testrun``), as stored."""
+
+    __test__ = False  # not a pytest class
+
+    id: int
+    job_id: int
+    revision: int
+    command: str
+    exit_code: int | None = None
+    timed_out: bool = False
+    duration_s: float
+    output: str
+    summary: str
     created_at: float

@@ -45,8 +45,12 @@ def job_done(job: Job, now: float, *, backend: str | None, score: float | None, 
     if score is not None:
         meta.insert(1, f"review {score:.1f}/10")
     parts.append(" · ".join(meta))
-    return _about(job, "job_done", "done", "\n\n".join(parts),
-                  {"result_chars": len(job.result_text or ""), "buttons": []})
+    payload: dict[str, Any] = {"result_chars": len(job.result_text or ""), "buttons": []}
+    if job.work_summary or job.branch:  # work on a project's folder: what changed, the tests, the full diff
+        branch = f"branch {job.branch}: /diff {job.id} · /merge {job.id}" if job.branch else ""
+        parts.insert(2, "\n".join(p for p in (job.work_summary or "", branch) if p))
+        payload["documents"] = (job.work_documents or "").splitlines()
+    return _about(job, "job_done", "done", "\n\n".join(parts), payload)
 
 
 def job_queued(job: Job) -> NewOutbox:

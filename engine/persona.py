@@ -1,9 +1,13 @@
-"""The persona: its reply read (prose for the operator, at most one JSON action) and its turn completed.
+"""The persona's reply read: prose for the operator, and the actions it asks for in one JSON block.
 
-The action arrives as JSON inside free text written by a model, so the parser assumes the text may be garbage,
-huge or hostile. ``parse_persona_reply`` never raises: the operator must always get the persona's prose, and a
-broken action is reported, not fatal. ``complete_chat`` turns the reply into the chat job's ``Completion``: the
-words go to the operator, and the job the action asks for is queued in the same transaction.
+The actions arrive as JSON inside free text written by a model, so the parser assumes the text may be garbage,
+huge or hostile. ``read_reply`` never raises: the operator must always get the persona's prose, and a broken
+action is reported, not fatal. A reply with any broken action is acted on not at all. What the actions do is
+``engine.persona_actions``.
+
+The verbs (``ACTION_VERBS``): enqueue, cancel, retry, approve, answer, schedule, remember, forget, project, ask
+and none. Models ignore unknown fields, so a field added later (a workspace, a deadline) does not break a reply
+written for it: the schema grows by adding fields and verbs.
 """
 
 from __future__ import annotations
@@ -11,71 +15,182 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from engine import notices
-from engine.backends.base import BackendResult
 from engine.fences import MAX_BLOCK_CHARS, Fence, cap, describe_invalid, fences
-from engine.job_factory import new_job
-from engine.models import Job, JobState, Priority, Source
-from engine.settings import JOB_TYPES, Settings
-from engine.store import Completion, NewAttempt
+from engine.settings import JOB_TYPES
 
-__all__ = ["EnqueueAction", "NoAction", "PersonaAction", "complete_chat", "parse_persona_reply"]
+__all__ = [
+    "ACTION_VERBS",
+    "AnswerAction",
+    "AskAction",
+    "CancelAction",
+    "EnqueueAction",
+    "ForgetAction",
+    "NoAction",
+    "PersonaAction",
+    "PersonaReply",
+    "ProjectAction",
+    "RememberAction",
+    "RetryAction",
+    "ScheduleAction",
+    "parse_persona_reply",
+    "read_reply",
+]
 
 MAX_TITLE_CHARS = 200
 MAX_PROMPT_CHARS = 50_000
+MAX_ACTIONS = 8  # per reply; more is a runaway model, refused whole
 
 
-class EnqueueAction(BaseModel):
-    """Queue a job on the operator's behalf."""
-
+class _Action(BaseModel):
     # Models add chatter fields ("reason", "notes"); ignoring them costs nothing and keeps good actions.
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
+
+def _job_ref(value: object) -> object:
+    """``12``, ``"12"`` or ``"#12"`` -> 12; anything else is left for the int field to refuse."""
+    if isinstance(value, str) and value.strip().removeprefix("#").isdigit():
+        return int(value.strip().removeprefix("#"))
+    return value
+
+
+JobRef = Annotated[int, BeforeValidator(_job_ref), Field(ge=1, le=2**63 - 1)]
+
+
+def _job_type(value: object, info: ValidationInfo) -> object:
+    if not isinstance(value, str):
+        return value  # the str field reports the wrong type
+    normalised = value.strip().lower()
+    allowed = _allowed_types(info)
+    if normalised not in allowed:
+        raise ValueError(f"unknown job type {value[:40]!r} (one of: {', '.join(allowed)})")
+    return normalised
+
+
+def _blank_is_none(value: object) -> object:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+JobType = Annotated[str, BeforeValidator(_job_type)]
+OptionalName = Annotated[Annotated[str, Field(max_length=200)] | None, BeforeValidator(_blank_is_none)]
+
+
+class EnqueueAction(_Action):
+    """Queue a job on the operator's behalf. ``priority`` None: the operator's lane (see ``lane``)."""
+
     action: Literal["enqueue"]
-    type: str
+    type: JobType
     title: str = Field(min_length=1, max_length=MAX_TITLE_CHARS)
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
-    project: str | None = Field(None, max_length=200)
-    priority: Literal["high", "normal", "low"] = "normal"
-
-    @field_validator("type", mode="before")
-    @classmethod
-    def _known_type(cls, value: object, info: ValidationInfo) -> object:
-        if not isinstance(value, str):
-            return value  # the str field reports the wrong type
-        normalised = value.strip().lower()
-        allowed = _allowed_types(info)
-        if normalised not in allowed:
-            raise ValueError(f"unknown job type {value[:40]!r} (one of: {', '.join(allowed)})")
-        return normalised
+    project: OptionalName = None
+    priority: Literal["operator", "high", "normal", "low"] | None = None
 
     @field_validator("priority", mode="before")
     @classmethod
     def _lower_priority(cls, value: object) -> object:
-        return value.strip().lower() if isinstance(value, str) else value
-
-    @field_validator("project", mode="before")
-    @classmethod
-    def _blank_project_is_none(cls, value: object) -> object:
-        if isinstance(value, str) and not value.strip():
-            return None
+        if isinstance(value, str):
+            return value.strip().lower() or None
         return value
 
 
-class NoAction(BaseModel):
-    """The persona considered queueing work and decided not to."""
+class CancelAction(_Action):
+    action: Literal["cancel"]
+    job: JobRef
 
-    model_config = ConfigDict(extra="ignore")
+
+class RetryAction(_Action):
+    action: Literal["retry"]
+    job: JobRef
+    other_backend: bool = False
+
+
+class ApproveAction(_Action):
+    action: Literal["approve"]
+    job: JobRef
+
+
+class AnswerAction(_Action):
+    """The operator's answer to a worker's question (a job in needs_input)."""
+
+    action: Literal["answer"]
+    job: JobRef
+    text: str = Field(min_length=1, max_length=10_000)
+
+
+class ScheduleAction(_Action):
+    """A recurring job: ``every`` ("30m", "2h") or ``daily`` ("07:00"), exactly one."""
+
+    action: Literal["schedule"]
+    type: JobType
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    name: OptionalName = None
+    every: str | None = Field(None, max_length=20)
+    daily: str | None = Field(None, max_length=10)
+    project: OptionalName = None
+
+    @model_validator(mode="after")
+    def _one_timing(self) -> ScheduleAction:
+        if (self.every is None) == (self.daily is None):
+            raise ValueError("give exactly one of every (e.g. \"30m\") or daily (e.g. \"07:00\")")
+        return self
+
+
+class RememberAction(_Action):
+    action: Literal["remember"]
+    text: str = Field(min_length=1, max_length=2_000)
+
+
+class ForgetAction(_Action):
+    action: Literal["forget"]
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9]+$")
+
+
+class ProjectAction(_Action):
+    """Create a project (when it does not exist) and/or queue its next step (``next``)."""
+
+    action: Literal["project"]
+    name: str = Field(min_length=1, max_length=64)
+    goal: str = Field("", max_length=2_000)
+    next: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
+    type: JobType = "analysis"
+
+
+class AskAction(_Action):
+    """A clarifying question when the request is ambiguous, instead of guessing."""
+
+    action: Literal["ask"]
+    question: str = Field(min_length=1, max_length=1_000)
+
+
+class NoAction(_Action):
+    """The persona considered acting and decided not to."""
 
     action: Literal["none"]
 
 
-PersonaAction = Annotated[EnqueueAction | NoAction, Field(discriminator="action")]
-_PERSONA_ACTION: TypeAdapter[EnqueueAction | NoAction] = TypeAdapter(PersonaAction)
+AnyAction = (
+    EnqueueAction | CancelAction | RetryAction | ApproveAction | AnswerAction | ScheduleAction | RememberAction
+    | ForgetAction | ProjectAction | AskAction | NoAction
+)
+PersonaAction = Annotated[AnyAction, Field(discriminator="action")]
+_PERSONA_ACTION: TypeAdapter[AnyAction] = TypeAdapter(PersonaAction)
+ACTION_VERBS = (
+    "enqueue", "cancel", "retry", "approve", "answer", "schedule", "remember", "forget", "project", "ask", "none",
+)
 
 
 def _allowed_types(info: ValidationInfo) -> tuple[str, ...]:
@@ -86,12 +201,22 @@ def _allowed_types(info: ValidationInfo) -> tuple[str, ...]:
     return tuple(t for t in types if t != "chat")
 
 
+@dataclass
+class PersonaReply:
+    """The persona's reply read: prose for the operator, the valid actions, and what was wrong. A reply with
+    any error is acted on not at all (``actions`` is then empty): never half of what it asked."""
+
+    prose: str
+    actions: list[AnyAction] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
 # --- The persona's reply ------------------------------------------------------------------------------------
 
 # In a json block even a broken key ('action': or action:) shows an attempted action worth reporting;
 # "transaction": does not.
-_LOOSE_ACTION_KEY_RE = re.compile(r"""(?<![\w"'])["']?action["']?\s*:""")
-_ACTION_KEY_RE = re.compile(r'"action"\s*:')
+_LOOSE_ACTION_KEY_RE = re.compile(r"""(?<![\w"'])["']?actions?["']?\s*:""")
+_ACTION_KEY_RE = re.compile(r'"actions?"\s*:')
 
 
 def _is_action_block(fence: Fence) -> bool:
@@ -115,55 +240,83 @@ def _load_json(text: str) -> tuple[Any, str | None]:
         return None, f"action block is not valid JSON: {exc}"
 
 
-def _validate_action(
-    data: Any, job_types: Iterable[str] | None
-) -> tuple[EnqueueAction | NoAction | None, str | None]:
+def _validate_action(data: Any, context: dict[str, Any] | None) -> tuple[AnyAction | None, str | None]:
     if not isinstance(data, dict):
         return None, f"action block must be a JSON object, not {type(data).__name__}"
-    if isinstance(data.get("action"), str):
-        data = {**data, "action": data["action"].strip().lower()}
-    context = {"job_types": tuple(job_types)} if job_types is not None else None
+    verb = data.get("action")
+    if isinstance(verb, str):
+        verb = verb.strip().lower()
+        data = {**data, "action": verb}
+        if verb not in ACTION_VERBS:
+            return None, cap(f"invalid action: unknown action {verb[:40]!r} (one of: {', '.join(ACTION_VERBS)})")
     try:
         return _PERSONA_ACTION.validate_python(data, context=context), None
     except ValidationError as exc:
-        return None, describe_invalid(exc)
+        return None, describe_invalid(exc, tags=ACTION_VERBS)
     except RecursionError:
         return None, "action block is nested too deeply"
 
 
-def parse_persona_reply(
-    text: object, *, job_types: Iterable[str] | None = None
-) -> tuple[str, EnqueueAction | NoAction | None, str | None]:
-    """Split the persona's reply into (prose for the operator, validated action or None, error or None).
+def _validate_block(data: Any, job_types: Iterable[str] | None) -> tuple[list[AnyAction], list[str]]:
+    """One action object, or ``{"actions": [...]}`` for several; every one validated before any is used."""
+    context = {"job_types": tuple(job_types)} if job_types is not None else None
+    if isinstance(data, dict) and "action" not in data and isinstance(data.get("actions"), list):
+        items: list[Any] = data["actions"]
+        if not items:
+            return [], []
+        if len(items) > MAX_ACTIONS:
+            return [], [f"the reply carried {len(items)} actions; at most {MAX_ACTIONS} are allowed"]
+    else:
+        items = [data]
+    actions: list[AnyAction] = []
+    errors: list[str] = []
+    for number, item in enumerate(items, start=1):
+        action, error = _validate_action(item, context)
+        if action is not None:
+            actions.append(action)
+        if error is not None:
+            errors.append(error if len(items) == 1 else cap(f"action {number}: {error}"))
+    return ([], errors) if errors else (actions, [])
 
-    The action is the one fenced ``json`` block (or unlabelled block) that names an ``"action"``; a reply that
-    is nothing but a JSON action object is accepted too. The action block is removed from the prose; all other
-    text, including other code blocks, is kept. An error is returned, never raised, when an action block is
-    present but unusable (invalid JSON, wrong shape, unknown job type, more than one block). ``job_types``
-    overrides the queueable types (default ``engine.settings.JOB_TYPES``; ``chat`` is never queueable).
+
+def read_reply(text: object, *, job_types: Iterable[str] | None = None) -> PersonaReply:
+    """Split the persona's reply into prose for the operator, its validated actions, and errors.
+
+    The actions are in the one fenced ``json`` block (or unlabelled block) that names an ``"action"`` (or holds
+    ``"actions": [...]``); a reply that is nothing but such an object is accepted too. The block is removed from
+    the prose; all other text, including other code blocks, is kept. Errors are returned, never raised (invalid
+    JSON, wrong shape, unknown verb or job type, more than one block), and a reply with any error carries no
+    action at all. ``job_types`` overrides the queueable types (default ``engine.settings.JOB_TYPES``; ``chat``
+    is never queueable).
     """
     if not isinstance(text, str):
-        return "", None, f"reply is not text ({type(text).__name__})"
+        return PersonaReply("", errors=[f"reply is not text ({type(text).__name__})"])
     stripped = text.strip()
-    if stripped.startswith("{") and stripped.endswith("}") and '"action"' in stripped:
+    if stripped.startswith("{") and stripped.endswith("}") and _ACTION_KEY_RE.search(stripped):
         # The whole reply is the action object: no prose to keep, whatever becomes of the action.
         data, error = _load_json(stripped)
         if error is not None:
-            return stripped, None, cap(error)
-        action, error = _validate_action(data, job_types)
-        return "", action, error
+            return PersonaReply(stripped, errors=[cap(error)])
+        return PersonaReply("", *_validate_block(data, job_types))
     lines = text.splitlines(keepends=True)
     blocks = [fence for fence in fences(lines) if _is_action_block(fence)]
     if not blocks:
-        return text.strip(), None, None
+        return PersonaReply(text.strip())
     prose = _tidy(_without(lines, blocks))
     if len(blocks) > 1:
-        return prose, None, f"the reply carried {len(blocks)} action blocks; only one is allowed"
+        return PersonaReply(prose, errors=[f"the reply carried {len(blocks)} action blocks; only one is allowed"])
     data, error = _load_json(blocks[0].body)
     if error is not None:
-        return prose, None, cap(error)
-    action, error = _validate_action(data, job_types)
-    return prose, action, error
+        return PersonaReply(prose, errors=[cap(error)])
+    return PersonaReply(prose, *_validate_block(data, job_types))
+
+
+def parse_persona_reply(
+    text: object, *, job_types: Iterable[str] | None = None
+) -> tuple[str, AnyAction | None, str | None]:
+    """``read_reply`` for one action: (prose, the first action or None, the errors joined or None)."""
+    reply = read_reply(text, job_types=job_types)
+    return reply.prose, (reply.actions[0] if reply.actions else None), ("; ".join(reply.errors) or None)
 
 
 def _without(lines: list[str], blocks: list[Fence]) -> str:
@@ -183,50 +336,3 @@ def _without(lines: list[str], blocks: list[Fence]) -> str:
 def _tidy(prose: str) -> str:
     # Removing a block leaves a gap of blank lines where it stood.
     return re.sub(r"\n[ \t]*\n(?:[ \t]*\n)+", "\n\n", prose).strip()
-
-
-# --- The persona's turn, completed --------------------------------------------------------------------------
-
-
-def complete_chat(
-    settings: Settings,
-    job: Job,
-    attempts: list[NewAttempt],
-    result: BackendResult,
-    owner: str,
-) -> Completion:
-    """The persona answered: send its words, and queue the job its action asks for."""
-    prose, action, error = parse_persona_reply(result.text, job_types=settings.job_types)
-    text = prose or ("Queued." if isinstance(action, EnqueueAction) else "(no answer)")
-    if error:
-        text += f"\n\n(I tried to queue something but the request was malformed: {error[:200]})"
-    reply = notices.info(f"job:{job.id}:reply", text, chat_id=job.chat_id, job_id=job.id)
-    reply = reply.model_copy(update={"kind": "chat_reply"})
-    new_jobs = []
-    if isinstance(action, EnqueueAction):
-        new_jobs.append(
-            new_job(
-                settings,
-                type=action.type,
-                prompt=action.prompt,
-                title=action.title,
-                project=action.project,
-                priority=Priority.parse(action.priority),
-                source=Source.CHAT,
-                chat_id=job.chat_id,
-                parent_id=job.id,
-                idempotency_key=f"chat:{job.id}:action",
-            )
-        )
-    return Completion(
-        job_id=job.id,
-        owner=owner,
-        to_state=JobState.DONE,
-        reason="persona answered",
-        attempts=attempts,
-        fields={"result_text": text, "result_summary": notices.summarize(text), "session_id": result.session_id},
-        outbox=[reply],
-        new_jobs=new_jobs,
-        announce_new_jobs=True,
-        assistant_message=text,
-    )

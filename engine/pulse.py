@@ -41,6 +41,7 @@ from engine.errors import InvalidJob, describe_error
 from engine.job_factory import new_job
 from engine.models import Job, JobState, Priority, Schedule, Source
 from engine.quota import QuotaWindow, summary
+from engine.sandbox import Sandbox
 from engine.schedule_times import (
     due_slots,
     in_quiet_hours,
@@ -53,6 +54,8 @@ from engine.settings import Settings
 from engine.store import NewOutbox, Stats, Store
 from engine.store.stats import saved_key
 from engine.windows import WindowTracker
+from engine.workspace import Workspace
+from engine.worktrees import ProjectWork
 
 __all__ = ["Digest", "Pulse", "PulseReport", "PulseTrigger"]
 
@@ -83,6 +86,7 @@ class PulseReport:
     stuck: list[int] = field(default_factory=list)
     advanced: dict[str, int] = field(default_factory=dict)  # project -> job id
     memory: str | None = None
+    pruned: list[int] = field(default_factory=list)  # jobs whose finished worktree was removed
     failures: list[str] = field(default_factory=list)
 
 
@@ -196,6 +200,7 @@ class Pulse:
             ("credentials", self._credentials),
             ("stuck jobs", self._stuck_jobs),
             ("projects", self._advance_projects),
+            ("worktrees", self._prune_worktrees),
             ("memory", self._memory),
         ]
         for name, step in steps:
@@ -337,6 +342,19 @@ class Pulse:
         slot = math.floor(self.clock.now() / MEMORY_MAINTENANCE_EVERY_S)
         if await self.store.kv_set_if_changed("memory:maintenance_slot", str(slot)):
             report.memory = await self.maintain_memory() or "done"
+
+    async def _prune_worktrees(self, report: PulseReport) -> None:
+        """Remove the worktrees of jobs finished more than ``engine.worktree_keep_hours`` ago; branches stay."""
+        before = self.clock.now() - self.settings.engine.worktree_keep_hours * 3600
+        jobs = await self.store.prunable_worktrees(before)
+        if not jobs:
+            return
+        work = ProjectWork(Workspace(self.settings.home), lambda: Sandbox.for_settings(self.settings))
+        for job in jobs:
+            project = await self.store.get_project(job.project) if job.project else None
+            await work.prune(job, project)
+            await self.store.mark_worktree_pruned(job.id)
+            report.pruned.append(job.id)
 
     async def _alert_failure(self, activity: str, exc: BaseException) -> None:
         log.error("pulse: %s failed", activity, exc_info=exc)

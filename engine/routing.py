@@ -20,6 +20,8 @@ from engine.models import BackendState
 from engine.settings import BackendConfig, Settings
 
 CHARS_PER_TOKEN = 4
+# Backends that act on files in a job's folder or worktree (the CLI workers; the simulated ones stand in for them).
+FILE_CAPABLE_KINDS = frozenset({"claude_cli", "codex_cli", "sim"})
 
 
 class SkipReason(Enum):
@@ -36,13 +38,14 @@ class SkipReason(Enum):
     DAILY_BUDGET = "daily budget reached"
     WINDOW_KEPT = "its usage window is kept for operator work"  # quota-aware routing (engine.policy)
     WINDOW_TOO_SHORT = "its usage window will likely not last this job"
+    NEEDS_WORKSPACE = "cannot act on files, and this job needs a workspace"
 
     @property
     def noteworthy(self) -> bool:
         """A skip for the backend's state is part of the job's routing history; a routine one (busy, off in the
         config) is not, so a healthy job costs no extra write."""
-        return self in (SkipReason.PAUSED, SkipReason.DISABLED, SkipReason.DAILY_BUDGET, SkipReason.WINDOW_KEPT,
-                        SkipReason.WINDOW_TOO_SHORT)
+        return self in (SkipReason.PAUSED, SkipReason.DISABLED, SkipReason.DAILY_BUDGET, SkipReason.NEEDS_WORKSPACE,
+                        SkipReason.WINDOW_KEPT, SkipReason.WINDOW_TOO_SHORT)
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,12 @@ class RoutePlan:
         """True if some backend of the chain was passed over for ``reason``."""
         return any(skip.reason is reason for skip in self.skipped.values())
 
+    def none_can_act_on_files(self) -> bool:
+        """No candidate, and no backend of the chain can act on files: waiting will not help this job."""
+        static = (SkipReason.NEEDS_WORKSPACE, SkipReason.NOT_CONFIGURED, SkipReason.DISABLED_IN_CONFIG)
+        reasons = [skip.reason for skip in self.skipped.values()]
+        return not self.candidates and SkipReason.NEEDS_WORKSPACE in reasons and all(r in static for r in reasons)
+
     def noteworthy_skips(self) -> dict[str, str]:
         """The skips worth an event of the job (name -> display text)."""
         return {name: skip.text for name, skip in self.skipped.items() if skip.reason.noteworthy}
@@ -109,6 +118,7 @@ class Router:
         exclude_family: str | None = None,
         spent_today_usd: float = 0.0,
         avoid_backend: str | None = None,
+        needs_files: bool = False,
     ) -> RoutePlan:
         now = self._clock.now()
         plan = RoutePlan(chain=self._settings.chain_for(job_type), states=states)
@@ -122,6 +132,9 @@ class Router:
                 plan.skipped[name] = Skip(SkipReason.OPERATOR_AVOIDED)
                 continue
             config = self._backends[name].config
+            if needs_files and config.kind not in FILE_CAPABLE_KINDS:
+                plan.skipped[name] = Skip(SkipReason.NEEDS_WORKSPACE)
+                continue
             skip = self._unavailable(config, states.get(name), now, needed_tokens, exclude_family, over_budget)
             if skip is None:
                 plan.candidates.append(config)

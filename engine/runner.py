@@ -9,20 +9,23 @@ the lease (grouped with others into one transaction).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import prompts
-from engine import gates, notices, persona
+from engine import gates, notices
 from engine.backends.base import BackendRequest, BackendResult, Usage
 from engine.capacity import Capacity
 from engine.clock import Clock
+from engine.errors import WorkspaceError
 from engine.failures import Failure, FailureClass
 from engine.health import BackendHealth
-from engine.models import BackendState, Job, JobState
+from engine.models import BackendState, Job, JobState, Project
+from engine.persona_actions import PersonaActions, complete_chat
 from engine.policy import (
     DAY_S,
     BudgetBlock,
@@ -43,13 +46,16 @@ from engine.policy import (
     without_reviewer,
 )
 from engine.redaction import redact
-from engine.routing import CHARS_PER_TOKEN, RoutePlan, Router, SkipReason
+from engine.routing import CHARS_PER_TOKEN, FILE_CAPABLE_KINDS, RoutePlan, Router, SkipReason
+from engine.sandbox import Sandbox
 from engine.settings import BackendConfig, Settings
+from engine.snapshot import build_snapshot
 from engine.store import Completion, LeaseLost, NewAttempt, NewOutbox, Store
 from engine.store.stats import saved_key
 from engine.vocab import QUESTION_PREFIX
 from engine.windows import WindowTracker
 from engine.workspace import Workspace
+from engine.worktrees import Place, ProjectWork, WorkEvidence
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +99,8 @@ class _Run:
     progress: str | None = None
     has_workspace: bool = False  # a worker with files ran: look for its question.md
     lease_lost: bool = False
+    project: Project | None = None  # the job's project, when it works on a folder of the operator's
+    place: Place | None = None  # where it works there: its worktree, or the folder itself
 
     def outcome(self) -> RunOutcome:
         return RunOutcome(self.last_failure, self.states, self.cap_reached)
@@ -110,6 +118,7 @@ class JobRunner:
         hooks: EngineHooks,
         owner: str,
         submit: Submit,
+        work: ProjectWork | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -122,6 +131,11 @@ class JobRunner:
         self._submit = submit
         self._health = BackendHealth(settings, store, router, clock)
         self._windows = WindowTracker(settings, store, clock)
+        # The test runs' sandbox is looked for once, at the first test run.
+        self._work = work or ProjectWork(workspace, lambda: Sandbox.for_settings(settings))
+        # What the persona's actions go through (``Control``); the engine sets it (the composition root may
+        # replace it with one that also reaches memory).
+        self.persona_actions: PersonaActions | None = None
 
     async def run(self, job: Job) -> None:
         run = _Run(job)
@@ -132,6 +146,7 @@ class JobRunner:
             return
         if completion is None:
             return
+        _with_place(completion, run)
         completion.snapshot = job  # as claimed: the store fences on it instead of reading the job again
         finished = await self._submit(completion)
         if finished is not None and finished.state in (JobState.DONE, JobState.FAILED, JobState.NEEDS_HUMAN):
@@ -143,8 +158,16 @@ class JobRunner:
         job = run.job
         run.context = await self._hooks.context_for(job)
         request = await self._build_request(job, run.context)
+        try:
+            run.place = await self._place(run)
+        except WorkspaceError as exc:
+            return self._workspace_lost(run, str(exc))
         plan = await self._plan(job, request)
-        remaining = list(plan.candidates)
+        if plan.none_can_act_on_files():
+            run.last_failure = Failure(failure_class=FailureClass.BAD_REQUEST, signature="routing:needs_workspace",
+                                       message=f"no backend of the {job.type} chain can act on files ("
+                                               + "; ".join(f"{n}: {s.text}" for n, s in plan.skipped.items()) + ")")
+        remaining = [] if run.last_failure else list(plan.candidates)
         while remaining:
             config = remaining.pop(0)
             if self._job_budget_spent(run):
@@ -181,6 +204,7 @@ class JobRunner:
     async def _plan(self, job: Job, request: BackendRequest) -> RoutePlan:
         """Route on the backend states the engine refreshed at this dispatch (and after every failure); a backend
         passed over for its state (paused, disabled, budget) is an event of the job, a routine skip is not."""
+        type_config = self._settings.job_type(job.type)
         plan = self._router.plan(
             job.type,
             self._router.states,
@@ -188,6 +212,7 @@ class JobRunner:
             exclude_family=job.maker_family if job.type == "review" else None,
             spent_today_usd=await self._spent_today(),
             avoid_backend=job.avoid_backend,
+            needs_files=type_config.needs_workspace and not type_config.accept_patch,
         )
         plan = await self._route_windows(job, plan)
         if job.type == "review" and self._settings.gate.when_no_other_family == "same_family_other_model":
@@ -233,8 +258,10 @@ class JobRunner:
             history = await self._store.recent_messages(job.chat_id or 0, limit=12)
             convo = "\n".join(f"{m.role.capitalize()}: {m.text}" for m in history if m.job_id != job.id)
             convo = prompts.untrusted("recent conversation", convo) if convo.strip() else ""
-            prompt = f"{_section('Relevant memories', context.memories)}{_section('Recent conversation', convo)}"
-            prompt += f"Operator: {job.prompt}"
+            state = await build_snapshot(self._store, self._settings, self._clock.now())
+            snapshot = prompts.untrusted("live snapshot", state)
+            prompt = _section("Relevant memories", context.memories) + _section("Live snapshot", snapshot)
+            prompt += f"{_section('Recent conversation', convo)}Operator: {job.prompt}"
         else:
             system = prompts.job_instructions(job.type) + _section("Core memory", context.core)
             task = await gates.revision_prompt(self._store, job) if job.revision > 0 else job.prompt
@@ -254,23 +281,31 @@ class JobRunner:
 
     async def _call(self, run: _Run, config: BackendConfig, request: BackendRequest) -> BackendResult:
         job = run.job
-        needs_files = self._settings.job_type(job.type).require_test_evidence
+        needs_files = self._settings.job_type(job.type).require_test_evidence or run.place is not None
         if config.kind in ("claude_cli", "codex_cli") or needs_files:
+            place = run.place
             path = self._workspace.prepare(
                 job,
                 memories=run.context.memories,
                 core=run.context.core,
                 instructions=prompts.job_instructions(job.type),
+                work_dir=place.work_dir if place else None,
             )
-            work = self._workspace.workspace_for(job)
-            # A job with a worktree of its own reads its project's folder; otherwise it works in that folder.
-            read = [self._workspace.project_dir(job.project)] if job.workspace and job.project else []
+            work = place.work_dir if place else self._workspace.workspace_for(job)
+            # A worktree job works in its worktree (its cwd) and reads the repository's git folder; a folder of
+            # the operator's that is not a repository is bound as it is.
             request = request.model_copy(
                 update={"workspace": path, "timeout_s": min(request.timeout_s, config.timeout_s),
-                        "work_dir": work if work != path else None, "read_dirs": read}
+                        "work_dir": work if work != path else None,
+                        "read_dirs": [place.git_dir] if place and place.git_dir else [],
+                        "cwd_in_work_dir": bool(place and place.is_worktree)}
             )
             run.has_workspace = True
         request = await self._with_session_usage(request)
+        if run.place is not None and run.place.is_worktree and config.kind not in FILE_CAPABLE_KINDS:
+            # accept_patch: a backend that cannot act on files answers with a diff the engine applies
+            patch_how = await self._work.patch_instructions(run.place)
+            request = request.model_copy(update={"prompt": f"{request.prompt}\n\n{patch_how}"})
         backend = self._router.backend(config.name)
         self._router.running[config.name] += 1
         reserved = _estimated_cost(config, request)
@@ -278,16 +313,10 @@ class JobRunner:
         started = self._clock.now()
         # The call runs in this task; the heartbeat cancels this task if the lease is lost (swept, cancelled).
         # Cancelling this task (shutdown, sweep) cancels the backend call with it, killing a CLI worker.
-        heartbeat = asyncio.create_task(self._heartbeat(run, asyncio.current_task()))
         try:
-            result = await backend.run(request, self._progress_sink(run))
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if run.lease_lost and task is not None and task.uncancel() == 0:
-                raise LeaseLost(f"job {job.id}") from None
-            raise
+            async with self._kept_alive(run):
+                result = await backend.run(request, self._progress_sink(run))
         finally:
-            heartbeat.cancel()
             self._router.running[config.name] -= 1
             self._router.in_flight_usd -= reserved
         await self._keep_session_usage(result)
@@ -357,6 +386,21 @@ class JobRunner:
         if failure is not None:
             run.last_failure = failure
 
+    @contextlib.asynccontextmanager
+    async def _kept_alive(self, run: _Run) -> AsyncIterator[None]:
+        """The job's lease renewed while the body runs (a backend call, the engine's test run); a lost lease
+        cancels the body and surfaces as ``LeaseLost``."""
+        heartbeat = asyncio.create_task(self._heartbeat(run, asyncio.current_task()))
+        try:
+            yield
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if run.lease_lost and task is not None and task.uncancel() == 0:
+                raise LeaseLost(f"job {run.job.id}") from None
+            raise
+        finally:
+            heartbeat.cancel()
+
     def _progress_sink(self, run: _Run) -> Callable[[str], Awaitable[None]]:
         async def sink(line: str) -> None:
             run.progress = line[:300]
@@ -378,13 +422,52 @@ class JobRunner:
         if run.job.type == "review":
             return await gates.complete_review(self._settings, self._store, run.job, run.attempts, result, self._owner)
         if run.job.type == "chat":
-            return persona.complete_chat(self._settings, run.job, run.attempts, result, self._owner)
+            assert self.persona_actions is not None, "the engine sets persona_actions before it runs a chat job"
+            return await complete_chat(
+                self._settings, run.job, run.attempts, result, self._owner, self.persona_actions
+            )
         question = self._workspace.take_question(run.job.id) if run.has_workspace else None
         if question is not None:  # the worker asked the operator: wait in needs_input, same session on resume
             return self._ask_operator(run, config, result, question)
+        try:
+            async with self._kept_alive(run):
+                work = await self._finish_work(run, config, result)
+        except WorkspaceError as exc:
+            return self._workspace_lost(run, str(exc))
         return await gates.complete_maker(
-            self._settings, self._workspace, run.job, run.attempts, config, result, self._owner, self._clock.now()
+            self._settings, self._workspace, run.job, run.attempts, config, result, self._owner, self._clock.now(),
+            work=work,
         )
+
+    # --- Work on a project's folder ------------------------------------------------------------------------
+
+    async def _place(self, run: _Run) -> Place | None:
+        """Where a job of a project bound to a folder of the operator's works (None for every other job)."""
+        job = run.job
+        if not job.project or job.type in ("chat", "review"):
+            return None
+        run.project = await self._store.get_project(job.project)
+        if run.project is None or not run.project.path:
+            return None
+        return await self._work.place(job, run.project)
+
+    async def _finish_work(self, run: _Run, config: BackendConfig, result: BackendResult) -> WorkEvidence | None:
+        if run.place is None or run.project is None:
+            return None
+        if run.project.test_command:
+            run.progress = f"running the project's tests: {run.project.test_command}"[:300]
+        patch_from = result.text if config.kind not in FILE_CAPABLE_KINDS else None
+        return await self._work.finish(run.job, run.place, run.project, patch_from=patch_from,
+                                       test_timeout_s=self._settings.engine.test_timeout_s, store=self._store)
+
+    def _workspace_lost(self, run: _Run, problem: str) -> Completion:
+        """The project's folder is gone or git refused: the operator decides; the job's own folder is kept."""
+        job = run.job
+        why = f"Its workspace cannot be used: {problem}."
+        return Completion(job_id=job.id, owner=self._owner, to_state=JobState.NEEDS_HUMAN,
+                          reason=f"workspace: {problem}"[:500], attempts=run.attempts,
+                          fields={"progress": None, "last_error": problem[:1000]},
+                          outbox=[notices.needs_human(job, problem, None, why=why)])
 
     def _ask_operator(self, run: _Run, config: BackendConfig, result: BackendResult, question: str) -> Completion:
         job = run.job
@@ -499,3 +582,17 @@ def _estimated_cost(config: BackendConfig, request: BackendRequest) -> float:
 
 def _section(title: str, body: str) -> str:
     return f"## {title}\n\n{body.strip()}\n\n" if body.strip() else ""
+
+
+def _with_place(completion: Completion, run: _Run) -> None:
+    """Every end of a run that made a worktree records it (a retry or a revision reuses it), and the operator
+    learns once what the worktree does not hold (uncommitted changes, a detached HEAD)."""
+    place = run.place
+    if place is None or not place.is_worktree:
+        return
+    completion.fields = {"workspace": str(place.work_dir), "branch": place.branch, "base_commit": place.base,
+                         "worktree_pruned_at": None, **completion.fields}
+    if place.note:
+        completion.outbox = [*completion.outbox, notices.info(
+            f"job:{run.job.id}:worktree", f"ℹ️ Job #{run.job.id} works on branch {place.branch}: {place.note}.",
+            chat_id=run.job.chat_id, job_id=run.job.id)]

@@ -11,10 +11,11 @@ things out of its reach:
 2. **bubblewrap, where it works.** The worker runs in ``bwrap`` with new namespaces (pid, ipc, uts, user,
    cgroup; the network is shared: the model API needs it) on an empty root holding only: the system read-only
    (``/usr``, ``/bin``, ``/lib*``, a list of ``/etc`` entries without secrets), its binary and the ``PATH``
-   folders read-only, a private ``/tmp``, ``/dev`` and ``/proc``, its job folder and workspace read-write, a
-   project folder read-only when the job reads one, and its CLI's config folder (a logged-in ``claude`` keeps
-   its OAuth login there). Not the data folder (database, ``core.md``, memory, other jobs), the config file or
-   the operator's home: where a folder that is bound holds one of them, it is masked with an empty one.
+   folders read-only, a private ``/tmp``, ``/dev`` and ``/proc``, its job folder and workspace read-write, the
+   repository's git folder read-only when its workspace is a git worktree, and its CLI's config folder (a
+   logged-in ``claude`` keeps its OAuth login there). Not the data folder (database, ``core.md``, memory,
+   other jobs), the config file or the operator's home: where a folder that is bound holds one of them, it is
+   masked with an empty one.
 
    The worker stays in the process group the engine started (no ``--new-session``: the engine already gave it
    a session of its own without a terminal), so the timeout and cancel kill of the whole group still work;

@@ -106,6 +106,10 @@ class EngineSettings(_Strict):
     # The CLI workers' boundary (engine/sandbox.py): bubblewrap when it works here ("auto"), required ("bwrap"),
     # or the environment allow-list alone ("off").
     sandbox: Literal["auto", "bwrap", "off"] = "auto"
+    # Projects on the operator's folders (engine/worktrees.py): the time limit of the engine's own test run, and
+    # how long a finished job's worktree is kept before the pulse removes it (its branch stays).
+    test_timeout_s: float = Field(600.0, gt=0, le=86_400)
+    worktree_keep_hours: float = Field(72.0, ge=0)
 
     @model_validator(mode="after")
     def _reserved_below_max(self) -> EngineSettings:
@@ -190,6 +194,10 @@ class JobTypeConfig(_Strict):
     threshold: float = Field(7.0, ge=0, le=10)
     max_revisions: int = Field(2, ge=0)
     require_test_evidence: bool = False
+    # Work on files (a worktree, a folder): routed only to backends that can act on files (the CLI workers),
+    # unless it accepts a patch: then an HTTP backend may answer with a unified diff the engine applies.
+    needs_workspace: bool = False
+    accept_patch: bool = False
     max_turns: int | None = None
     permission_mode: str | None = "acceptEdits"
     allowed_tools: list[str] = Field(default_factory=list)
@@ -199,7 +207,7 @@ class JobTypeConfig(_Strict):
 
 DEFAULT_JOB_TYPES: dict[str, JobTypeConfig] = {
     "chat": JobTypeConfig(tier=2, timeout_s=300),
-    "coding": JobTypeConfig(tier=3, review=True, rubric="coding", require_test_evidence=True),
+    "coding": JobTypeConfig(tier=3, review=True, rubric="coding", require_test_evidence=True, needs_workspace=True),
     "research": JobTypeConfig(tier=3, review=True),
     "writing": JobTypeConfig(tier=2, review=True),
     "academic": JobTypeConfig(tier=3, review=True),
@@ -207,7 +215,7 @@ DEFAULT_JOB_TYPES: dict[str, JobTypeConfig] = {
     "triage": JobTypeConfig(tier=1, timeout_s=300),
     "analysis": JobTypeConfig(tier=2),
     "maintenance": JobTypeConfig(tier=1),
-    "deploy": JobTypeConfig(tier=3, review=True),
+    "deploy": JobTypeConfig(tier=3, review=True, needs_workspace=True),
     "engagement": JobTypeConfig(tier=2),
     "media": JobTypeConfig(tier=2),
 }
@@ -303,6 +311,27 @@ class QuotaSettings(_Strict):
         return value
 
 
+class PersonaSettings(_Strict):
+    """The persona's turn: how much live state it sees, and which of its actions wait for the operator's button."""
+
+    snapshot_tokens: int = Field(1200, ge=100)  # the live snapshot's budget (about 4 characters a token)
+    # An enqueue whose estimated cost is above this waits for a button (0: every paid job does).
+    confirm_cost_usd: float = Field(1.0, ge=0)
+    # A schedule that runs more often than this waits for a button.
+    confirm_schedule_below_s: float = Field(3600.0, ge=0)
+
+
+class MediaSettings(_Strict):
+    """Files the operator sends: documents and photos become jobs with the file in the job's folder."""
+
+    max_file_mb: float = Field(10.0, gt=0, le=20)  # the Bot API serves bots files up to 20 MB
+    job_type: str = "analysis"  # the type of the job a document or photo starts (its caption is the request)
+    # A local speech-to-text command, the voice note's path appended, printing the text (e.g. a whisper.cpp
+    # wrapper). Empty: voice notes are answered with a sentence saying so.
+    transcriber: list[str] = Field(default_factory=list)
+    transcriber_timeout_s: float = Field(120.0, gt=0)
+
+
 class Settings(BaseModel):
     """The whole configuration; ``load_settings`` builds it from the file and the ``SWITCHBOARD_*`` variables."""
 
@@ -321,6 +350,8 @@ class Settings(BaseModel):
     pulse: PulseSettings = Field(default_factory=PulseSettings)
     quota: QuotaSettings = Field(default_factory=QuotaSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
+    chat: PersonaSettings = Field(default_factory=PersonaSettings)  # the persona's turns: [chat]
+    media: MediaSettings = Field(default_factory=MediaSettings)
 
     @field_validator("home", mode="after")
     @classmethod

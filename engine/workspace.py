@@ -121,17 +121,19 @@ class Workspace:
 
     # --- Preparing a job -----------------------------------------------------------------------------------
 
-    def prepare(self, job: Job, *, memories: str = "", core: str = "", instructions: str = "") -> Path:
+    def prepare(self, job: Job, *, memories: str = "", core: str = "", instructions: str = "",
+                work_dir: Path | None = None) -> Path:
         """Create the job's folders and write CLAUDE.md (rewritten every run, so a retry or revision sees fresh
         memories) and a first progress.md (kept if it exists, so a retried worker resumes from it).
 
-        ``instructions`` default to the job type's block from ``prompts/``. Returns the job folder, the
-        worker's working directory; for project work the project folder is created too and named in CLAUDE.md.
+        ``instructions`` default to the job type's block from ``prompts/``. Returns the job folder; for project
+        work the project folder is created too and named in CLAUDE.md. ``work_dir``: where the work happens when
+        the engine chose it (a worktree, a folder of the operator's).
         """
         job_dir = self.job_dir(job.id)
         self.checkpoint_dir(job.id).mkdir(parents=True, exist_ok=True)
-        workspace = self.workspace_for(job)
-        if job.project and not job.workspace:
+        workspace = work_dir or self.workspace_for(job)
+        if job.project and not job.workspace and work_dir is None:
             workspace.mkdir(parents=True, exist_ok=True)
         context = prompts.render(
             "worker_context",

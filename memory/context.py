@@ -13,7 +13,8 @@ from pydantic import BaseModel, Field
 from memory.core import CoreMemory
 from memory.semantic import ScoredMemory, SemanticMemory
 
-_HEADER = "Relevant memories (most relevant first):\n"
+# The prompt that carries these memories gives them their one heading ("## Relevant memories").
+_HEADER = "Most relevant first:\n"
 
 
 class MemoryContext(BaseModel):

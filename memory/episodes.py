@@ -68,6 +68,7 @@ class Episode(BaseModel):
     failure_class: str | None = None
     project: str | None = None
     operator_correction: bool = False
+    review_score: float | None = None
 
 
 class ConsolidationReport(BaseModel):
@@ -114,6 +115,8 @@ def episode_text(episode: Episode, max_chars: int = 600) -> str:
     if episode.cost_usd:
         parts[0] += f" for ${episode.cost_usd:.4f}"
     parts.append(f"goal: {_clip(episode.goal, 240)}")
+    if episode.review_score is not None:
+        parts.append(f"review score {episode.review_score:.1f}/10")
     if episode.failure_class:
         parts.append(f"failure: {episode.failure_class}")
     if episode.key_result:

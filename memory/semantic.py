@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 from memory import scoring
 from memory.embedders import Embedder, sanitise_model_id
 from memory.errors import MemoryNotFound, MemoryStoreError
+from memory.relevance import ANCHOR_PASSAGES, ANCHOR_QUERIES, Anchors
 from memory.settings import MemorySettings
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,7 @@ class SemanticMemory:
         self._pending_touches: dict[str, tuple[int, float]] = {}
         self._touch_task: asyncio.Task[None] | None = None
         self._writing_touches = False
+        self._anchors: Anchors | None = None  # embedded at the first search that needs them (memory/relevance.py)
 
     @classmethod
     async def open(
@@ -329,19 +331,23 @@ class SemanticMemory:
             where.append(f"(project = {sql_str(project)} OR project IS NULL)")
         if kind is not None:
             where.append(f"kind = {sql_str(kind)}")
+        calibration = self.embedder.calibration
+        anchors = await self._relevance_anchors()
+        fields = [*_FIELDS, "vector", "_distance"] if anchors is not None else [*_FIELDS, "_distance"]
+        query = np.asarray(vector, dtype=np.float32)
         rows = await (
-            self._table.vector_search(np.asarray(vector, dtype=np.float32)).distance_type("cosine")
-            .where(" AND ".join(where)).select([*_FIELDS, "_distance"]).limit(k * self.settings.candidate_multiplier)
+            self._table.vector_search(query).distance_type("cosine")
+            .where(" AND ".join(where)).select(fields).limit(k * self.settings.candidate_multiplier)
             .ef(self.settings.hnsw_ef)  # ignored by a flat search
             .to_list()
         )
         now = self._now()
-        calibration = self.embedder.calibration
+        cosines = np.asarray([1.0 - float(row["_distance"]) for row in rows], dtype=np.float32)
+        relevant = self._relevant(rows, cosines, query, anchors)
         scored: list[ScoredMemory] = []
-        for row in rows:
-            cosine = 1.0 - float(row["_distance"])
+        for row, cosine, keep in zip(rows, cosines.tolist(), relevant, strict=True):
             # Below the floor a memory is unrelated: recency and importance must not lift it into view.
-            if cosine < calibration.similarity_floor:
+            if not keep:
                 continue
             record = _record(row)
             pending = self._pending_touches.get(record.id)
@@ -360,6 +366,27 @@ class SemanticMemory:
         if touch and top:
             self._queue_touch(top, now)
         return top
+
+    def _relevant(
+        self, rows: list[dict[str, Any]], cosines: np.ndarray, query: np.ndarray, anchors: Anchors | None
+    ) -> list[bool]:
+        """Which candidates clear the embedder's floor: the hubness-corrected relevance where it is calibrated
+        (``memory.relevance``), else the raw cosine."""
+        calibration = self.embedder.calibration
+        if anchors is None or calibration.relevance_floor is None or not rows:
+            return [bool(c >= calibration.similarity_floor) for c in cosines]
+        vectors = np.asarray([row["vector"] for row in rows], dtype=np.float32)
+        scores = anchors.relevance(cosines, vectors, query)
+        return [bool(r >= calibration.relevance_floor) for r in scores]
+
+    async def _relevance_anchors(self) -> Anchors | None:
+        if self.embedder.calibration.relevance_floor is None:
+            return None
+        if self._anchors is None:
+            queries = np.stack([await self.embedder.embed_query(text) for text in ANCHOR_QUERIES])
+            passages = await self.embedder.embed_passages(ANCHOR_PASSAGES)
+            self._anchors = Anchors(np.asarray(queries, dtype=np.float32), np.asarray(passages, dtype=np.float32))
+        return self._anchors
 
     def _queue_touch(self, memories: list[ScoredMemory], now: float) -> None:
         """Record the reads and return: the update (a table version, 5-40 ms) is written in the background."""

@@ -35,6 +35,7 @@ class MemorySettings(BaseModel):
     similarity_low: float | None = None
     similarity_high: float | None = None
     near_duplicate_threshold: float | None = None
+    relevance_floor: float | None = None  # memory/relevance.py; the embedder's measured value when None
     weights: ScoreWeights = Field(default_factory=ScoreWeights)
     core_max_bytes: int = 6144
     context_budget_bytes: int = 4000

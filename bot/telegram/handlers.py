@@ -27,6 +27,7 @@ from telegram.ext import (
 )
 
 from bot.services import Services
+from bot.telegram.media import answer_media
 from engine.control import parse_duration, parse_job_id
 from engine.errors import OPERATOR_ERRORS, describe_error
 from engine.text import clip
@@ -121,6 +122,12 @@ class Handlers:
         if query is None:
             return
         verb, _, raw_id = (query.data or "").partition(":")
+        if verb in _CONFIRMATIONS:  # a persona action waiting for the operator's OK: the /confirm command's path
+            text = await self._s.commands.handle(f"/{_CONFIRMATIONS[verb]} {raw_id}")
+            await _answer_query(query, text)
+            chat_id = query.message.chat.id if query.message is not None else None
+            await self._answer(f"button:{update.update_id}", chat_id, text)
+            return
         action = _BUTTONS.get(verb)
         if action is None or not raw_id.isdigit():
             await _answer_query(query, "That button is no longer valid.")
@@ -134,9 +141,12 @@ class Handlers:
         await self._answer(f"button:{update.update_id}", chat_id, text)
 
     async def on_other(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Documents, photos, voice notes (``bot.telegram.media``); anything else is answered with what I read."""
         chat = update.effective_chat
-        if chat is not None and update.effective_message is not None:
-            await self._answer(f"cmd:{update.update_id}", chat.id, "I read text messages only, for now.")
+        message = update.effective_message
+        if chat is not None and message is not None:
+            await _typing(context, chat.id)
+            await self._answer(f"cmd:{update.update_id}", chat.id, await answer_media(self._s, context.bot, message))
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         update_id = update.update_id if isinstance(update, Update) else "?"
@@ -183,6 +193,10 @@ _BUTTONS: dict[str, Callable[[Handlers, int], Awaitable[tuple[str, str]]]] = {
     "cancel": Handlers._cancel,
     "job": Handlers._show,
 }
+
+
+# Buttons under a persona's reply: run (or drop) the action it staged, keyed by chat job and place in the reply.
+_CONFIRMATIONS = {"act": "confirm", "drop": "drop"}
 
 
 def _chat_of(update: Update) -> Chat | None:

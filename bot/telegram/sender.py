@@ -223,7 +223,27 @@ class OutboxSender:
             await self._bot.send_document(
                 chat_id, InputFile(content, filename=name), caption=f"Full result of job #{message.job_id}"
             )
+        for name, content in await self._work_documents(message):
+            await self._bot.send_document(
+                chat_id, InputFile(content, filename=name), caption=f"{name} of job #{message.job_id}"
+            )
         return sent[0].message_id if sent else None
+
+    async def _work_documents(self, message: OutboxMessage) -> list[tuple[str, bytes]]:
+        """A finished job's work on a project's folder: its full diff and test log, as the engine wrote them
+        into its job folder (any other path in a payload is ignored)."""
+        if message.kind != "job_done" or message.job_id is None:
+            return []
+        folder = (self._settings.home / "jobs" / str(message.job_id)).resolve()
+        found = []
+        for raw in message.payload.get("documents") or []:
+            path = Path(str(raw))
+            if path.parent.resolve() != folder:
+                continue
+            text = await asyncio.to_thread(_read_text, path)
+            if text:
+                found.append((path.name, self._redact(text).encode("utf-8")))
+        return found
 
     async def _send_text(
         self, chat_id: int, text: str, kind: str, markup: InlineKeyboardMarkup | None = None

@@ -46,6 +46,9 @@ class BackendRequest(BaseModel):
     # (a project folder, a worktree; read-write) and folders they may only read. Nothing else is visible.
     work_dir: Path | None = None
     read_dirs: list[Path] = Field(default_factory=list)
+    # True: the worker runs in ``work_dir`` (a job's git worktree) and writes its job folder as an added folder;
+    # else it runs in its job folder and ``work_dir`` is the added one.
+    cwd_in_work_dir: bool = False
     # Resume a previous session (claude_cli / codex_cli) where the backend supports it.
     session_id: str | None = None
     # That session's running token total as its previous run reported it (a CLI that reports running totals,

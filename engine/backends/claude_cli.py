@@ -25,7 +25,14 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator
 
 from engine.backends.base import BackendRequest, BackendResult, CredentialStatus, ProgressCallback, Usage
-from engine.backends.cli_common import CliBackend, clip, event_handler, parse_line, version_output
+from engine.backends.cli_common import (
+    CliBackend,
+    clip,
+    event_handler,
+    parse_line,
+    version_output,
+    worker_folders,
+)
 from engine.backends.http_common import Progress
 from engine.backends.subprocess_jsonl import ProcessOutcome
 from engine.backends.wire import AnthropicUsage, Loose
@@ -424,6 +431,8 @@ class ClaudeCliBackend(CliBackend):
             argv += ["--max-budget-usd", f"{request.max_budget_usd:g}"]
         if request.session_id:
             argv += ["--resume", request.session_id]
+        if request.workspace is not None:  # the folders besides its working directory that it may write
+            argv += [f"--add-dir={p}" for p in worker_folders(request, request.workspace.resolve())[1:]]
         argv += list(self.config.extra_args)
         # "--" ends the options, so a prompt that starts with "-" stays a prompt.
         return [*argv, "--", request.prompt]

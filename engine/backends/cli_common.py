@@ -75,6 +75,15 @@ async def version_output(binary: str, env: dict[str, str]) -> tuple[int | None, 
     return proc.returncode, out.decode("utf-8", "replace")
 
 
+def worker_folders(request: BackendRequest, job_dir: Path) -> tuple[Path, ...]:
+    """The folders a worker writes, its working directory first: its job folder and the folder the work happens
+    in, or (a git worktree) the other way round."""
+    if request.work_dir is None:
+        return (job_dir,)
+    work = request.work_dir.resolve()
+    return (work, job_dir) if request.cwd_in_work_dir else (job_dir, work)
+
+
 class CliBackend:
     """One process of ``tool`` per job, inside the engine's ``Sandbox`` (engine/sandbox.py). ``env`` stands for
     the engine's environment (default: this process's); the worker gets only the allow-listed part of it."""
@@ -147,10 +156,11 @@ class CliBackend:
         job_dir = request.workspace.resolve() if request.workspace is not None else None
         try:
             with self._sandbox.worker_dirs(job_dir) as (home, tmp):
-                folder = job_dir or home.parent
+                folders = worker_folders(request, job_dir or home.parent)
+                folder = folders[0]
                 config_dir = self.config_dir()
                 mounts = WorkerMounts(
-                    writable=(folder, *([request.work_dir.resolve()] if request.work_dir else [])),
+                    writable=folders,
                     readable=tuple(p.resolve() for p in request.read_dirs),
                     config_dirs=(config_dir.resolve(),) if env.get(self.config_dir_env) else ())
                 argv = self._sandbox.command(self.build_command(binary, request), mounts, env)

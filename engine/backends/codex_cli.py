@@ -35,7 +35,14 @@ from typing import Any
 from pydantic import Field
 
 from engine.backends.base import BackendRequest, BackendResult, CredentialStatus, ProgressCallback, Usage, price_usage
-from engine.backends.cli_common import CliBackend, clip, event_handler, parse_line, version_output
+from engine.backends.cli_common import (
+    CliBackend,
+    clip,
+    event_handler,
+    parse_line,
+    version_output,
+    worker_folders,
+)
 from engine.backends.http_common import Progress, make_client, probe_credentials
 from engine.backends.subprocess_jsonl import ProcessOutcome
 from engine.backends.wire import Loose
@@ -318,7 +325,8 @@ class CodexCliBackend(CliBackend):
     def build_command(self, binary: str, request: BackendRequest) -> list[str]:
         argv = [binary, "exec", "--json", "--skip-git-repo-check", *self.provider_args()]
         if request.workspace is not None:
-            argv += ["--cd", str(request.workspace)]
+            cwd, *added = worker_folders(request, request.workspace)
+            argv += ["--cd", str(cwd)] + [f"--add-dir={p}" for p in added]
         if self.config.model:
             argv += ["--model", self.config.model]
         sandbox = _SANDBOX.get(request.permission_mode or "")

@@ -2,8 +2,10 @@
 
 It powers the out-of-the-box default, the crash tests and the benchmarks. Behaviour is deterministic for a
 given profile seed and job: latency, token counts, failures and 429s come from ``SimProfile``. As a persona
-it recognises plain requests for work ("research ...", "write ...", "fix ...") and answers with a valid
-enqueue action; as a reviewer it returns a well-formed verdict.
+it recognises plain requests for work ("research ...", "write ...", "please fix ...") and answers with a valid
+enqueue action, acts on job verbs ("cancel 12", "approve 3", "retry 5", "answer 7 TEXT"), answers "what's
+running?" from the live snapshot and asks back when it cannot place a request; as a reviewer it returns a
+well-formed verdict.
 """
 
 from __future__ import annotations
@@ -126,22 +128,77 @@ def label_for(name: str) -> str:
 
 
 def _persona_reply(prompt: str, label: str) -> str:
+    """The simulated persona: job verbs ("cancel 12", "approve 3", "retry 5", "answer 7 yes"), questions about
+    the system ("what's running?") answered from the live snapshot in the prompt, plain requests for work queued,
+    and a clarifying question for a request it cannot place."""
     # The operator's newest message is the prompt's last line ("Operator: ..."); history comes before it.
     lines = [line for line in prompt.strip().splitlines() if line.strip()] or [""]
     message = lines[-1].removeprefix("Operator:").strip()
+    for reply in (_job_verb(message), _status(message, prompt), _work(message)):
+        if reply is not None:
+            prose, action = reply
+            block = f"\n\n```json\n{json.dumps(action)}\n```" if action is not None else ""
+            return f"{label} {prose}{block}"
+    if _ASKING_RE.search(message):
+        question = "What exactly should I do, and what should the result look like?"
+        return f"{label} Happy to help.\n\n```json\n{json.dumps({'action': 'ask', 'question': question})}\n```"
+    return f"{label} Noted: {message.strip()[:200]}"
+
+
+_JOB_VERB_RE = re.compile(r"^(cancel|approve|retry|answer)\s+(?:job\s+)?#?(\d{1,18})\b[\s:,-]*(.*)$", re.I | re.S)
+_STATUS_RE = re.compile(r"what('?s| is) (running|going on|happening|queued)|how is .* going|status|overnight", re.I)
+_ASKING_RE = re.compile(r"\b(help|can you|could you|please)\b", re.I)
+_LATER_RE = re.compile(r"\b(whenever|no rush|when you can|later)\b", re.I)
+_SECTIONS = ("Waiting for the operator:", "Running and queued:", "Recently failed:", "Recently finished:")
+
+
+def _job_verb(message: str) -> tuple[str, dict[str, object] | None] | None:
+    match = _JOB_VERB_RE.match(message.strip())
+    if match is None:
+        return None
+    verb, job_id, rest = match.group(1).lower(), int(match.group(2)), match.group(3).strip()
+    if verb == "answer":
+        if not rest:
+            return f"What should I tell job #{job_id}?", None
+        return f"Passing your answer to job #{job_id}.", {"action": "answer", "job": job_id, "text": rest}
+    return f"Understood: {verb} job #{job_id}.", {"action": verb, "job": job_id}
+
+
+def _status(message: str, prompt: str) -> tuple[str, None] | None:
+    if not _STATUS_RE.search(message):
+        return None
+    # The snapshot's sections, as engine.snapshot writes them: each heading with its first few lines.
+    shown: list[str] = []
+    taken: int | None = None  # lines taken from the current section; None outside one
+    for line in prompt.splitlines():
+        if line in _SECTIONS:
+            shown += ["", line]
+            taken = 0
+        elif taken is not None and line.startswith("- "):
+            if taken < 5:
+                shown.append(line)
+            taken += 1
+        else:
+            taken = None
+    if not shown:
+        return "Nothing is running or waiting for you right now.", None
+    return "Here is where things stand:\n" + "\n".join(shown).strip("\n"), None
+
+
+def _work(message: str) -> tuple[str, dict[str, object]] | None:
     words = re.findall(r"[a-zA-Z]+", message.lower())
-    job_type = next((_WORK_VERBS[w] for w in words[:3] if w in _WORK_VERBS), None)
+    job_type = next((_WORK_VERBS[w] for w in words[:12] if w in _WORK_VERBS), None)
     if job_type is None:
-        return f"{label} Noted: {message.strip()[:200]}"
-    action = {
+        return None
+    action: dict[str, object] = {
         "action": "enqueue",
         "type": job_type,
         "title": message.strip()[:60],
         "prompt": message.strip(),
         "project": None,
-        "priority": "normal",
+        "priority": "low" if _LATER_RE.search(message) else None,
     }
-    return f"{label} On it: I queued that as a {job_type} job.\n\n```json\n{json.dumps(action)}\n```"
+    return f"On it: I queued that as a {job_type} job.", action
 
 
 def _verdict(score: float) -> str:

@@ -58,6 +58,20 @@ class JobsMixin(StoreCore):
         params.append(limit)
         return await self._read(lambda conn, _: [_job(r) for r in conn.execute(sql, params)], heavy=limit > 200)
 
+    async def recent_jobs(
+        self, states: Iterable[JobState], *, limit: int, exclude_types: Iterable[str] = ("chat", "review")
+    ) -> list[Job]:
+        """Jobs in ``states`` most recently changed first, without the persona's own turns and reviews (what the
+        persona's live snapshot shows)."""
+        wanted = [s.value for s in states]
+        skipped = list(exclude_types) or [""]
+        sql = (
+            f"SELECT * FROM jobs WHERE state IN ({','.join('?' * len(wanted))}) "
+            f"AND type NOT IN ({','.join('?' * len(skipped))}) ORDER BY updated_at DESC, id DESC LIMIT ?"
+        )
+        params = [*wanted, *skipped, limit]
+        return await self._read(lambda conn, _: [_job(r) for r in conn.execute(sql, params)])
+
     async def job_attempts(self, job_id: int) -> list[Attempt]:
         sql = "SELECT * FROM attempts WHERE job_id = ? ORDER BY id"
         return await self._read(lambda conn, _: [Attempt(**dict(r)) for r in conn.execute(sql, (job_id,))])
@@ -159,6 +173,18 @@ class JobsMixin(StoreCore):
             if "quality gate" not in str(exc):
                 raise  # e.g. a retry whose idempotency key another live job holds: not a gate refusal
             raise GateRefused(str(exc)) from exc
+
+    async def release(self, job_id: int) -> Job:
+        """Let a queued job held by ``run_after`` run now (a job whose files were still being written)."""
+
+        def run(conn: sqlite3.Connection, now: float) -> Job:
+            conn.execute(
+                "UPDATE jobs SET run_after = ?, updated_at = ? WHERE id = ? AND state = 'queued' AND run_after > ?",
+                (now, now, job_id, now),
+            )
+            return _written_job(conn, job_id)
+
+        return await self._tx(run)
 
     async def cancel(self, job_id: int, reason: str = "cancelled by operator") -> Job:
         return await self.transition(job_id, JobState.CANCELLED, reason, fields=_CLEAR_LEASE)

@@ -36,6 +36,27 @@ class KvMixin(StoreCore):
 
         return await self._tx(run)
 
+    async def kv_claim(self, key: str, value: str) -> bool:
+        """Set ``key`` only if it is not set yet: True for the one caller that set it (an idempotency key)."""
+
+        def run(conn: sqlite3.Connection, now: float) -> bool:
+            cur = conn.execute(
+                "INSERT INTO kv(key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(key) DO NOTHING", (key, value, now)
+            )
+            return cur.rowcount == 1
+
+        return await self._tx(run)
+
+    async def kv_put(self, key: str, value: str) -> None:
+        def run(conn: sqlite3.Connection, now: float) -> None:
+            conn.execute(
+                "INSERT INTO kv(key, value, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                (key, value, now),
+            )
+
+        await self._tx(run)
+
     async def kv_add(self, key: str, amount: float) -> float:
         """Add ``amount`` to a numeric fact (absent: 0) in one transaction; return the new value."""
 

@@ -666,6 +666,22 @@ class FakeTelegram:
             fields["caption"] = caption
         return self._user_message(user_id, chat_id, fields)
 
+    def user_sends_photo(self, user_id: int, chat_id: int, content: bytes, caption: str | None = None) -> JSON:
+        """A photo (JPEG bytes), as Telegram delivers it: one PhotoSize per size, here the one."""
+        stored = self._store_file(UploadedFile("photo.jpg", content, "image/jpeg"))
+        size = {"file_id": stored.file_id, "file_unique_id": stored.file_unique_id, "width": 640, "height": 480,
+                "file_size": len(content)}
+        fields: JSON = {"photo": [size]}
+        if caption:
+            fields["caption"] = caption
+        return self._user_message(user_id, chat_id, fields)
+
+    def user_sends_voice(self, user_id: int, chat_id: int, content: bytes, duration_s: int = 3) -> JSON:
+        stored = self._store_file(UploadedFile("voice.ogg", content, "audio/ogg"))
+        voice = {"file_id": stored.file_id, "file_unique_id": stored.file_unique_id, "duration": duration_s,
+                 "mime_type": "audio/ogg", "file_size": len(content)}
+        return self._user_message(user_id, chat_id, {"voice": voice})
+
     def presses_button(
         self, user_id: int, message_id: int, data: str, chat_id: int | None = None, *, check_button: bool = True
     ) -> JSON:

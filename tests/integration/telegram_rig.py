@@ -11,10 +11,11 @@ from typing import Any
 
 from bot.app import open_services
 from bot.telegram import TelegramChannel
+from engine.backends.registry import build_backend
 from engine.clock import FakeClock
 from engine.control import Control
 from engine.models import Job
-from engine.settings import Settings, default_sim_backends
+from engine.settings import BackendConfig, Settings, default_sim_backends
 from engine.store import Store
 from tests.conftest import instant, sim_backends
 from tests.fakes.fake_telegram import FakeTelegram
@@ -58,19 +59,25 @@ class TelegramRigs:
         settings: dict[str, Any] | None = None,
         poll_timeout_s: float,
         live_tick_s: float,
+        extra_backends: list[BackendConfig] | None = None,
     ) -> Rig:
         """A channel polling the fake, over its real HTTP adapter (``http``) or its in-process request objects;
-        with the engine on simulated backends when ``engine``. ``telegram`` and ``settings`` add to the Settings."""
+        with the engine on simulated backends when ``engine``. ``telegram`` and ``settings`` add to the Settings;
+        ``extra_backends`` (real HTTP backends pointed at a fake, say) are configured beside the simulated ones."""
         fake = FakeTelegram(http=http)
         self._opened.push_async_callback(fake.aclose)
         api = {"api_base_url": (await fake.start_http()).removesuffix("/bot")} if http else {}
         config = Settings(
             home=self._home,
-            backends=instant(default_sim_backends()),
+            backends=instant(default_sim_backends()) + list(extra_backends or []),
             telegram={"operator_ids": [OPERATOR], "bot_token": fake.token, **api, **telegram},
             **(settings or {}),
         )
-        backends = sim_backends(config, self._clock) if engine else None
+        backends = None
+        if engine:
+            sims = [c for c in config.backends if c.kind == "sim"]
+            backends = sim_backends(config.model_copy(update={"backends": sims}), self._clock)
+            backends |= {c.name: build_backend(c, clock=self._clock) for c in config.backends if c.kind != "sim"}
         services = await self._opened.enter_async_context(
             open_services(config, clock=self._clock, engine=engine, backends=backends)
         )

@@ -19,7 +19,7 @@ from engine.control import Control
 from engine.job_factory import new_job
 from engine.loop import Engine
 from engine.models import Job, JobState, Source
-from engine.settings import BackendConfig, GateSettings, Settings, default_sim_backends
+from engine.settings import BackendConfig, BackendKind, GateSettings, Settings, default_sim_backends
 from engine.store import Completion, GateRefused, Store
 from tests.conftest import instant, sim_backends
 
@@ -177,8 +177,9 @@ def verdict(score: float) -> str:
 class FakeModel:
     """A fake of the outside boundary: answers each call with the next of ``answers`` (the last repeats)."""
 
-    def __init__(self, name: str, family: str, answers: list[str], *, tier: int = 3) -> None:
-        self.config = BackendConfig(name=name, kind="openai", model=name, family=family, tier=tier)
+    def __init__(self, name: str, family: str, answers: list[str], *, tier: int = 3,
+                 kind: BackendKind = "openai") -> None:
+        self.config = BackendConfig(name=name, kind=kind, model=name, family=family, tier=tier)
         self.answers = answers
         self.requests: list[BackendRequest] = []
 
@@ -476,7 +477,8 @@ async def test_coding_without_test_evidence_never_reaches_review(
     make_engine: MakeEngine,
     eventually: Eventually,
 ) -> None:
-    lazy = FakeModel("lazy-coder", "anthropic", ["Fixed it. Trust me."])
+    # A coding job goes only to a backend that acts on files (the CLI workers): the lazy coder stands for one.
+    lazy = FakeModel("lazy-coder", "anthropic", ["Fixed it. Trust me."], kind="claude_cli")
     settings, engine = await start(
         make_settings, store, clock, make_engine, fakes=(lazy,), routing={"coding": ["lazy-coder"]}
     )

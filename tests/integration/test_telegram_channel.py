@@ -339,6 +339,38 @@ async def test_a_long_result_arrives_as_a_document(make_rig: Any) -> None:
     assert messages[1].file is not None and messages[1].file.content.decode() == result
 
 
+async def test_a_coding_jobs_done_notice_shows_the_change_and_tests_and_attaches_the_diff_and_log(
+        make_rig: Any) -> None:
+    rig: Rig = await make_rig(engine=False)
+    await _job(rig.store, rig.settings, job_type="analysis")
+    [claimed] = await _claim(rig.store)
+    folder = rig.settings.home / "jobs" / str(claimed.id)
+    folder.mkdir(parents=True)
+    diff = "--- a/calc.py\n+++ b/calc.py\n-    return a - b\n+    return a + b\n"
+    (folder / f"job-{claimed.id}.diff").write_text(diff)
+    (folder / f"job-{claimed.id}-tests.log").write_text("$ pytest -q\n1 passed\n")
+    (rig.settings.home / "elsewhere.txt").write_text("not for the operator's chat")
+    documents = [str(folder / f"job-{claimed.id}.diff"), str(folder / f"job-{claimed.id}-tests.log"),
+                 str(rig.settings.home / "elsewhere.txt")]
+    fields = {"result_text": "Fixed add().", "branch": f"switchboard/{claimed.id}-fix",
+              "work_summary": "change: 1 file changed, 1 insertion(+), 1 deletion(-)\ntests: passed in 0.1 s: 1 passed",
+              "work_documents": "\n".join(documents)}
+    finished = claimed.model_copy(update=fields)
+    await rig.store.complete(Completion(
+        job_id=claimed.id, owner="worker", to_state=JobState.DONE, reason="done", fields=fields,
+        outbox=[notices.job_done(finished, fake_clock_now(rig), backend="claude", score=None, summary="Fixed add().")]))
+
+    messages = await rig.fake.wait_for_messages(OPERATOR, 3)
+    assert "1 file changed, 1 insertion(+)" in messages[0].text and "tests: passed" in messages[0].text
+    assert f"/merge {claimed.id}" in messages[0].text
+    assert [m.kind for m in messages] == ["text", "document", "document"]
+    names = [m.file.filename for m in messages[1:] if m.file]
+    assert names == [f"job-{claimed.id}.diff", f"job-{claimed.id}-tests.log"]
+    assert messages[1].file is not None and b"+    return a + b" in messages[1].file.content
+    await _sender_looked(rig)
+    assert len(rig.fake.sent) == 3  # the file outside the job's folder was never sent
+
+
 def fake_clock_now(rig: Rig) -> float:
     return rig.clock.now()
 

@@ -120,3 +120,20 @@ def test_cluster_groups_close_vectors() -> None:
     vectors = np.stack([a, a + 0.01, b, b - 0.01, a + 0.02]).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     assert sorted(map(sorted, cluster(vectors, 0.95))) == [[0, 1, 4], [2, 3]]
+
+
+def test_relevance_subtracts_the_hubness_of_memory_and_query() -> None:
+    import numpy as np
+
+    from memory.relevance import Anchors
+
+    anchors = Anchors(queries=np.array([[1.0, 0.0], [0.0, 1.0]]), passages=np.array([[1.0, 0.0]]))
+    assert anchors.offset == 0.5
+    memories = np.array([[1.0, 0.0], [0.0, 1.0]])
+    query = np.array([0.0, 1.0])
+    # Both memories are as close to the anchor queries (0.5 each); the query sits far from the anchor passage (0).
+    assert anchors.relevance(np.array([0.2, 0.9]), memories, query).tolist() == [0.2, 0.9]
+    hub = np.array([[0.8, 0.6]])  # closer to the first anchor query than to the second
+    assert anchors.memory_hubness(hub).tolist() == [0.7]
+    corrected = anchors.relevance(np.array([0.9]), hub, np.array([1.0, 0.0]))
+    assert corrected.tolist() == pytest.approx([0.9 - 0.7 - 1.0 + 0.5])

@@ -22,8 +22,9 @@ def test_valid_enqueue_is_parsed_and_removed_from_the_prose() -> None:
     prose, action, error = parse_persona_reply(reply)
     assert error is None
     assert isinstance(action, EnqueueAction)
+    # No priority given: the operator's lane (engine.persona_actions.lane), not "normal" as before issue 15.
     assert (action.type, action.title, action.priority, action.project) == (
-        "research", "Compare VPS hosts", "normal", None,
+        "research", "Compare VPS hosts", None, None,
     )
     assert prose == "Queued a research job for that.\n\nAnything else?"
 

@@ -105,15 +105,26 @@ def test_persona_system_names_the_persona_and_offers_every_queueable_type() -> N
 
 
 def test_action_schema_examples_are_valid_actions() -> None:
-    from engine.persona import EnqueueAction, NoAction, parse_persona_reply
+    from engine.persona import read_reply
 
     text = prompts.render("action_schema", job_types="...")
     blocks = re.findall(r"```json\n(.*?)\n```", text, flags=re.DOTALL)
     assert len(blocks) >= 3
+    verbs = set()
     for block in blocks:
         data = json.loads(block.replace("<job type>", "research"))
-        _, action, error = parse_persona_reply(f"ok\n```json\n{json.dumps(data)}\n```")
-        assert error is None and isinstance(action, EnqueueAction | NoAction)
+        reply = read_reply(f"ok\n```json\n{json.dumps(data)}\n```")
+        assert reply.errors == [] and reply.actions
+        verbs |= {action.action for action in reply.actions}
+    assert verbs == {"enqueue", "cancel", "ask"}
+    # The inline examples of every verb are valid actions too.
+    inline = re.findall(r"`(\{\"action\": .*?\})`", text)
+    assert len(inline) >= 10
+    for example in inline:
+        data = json.loads(example.replace("<job type>", "research").replace("<memory id>", "abc123"))
+        data = {k: ("x" if v == "..." else v) for k, v in data.items()}
+        reply = read_reply(json.dumps(data))
+        assert reply.errors == [] and len(reply.actions) == 1, example
 
 
 def test_rubric_examples_parse_as_verdicts() -> None:

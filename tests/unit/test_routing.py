@@ -176,3 +176,22 @@ def test_a_claude_cli_on_an_api_key_is_inside_the_cap_without_prices(tmp_path: P
     settings = Settings(home=tmp_path, backends=[key, sub], engine={"daily_budget_usd": 5.0})
     plan = router(settings, FakeClock()).plan("analysis", {}, prompt_chars=10, spent_today_usd=5.0)
     assert names(plan) == ["cli-sub"] and plan.blocked_by(SkipReason.DAILY_BUDGET)
+
+
+@pytest.mark.parametrize(("kinds", "candidates", "none_can_act"), [
+    ({"cli": "claude_cli", "codex": "codex_cli", "api": "openai"}, ["cli", "codex"], False),
+    ({"api": "openai", "msgs": "anthropic", "codex": "codex_cli"}, ["codex"], False),
+    ({"api": "openai", "msgs": "anthropic"}, [], True),
+    ({"sim": "sim", "api": "openai"}, ["sim"], False),
+])
+def test_a_job_that_needs_a_workspace_goes_only_to_backends_that_act_on_files(
+        tmp_path: Path, kinds: dict[str, str], candidates: list[str], none_can_act: bool) -> None:
+    configs = [BackendConfig(name=n, kind=k, family=n, tier=3) for n, k in kinds.items()]  # type: ignore[arg-type]
+    settings = Settings(home=tmp_path, backends=configs, routing={"coding": list(kinds)})
+    plan = router(settings, FakeClock()).plan("coding", {}, prompt_chars=10, needs_files=True)
+    assert names(plan) == candidates and plan.none_can_act_on_files() is none_can_act
+    skipped = {n for n, k in kinds.items() if k in ("openai", "anthropic")}
+    assert plan.skipped == {n: Skip(SkipReason.NEEDS_WORKSPACE) for n in skipped}
+    assert set(plan.noteworthy_skips()) == skipped  # written to the job's events
+    unrestricted = router(settings, FakeClock()).plan("coding", {}, prompt_chars=10)
+    assert names(unrestricted) == list(kinds)

@@ -46,6 +46,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/engine_bench.py
 	$(PY) bench/memory_bench.py
 	$(PY) bench/cold_start.py --runs 11 --starts 3
+	$(PY) bench/drill_bench.py
 
 clean:
 	rm -rf $(VENV) .tools

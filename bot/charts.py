@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import time
+from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -39,3 +40,35 @@ def stats_chart_png(stats: Stats) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def drill_chart_png(report: dict[str, Any]) -> bytes:
+    """A drill over its simulated day: work jobs submitted, done and failed per hour, incidents shaded."""
+    rows = report["timeline"]
+    hours = [r["hour"] + 0.5 for r in rows]
+    figure = Figure(figsize=(8, 4), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    for row in report["incidents"]:
+        start, end = _hours(row["start"]), _hours(row["end"])
+        axes.axvspan(start, min(end, len(rows)), color="#ffcc80", alpha=0.5, lw=0)
+        axes.text(start, 0, f" {row['kind']}: {', '.join(row['backends'])}"[:60], rotation=90, va="bottom",
+                  fontsize="x-small", color="#e65100")
+    axes.step(hours, [r["submitted"] for r in rows], where="mid", color="#1565c0", label="submitted")
+    axes.bar(hours, [r["done"] for r in rows], width=0.8, color="#2e7d32", alpha=0.6, label="done")
+    axes.bar(hours, [r["failed"] for r in rows], width=0.8, color="#c62828", label="failed")
+    axes.set_xlim(0, len(rows))
+    axes.set_xlabel("simulated hour")
+    axes.set_ylabel("jobs / hour")
+    axes.legend(loc="upper left", fontsize="small")
+    axes.set_title(f"drill {report['scenario']}: {report['done']}/{report['submitted']} done · "
+                   f"{report['failed']} failed · ${report['cost_per_job_usd']:.4f}/job · "
+                   f"{report['alerts']} alerts · {report['duplicate_notifications']} duplicates", fontsize="small")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _hours(hhmm: str) -> float:
+    hours, _, minutes = hhmm.partition(":")
+    return int(hours) + int(minutes) / 60

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from bot import cli_memory, cli_pulse, cli_work, render
+from bot import cli_drill, cli_memory, cli_pulse, cli_work, render
 from bot.cli_common import (
     CONFIG_HELP,
     JSON_HELP,
@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # annotations only: the parser (and so `--help`) loads neithe
     Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
 # What a command may raise that is told as one line and exit code 1, never a traceback.
-_TOLD_ERRORS: tuple[type[Exception], ...] = (StoreError, *OPERATOR_ERRORS)
+_TOLD_ERRORS: tuple[type[Exception], ...] = (StoreError, ConfigError, *OPERATOR_ERRORS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,6 +94,7 @@ def _parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
     cli_memory.register(sub)
     cli_pulse.register(sub)
     cli_work.register(sub)
+    cli_drill.register(sub)
     global_options_everywhere(parser)
     for command in all_parsers(parser):
         command.json_errors = json_errors  # type: ignore[attr-defined]

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypedDict
 
 from bot import render
+from bot.drill_command import DrillCommand
 from engine.control import Control, parse_duration, parse_job_id
 from engine.errors import OPERATOR_ERRORS, describe_error
 from engine.models import JobState
@@ -40,6 +41,7 @@ COMMANDS: dict[str, str] = {
     "schedule": "recurring jobs: /schedule list",
     "answer": "answer a job's question: /answer 12 TEXT",
     "digest": "the digest of the last 24 hours",
+    "drill": "replay a day of incidents on simulated twins: /drill seed-day",
 }
 
 SCHEDULE_USAGE = (
@@ -73,6 +75,7 @@ class CommandRouter:
     def __init__(self, control: Control, extra: dict[str, Extra] | None = None) -> None:
         self._control = control
         self._extra = dict(extra or {})
+        self.drills = DrillCommand(control)
 
     async def handle(self, text: str) -> str:
         name, _, rest = text.strip().lstrip("/").partition(" ")
@@ -135,6 +138,9 @@ class CommandRouter:
 
         control = self._control
         return (await Pulse(control.settings, control.store, control.clock, {}).build_digest()).text
+
+    async def _cmd_drill(self, args: str) -> str:
+        return await self.drills.start(args)
 
     async def _cmd_approve(self, args: str) -> str:
         job = await self._control.approve(_job_id(args, "approve"))

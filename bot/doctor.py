@@ -4,9 +4,9 @@ The configuration (strict, times and zones included) was already checked by ``lo
 refuse a bad one with the same line. Then: the data folder (writable, 0700, no engine already running on it),
 disk space, Telegram (the
 channel's own refusals, then ``getMe`` with a short timeout: reachable, token accepted, the bot's name), the
-worker sandbox, the pulse's time zone and times, each backend's credentials, and a warning when a reviewed job
-type has no reviewer of another family. A check is ``ok``, ``warn`` (run starts, but look) or ``fail``; the
-exit code is 0 only when nothing failed, that is when run would start cleanly.
+worker sandbox, the pulse's time zone and times, git (for projects' worktrees), each backend's credentials,
+and a warning when a reviewed job type has no reviewer of another family. A check is ``ok``, ``warn`` (run
+starts, but look) or ``fail``; the exit code is 0 only when nothing failed, that is when run would start cleanly.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ async def run_checks(settings: Settings, *, telegram_timeout_s: float = TELEGRAM
     sandbox, sandbox_check = _sandbox(settings)
     checks.append(sandbox_check)
     checks.append(_times(settings))
+    checks.append(_git())
     checks.extend(_single_family(settings))
     checks.extend(await _backends(settings, sandbox))
     return checks
@@ -90,6 +91,15 @@ def _engine_lock(settings: Settings) -> dict[str, Any]:
     except OSError as exc:
         return _check("engine", False, f"{path}: {exc.strerror}")
     return _check("engine", True, "no engine running on this data folder")
+
+
+def _git() -> dict[str, Any]:
+    """Projects on a git folder run each job in a worktree; without git those jobs cannot start."""
+    found = shutil.which("git")
+    if found is None:
+        return _check("git", True, "git not found on PATH: jobs of projects bound to a git repository will fail "
+                      "(apt-get install git); other jobs are not affected", warn=True)
+    return _check("git", True, f"{found}: job worktrees for projects in git repositories")
 
 
 def _disk(settings: Settings) -> dict[str, Any]:

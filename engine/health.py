@@ -47,17 +47,19 @@ class BackendHealth:
         self._router.states = await self._store.backend_states()
         return self._router.states
 
-    async def after_success(self, name: str) -> None:
-        """Reset failure counts only when there were some: a healthy backend costs no write per job."""
+    async def after_success(self, name: str, started_at: float | None = None) -> None:
+        """Reset failure counts only when there were some: a healthy backend costs no write per job. A call that
+        started (``started_at``) before the backend's last recorded failure proves nothing about it now (it was in
+        flight when the outage began), and recovery is announced only for a circuit announced open."""
         state = self._router.states.get(name)
         if state is None or (state.consecutive_failures == 0 and state.pause_reason != "circuit_open"):
             return
+        if started_at is not None and state.updated_at is not None and started_at < state.updated_at:
+            return
         await self._store.record_backend_result(name, ok=True)
-        await self._store.kv_set_if_changed(
-            f"circuit:{name}",
-            "closed",
-            outbox=[notices.info(f"circuit:{name}:closed:{int(self._clock.now())}", f"Backend {name} recovered.")],
-        )
+        was_open = await self._store.kv_get(f"circuit:{name}") == "open"
+        recovered = notices.info(f"circuit:{name}:closed:{int(self._clock.now())}", f"Backend {name} recovered.")
+        await self._store.kv_set_if_changed(f"circuit:{name}", "closed", outbox=[recovered] if was_open else [])
         self._router.states = await self._store.backend_states()
 
     async def _pause(self, name: str, failure: Failure) -> None:

@@ -418,7 +418,7 @@ class JobRunner:
                 return
 
     async def _on_success(self, run: _Run, config: BackendConfig, result: BackendResult) -> Completion:
-        await self._health.after_success(config.name)
+        await self._health.after_success(config.name, started_at=run.attempts[-1].started_at)
         if run.job.type == "review":
             return await gates.complete_review(self._settings, self._store, run.job, run.attempts, result, self._owner)
         if run.job.type == "chat":

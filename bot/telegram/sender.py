@@ -216,6 +216,8 @@ class OutboxSender:
         markup = fmt.keyboard(payload.get("buttons"))
         if payload.get("chart") == "stats":
             return await self._send_stats(chat_id, message, float(payload.get("since", 0.0)))
+        if payload.get("photo_path"):
+            return await self._send_saved_chart(chat_id, message, Path(str(payload["photo_path"])))
         document = await self._long_result(message)
         sent = await self._send_text(chat_id, message.text, message.kind, markup)
         if document is not None:
@@ -293,6 +295,23 @@ class OutboxSender:
         if caption is None:
             await self._send_text(chat_id, message.text, message.kind)
         return photo.message_id
+
+
+    async def _send_saved_chart(self, chat_id: int, message: OutboxMessage, path: Path) -> int | None:
+        """A message with a chart saved on disk (a drill's report): the picture, then the text. A chart that is
+        gone by now leaves the text alone."""
+        png = await asyncio.to_thread(_read_bytes, path)
+        if png is not None:
+            await self._bot.send_photo(chat_id, InputFile(png, filename=path.name))
+        sent = await self._send_text(chat_id, message.text, message.kind)
+        return sent[0].message_id if sent else None
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 def _may_have_arrived(exc: BaseException) -> bool:

@@ -93,6 +93,16 @@ async def test_a_data_folder_others_can_read_fails(tmp_path: Path, monkeypatch: 
     assert passed(await run_checks(settings))
 
 
+async def test_no_git_warns_but_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TELEGRAM_BOT_TOKEN", raising=False)
+    settings = _settings(tmp_path, "http://127.0.0.1:9", None)
+    [git] = [c for c in await run_checks(settings) if c["check"] == "git"]
+    assert git["level"] == "ok" and git["detail"].endswith("job worktrees for projects in git repositories")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # (the CLI backends' checks then fail: not this test's)
+    [git] = [c for c in await run_checks(settings) if c["check"] == "git"]
+    assert git["level"] == "warn" and git["ok"] and "git not found on PATH" in git["detail"]
+
+
 async def test_reviewed_types_with_one_family_warn_but_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TELEGRAM_BOT_TOKEN", raising=False)
     solo = [BackendConfig(name=n, kind="sim", family="anthropic", tier=t) for n, t in (("a", 3), ("b", 2), ("c", 1))]

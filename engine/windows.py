@@ -19,6 +19,7 @@ from engine.clock import Clock
 from engine.failures import FailureClass
 from engine.models import NewOutbox
 from engine.quota import (
+    HOUR_S,
     WINDOW_LENGTH_S,
     QuotaWindow,
     WindowReport,
@@ -118,9 +119,8 @@ class WindowTracker:
             for report, resets_at in reports:
                 before = windows.get(report.kind) or fresh(plan, report.kind, at)
                 after = observe(before, report, resets_at, at)
-                if operator_waiting and after.status is WindowStatus.WARNING \
-                        and before.status is not WindowStatus.WARNING:
-                    messages.append(_warning(after, label))
+                if operator_waiting and _entered_warning(before, after):
+                    messages.append(_warning(after, label, routing=self._settings.quota.enabled))
                 windows[report.kind] = after
             if not windows:
                 windows[OWN_COUNT_KIND] = fresh(plan, OWN_COUNT_KIND, at)
@@ -216,13 +216,20 @@ def _resumed(window: QuotaWindow, now: float, label: str) -> NewOutbox | None:
     )
 
 
-def _warning(window: QuotaWindow, label: str) -> NewOutbox:
+def _entered_warning(before: QuotaWindow, after: QuotaWindow) -> bool:
+    """The window is in warning now and was not, or this is a new window (its reset an hour or more later)."""
+    new = (after.resets_at or 0.0) - (before.resets_at or 0.0) > HOUR_S
+    return after.status is WindowStatus.WARNING and (before.status is not WindowStatus.WARNING or new)
+
+
+def _warning(window: QuotaWindow, label: str, *, routing: bool) -> NewOutbox:
     share = f" ({window.utilization:.0%} used)" if window.utilization is not None else ""
+    then = ("Your own work keeps it; background work moves to other backends or waits for the reset." if routing
+            else "Quota-aware routing is off ([quota] enabled = false): all work goes on using it until it runs out.")
     return notices.alert(
         f"quota:warning:{window.plan}:{window.kind}:{int(window.resets_at or 0)}",
         f"The {window.kind.replace('_', '-')} usage window of {label} is in warning{share}; it resets "
-        f"{_hm(window.resets_at)}. Your own work keeps it; background work moves to other backends or waits "
-        "for the reset.",
+        f"{_hm(window.resets_at)}. {then}",
         urgent=False,
     )
 

@@ -21,7 +21,7 @@ from engine.failures import Failure, FailureClass
 from engine.models import Job, JobState, NewJob, Priority
 from engine.pulse import Pulse
 from engine.quota import HOUR_S, JobSize, QuotaWindow, WindowReport, WindowStatus
-from engine.settings import BackendConfig, Settings
+from engine.settings import BackendConfig, QuotaSettings, Settings
 from engine.store import Store
 from engine.windows import WindowTracker
 from tests.conftest import instant
@@ -159,6 +159,14 @@ async def test_one_warning_when_a_window_enters_warning_while_operator_work_is_q
     warned = [m for m in await store.outbox_all() if "quota:warning" in m.dedupe_key]
     assert len(warned) == 1
     assert "five-hour usage window of max is in warning (90% used)" in warned[0].text
+    assert "background work moves to other backends or waits for the reset" in warned[0].text
+
+    # With quota-aware routing off the warning says so, rather than promise what will not happen.
+    off = WindowTracker(settings.model_copy(update={"quota": QuotaSettings(enabled=False)}), store, clock)
+    later = WindowReport(kind="five_hour", status=W.WARNING, resets_at=clock.now() + 4 * HOUR_S, utilization=0.8)
+    await off.after_call(max_config, BackendResult(text="x", windows=[later]))
+    told = [m.text for m in await store.outbox_all() if "quota:warning" in m.dedupe_key]
+    assert len(told) == 2 and "Quota-aware routing is off" in told[1]
 
 
 async def test_no_window_information_is_treated_as_before_and_learns_from_running_out(

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # annotations only: registering the command loads neither the
 def register(subparsers: Any) -> None:
     drill = subparsers.add_parser("drill", help="replay a day of workload and incidents on simulated twins")
     drill.add_argument("scenario", help="a shipped scenario (seed-day, oauth-expiry, rate-limit-storm, "
-                                        "provider-gone, quiet) or a path to a scenario .toml")
+                                        "provider-gone, quiet, subscription-wall) or a path to a scenario .toml")
     drill.add_argument("--seed", type=int, help="random seed (default: the scenario's)")
     drill.add_argument("--without", action="append", default=[], metavar="BACKEND",
                        help="remove this backend from the configuration, as if its provider were gone (repeatable)")

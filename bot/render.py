@@ -62,7 +62,9 @@ def backend_line(b: dict[str, Any]) -> str:
     elif b["paused_until"]:
         status = f"paused ({b['pause_reason']}) until {when(b['paused_until'])}"
     label = " [simulated]" if b["simulated"] else ""
-    return f"{b['name']:<18} {b['kind']:<10} tier {b['tier']} {b['family']:<10} {status}{label}"
+    line = f"{b['name']:<18} {b['kind']:<10} tier {b['tier']} {b['family']:<10} {status}{label}"
+    # A subscription's usage windows, one line each ("window unknown" where it never reported one).
+    return "\n".join([line, *(f"{'':<20}{w}" for w in b.get("windows", []))])
 
 
 def stats_text(stats: Stats) -> str:
@@ -114,7 +116,7 @@ def status_text(status: dict[str, Any]) -> str:
         f" of {status['token_budget_5min']:,}",
         "Backends:",
     ]
-    lines += [f"  {backend_line(b)}" for b in status["backends"]]
+    lines += ["  " + backend_line(b).replace("\n", "\n  ") for b in status["backends"]]
     if status.get("strangers"):
         lines.append(f"Strangers turned away: {status['strangers']}")
     return "\n".join(lines)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from engine import schedule_times
+from engine import quota, schedule_times
 from engine.clock import Clock
 from engine.errors import NotFound, WorkspaceError
 from engine.gitrepo import Git, MergeOutcome
 from engine.job_factory import MAX_PROMPT_CHARS, new_job
 from engine.models import Job, JobState, Priority, Project, Schedule, Source
+from engine.quota import QuotaWindow
 from engine.sandbox import Sandbox
 from engine.settings import Settings
 from engine.store import NewOutbox, Store
@@ -206,9 +207,13 @@ class Control:
         tokens = await self.store.tokens_since(self.clock.now() - 300)
         backpressure = (await self.store.kv_get("backpressure")) == "on"
         now = self.clock.now()
+        windows: dict[str, list[QuotaWindow]] = {}  # by plan: a plan's backends share its windows
+        for window in await self.store.quota_windows():
+            windows.setdefault(window.plan, []).append(window)
         backends = []
         for config in self.settings.backends:
             state = states.get(config.name)
+            plan = quota.plan_of(config.kind, config.family)
             paused = state is not None and (state.paused_until or 0) > now
             backends.append(
                 {
@@ -223,6 +228,10 @@ class Control:
                     "pause_reason": state.pause_reason if state and (paused or state.disabled) else None,
                     "consecutive_failures": state.consecutive_failures if state else 0,
                     "last_error": state.last_error if state else None,
+                    # Subscription usage windows: one line each ("window unknown" when never reported) and the data.
+                    "windows": quota.summary(windows.get(plan, []), now) if config.subscription else [],
+                    "window_data": [w.model_dump(mode="json") for w in windows.get(plan, [])]
+                    if config.subscription else [],
                 }
             )
         engine = await self._engine_liveness(now)

@@ -7,10 +7,12 @@ out what a failure does to its backend and so keeps the backend states the route
 - ``RULES`` / ``backend_action``: what each failure class does to the backend and to the rest of the chain.
 - ``after_attempt``: after one failed call, go on down the (narrowed) chain or stop.
 - ``job_budget_failure`` and ``budget_block``: whether the job's own budget or today's USD cap forbids a call.
-- ``after_chain``: no backend produced a result in this run: snooze, park for budget, retry later, fail, or
-  hand to the operator.
+- ``after_chain``: no backend produced a result in this run: snooze (for a pause, or deferred for a
+  subscription window), park for budget, retry later, fail, or hand to the operator.
 - ``no_other_family`` / ``without_reviewer``: a review no backend of another family can ever take (a one-family
   setup): per ``[gate] when_no_other_family``, hand the job to the operator after a grace, or keep waiting.
+- ``window_use`` and ``route_with_windows``: quota-aware routing of subscription windows (engine/quota.py):
+  which jobs keep a tight window, which move to another backend, which wait for its reset.
 
 The table (DESIGN.md section 6)::
 
@@ -32,13 +34,15 @@ The table (DESIGN.md section 6)::
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
 from engine.failures import Failure, FailureClass
-from engine.models import BackendState, Job
-from engine.routing import RoutePlan, SkipReason
-from engine.settings import BackendConfig
+from engine.models import BackendState, Job, Priority
+from engine.quota import Headroom, JobSize, QuotaWindow, ends_at, fits, headroom
+from engine.routing import RoutePlan, Skip, SkipReason
+from engine.settings import BackendConfig, QuotaSettings
 
 RETRY_BASE_S = 30.0
 SNOOZE_BUSY_S = 5.0
@@ -216,6 +220,13 @@ def after_chain(outcome: RunOutcome, plan: RoutePlan, job: Job, now: float, jitt
     pauses = _pauses(plan.chain, states, now)
     usable = [n for n in plan.chain if not (n in states and states[n].disabled)]
     all_paused = bool(pauses) and len(pauses) >= len(usable)
+    if failure is None and plan.window_waits:
+        wake = _wake(min([*plan.window_waits.values(), *pauses]), now)
+        names = ", ".join(sorted(plan.window_waits))
+        return RunDecision(
+            RunKind.SNOOZE, f"deferred for the usage window of {names}; resumes at {hm(wake)} "
+            "(no attempt used)", at=wake
+        )
     if failure is None and (outcome.cap_reached or plan.blocked_by(SkipReason.DAILY_BUDGET)):
         wake = _wake(min([*pauses, budget_resets_at(now)]), now)
         return RunDecision(
@@ -283,3 +294,123 @@ def without_reviewer(mode: str, job: Job, maker_family: str, now: float, grace_s
                            f"until {hm(until)} before handing it to the operator", at=until, quiet=True)
     return RunDecision(RunKind.FAIL, f"no reviewer of another model family than {maker_family} is configured "
                        "or enabled (gate.when_no_other_family); the operator decides")
+
+
+# ---- subscription windows (quota-aware routing) -----------------------------------------------------------
+#
+#     headroom          urgent  fits   fallback   use
+#     ok / unknown      -       yes/?  -          USE
+#     ok / unknown      -       no     yes        MOVE    a long job is not started on a window it will not last
+#     ok / unknown      yes     no     no         USE     the operator's work is never held back by a guess
+#     ok / unknown      no      no     no         DEFER
+#     tight             yes     yes/?  -          USE     operator and high-priority work keeps the subscription
+#     tight             yes     no     yes        MOVE
+#     tight             yes     no     no         USE
+#     tight             no      -      yes        MOVE    background work goes elsewhere ...
+#     tight             no      -      no         DEFER   ... or waits for the reset
+#     exhausted         (the backend is paused until its reset: routing already passed it over)
+
+
+class WindowUse(Enum):
+    USE = "use"  # the job keeps the subscription
+    MOVE = "move"  # passed over: another backend of the plan takes the job
+    DEFER = "defer"  # passed over, and the job waits for the window's reset
+
+
+@dataclass(frozen=True)
+class WindowFacts:
+    headroom: Headroom
+    urgent: bool  # operator or high priority, or a deadline before the window resets
+    fits: bool | None  # a typical run of the job's type likely ends inside what is left (None: cannot tell)
+    fallback: bool  # another backend of the plan can take the job (not itself short of window)
+
+
+def window_use(facts: WindowFacts) -> WindowUse:
+    """What one subscription backend's window means for one job (the table above)."""
+    if facts.headroom is Headroom.TIGHT and not facts.urgent:
+        return WindowUse.MOVE if facts.fallback else WindowUse.DEFER
+    if facts.fits is False:
+        if facts.fallback:
+            return WindowUse.MOVE
+        return WindowUse.USE if facts.urgent or facts.headroom is Headroom.TIGHT else WindowUse.DEFER
+    return WindowUse.USE
+
+
+@dataclass(frozen=True)
+class _WindowView:
+    headroom: Headroom
+    fits: bool | None
+    resets_at: float | None  # when the limiting window resets
+    note: str
+
+
+_WORST = (Headroom.UNKNOWN, Headroom.OK, Headroom.TIGHT, Headroom.EXHAUSTED)
+
+
+def _view(windows: list[QuotaWindow], size: JobSize, now: float, quota: QuotaSettings) -> _WindowView:
+    """A backend's windows taken together: the tightest one limits."""
+    worst, fit = Headroom.UNKNOWN, None
+    limiting: QuotaWindow | None = None
+    rank: tuple[int, bool, float] = (-1, False, 0.0)
+    for window in windows:
+        room = headroom(window, now, quota.warn_share)
+        ok = fits(window, size, now, quota.headroom_share)
+        fit = False if False in (ok, fit) else (ok if ok is not None else fit)
+        worst = max(worst, room, key=_WORST.index)
+        # The limiting window: the tightest, one the job will not last, the later reset on a tie.
+        this = (_WORST.index(room), ok is False, ends_at(window) or 0.0)
+        if this > rank:
+            limiting, rank = window, this
+    note, reset = "", ends_at(limiting) if limiting is not None else None
+    if limiting is not None:
+        note = f"{limiting.kind} {limiting.status.value}" + (f", resets {hm(reset)}" if reset else "")
+    return _WindowView(worst, fit, reset, note)
+
+
+def _urgent(job: Job) -> bool:
+    """Operator and high-priority work keeps a subscription's window. Every review is queued at least high (the
+    gate's haste, engine.gates): a review of background work is still background work for a window; a review of
+    the operator's job has the operator's priority."""
+    if job.type == "review":
+        return job.priority == Priority.OPERATOR
+    return job.priority <= Priority.HIGH
+
+
+def _with_running(size: JobSize, running: int) -> JobSize:
+    """What a window must still hold for this job: its typical run, and one more for each call in flight."""
+    return JobSize(size.tokens * (1 + running), size.duration_s) if size.tokens is not None and running else size
+
+
+def route_with_windows(
+    plan: RoutePlan,
+    windows: dict[str, list[QuotaWindow]],
+    job: Job,
+    size: JobSize,
+    quota: QuotaSettings,
+    now: float,
+    running: Mapping[str, int] | None = None,
+) -> RoutePlan:
+    """The plan with subscription backends passed over where their windows should be spared for this job:
+    moved (another candidate takes it) or deferred (the plan's ``window_waits`` say until when). ``running``:
+    the calls in flight per backend, each counted as one more typical run the window must still hold."""
+    if not quota.enabled or not any(windows.get(c.name) for c in plan.candidates):
+        return plan
+    running = running or {}
+    views = {c.name: _view(windows.get(c.name, []), _with_running(size, running.get(c.name, 0)), now, quota)
+             for c in plan.candidates}
+    roomy = {n for n, v in views.items() if v.headroom in (Headroom.OK, Headroom.UNKNOWN) and v.fits is not False}
+    keep: list[BackendConfig] = []
+    for config in plan.candidates:
+        view = views[config.name]
+        reset = view.resets_at
+        urgent = _urgent(job) or (job.deadline is not None and reset is not None and job.deadline < reset)
+        use = window_use(WindowFacts(view.headroom, urgent, view.fits, bool(roomy - {config.name})))
+        if use is WindowUse.USE:
+            keep.append(config)
+            continue
+        reason = SkipReason.WINDOW_TOO_SHORT if view.fits is False else SkipReason.WINDOW_KEPT
+        plan.skipped[config.name] = Skip(reason, view.note, reset)
+        if use is WindowUse.DEFER:
+            plan.window_waits[config.name] = reset if reset is not None and reset > now else now + SNOOZE_BUSY_S
+    plan.candidates = keep
+    return plan

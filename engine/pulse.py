@@ -10,6 +10,10 @@ restart or a long outage is handled by data, not by in-memory timers:
   re-enabling a backend disabled for its credentials once its check passes), stuck jobs, project advancement,
   memory maintenance. Each step's failure is alerted through the outbox, never silent.
 - ``digest_if_due()`` (daily at ``pulse.digest_time``): the last 24 hours from the store's numbers.
+- ``warm_windows()`` (daily at ``quota.warm_at`` when ``quota.warm_windows``): a tiny request to each
+  subscription CLI backend whose five-hour window is not running starts a fresh one, lined up with the day.
+- ``resume_windows()``: a subscription window with deferred jobs that has reopened gets one notice for the batch
+  (the jobs themselves wake at its reset: they were snoozed until then).
 
 ``tick()`` runs whatever is due now. The scheduler only enqueues: the pulse writes jobs and outbox rows, the
 engine runs the jobs. APScheduler (``PulseTrigger``) is only the real-clock trigger that calls ``tick()``;
@@ -36,6 +40,7 @@ from engine.clock import Clock
 from engine.errors import InvalidJob, describe_error
 from engine.job_factory import new_job
 from engine.models import Job, JobState, Priority, Schedule, Source
+from engine.quota import QuotaWindow, summary
 from engine.sandbox import Sandbox
 from engine.schedule_times import (
     due_slots,
@@ -48,6 +53,7 @@ from engine.schedule_times import (
 from engine.settings import Settings
 from engine.store import NewOutbox, Stats, Store
 from engine.store.stats import saved_key
+from engine.windows import WindowTracker
 from engine.workspace import Workspace
 from engine.worktrees import ProjectWork
 
@@ -65,6 +71,9 @@ DISK_LOW_BYTES = 1 << 30
 DISK_LOW_FRACTION = 0.05
 PROJECT_JOB_TYPE = "analysis"
 CREDENTIAL_CHECK_TIMEOUT_S = 60.0
+# Warming a subscription window later than this after quota.warm_at (the process was down) would no longer line
+# the window up with the operator's day: that day is skipped.
+WARM_LATE_S = 3600.0
 MaintainMemory = Callable[[], Awaitable[str | None]]
 
 
@@ -109,6 +118,7 @@ class Pulse:
         self._wake = wake
         self.tz = zone(settings.pulse.timezone)
         self.interval_s = settings.pulse.interval_min * 60.0
+        self._windows = WindowTracker(settings, store, clock)
 
     # ---- driving ------------------------------------------------------------------------------------
 
@@ -119,6 +129,8 @@ class Pulse:
             ("schedules", self.fire_due_schedules),
             ("digest", self.digest_if_due),
             ("pulse", self._pulse_if_due),
+            ("windows", self.resume_windows),
+            ("warm", self.warm_windows),
         ]
         for name, step in steps:
             try:
@@ -140,6 +152,11 @@ class Pulse:
         if digest_day is not None and digest_day < local_date(latest, self.tz).isoformat():
             candidates.append(now)
         candidates.append(next_daily_after(now, self.settings.pulse.digest_time, self.tz))
+        if self.settings.quota.enabled and self.settings.quota.warm_windows:
+            candidates.append(next_daily_after(now, self.settings.quota.warm_at, self.tz))
+        reopens = await self._windows.next_resume_at()
+        if reopens is not None:
+            candidates.append(reopens)
         return max(now, min(candidates))
 
     async def advance_to(self, when: float) -> int:
@@ -406,6 +423,26 @@ class Pulse:
             schedule.id, schedule.next_run_at, due.next_run_at, jobs, missed=missed, outbox=outbox, missed_note=note
         )
 
+    async def resume_windows(self) -> bool:
+        """One notice per reopened window that had deferred jobs; wake the engine for them."""
+        reopened = await self._windows.resume_due()
+        if reopened and self._wake is not None:
+            self._wake()
+        return reopened > 0
+
+    async def warm_windows(self) -> list[str]:
+        """``[quota] warm_windows``: once a day at ``warm_at`` (not later than an hour after it, after downtime),
+        start a fresh five-hour window on each subscription CLI backend whose window is not running."""
+        quota, now = self.settings.quota, self.clock.now()
+        if not (quota.enabled and quota.warm_windows):
+            return []
+        latest = latest_daily_at_or_before(now, quota.warm_at, self.tz)
+        if now - latest > WARM_LATE_S:
+            return []
+        if not await self.store.kv_set_if_changed("quota:warm:last", local_date(latest, self.tz).isoformat()):
+            return []
+        return await self._windows.warm(self.backends)
+
     # ---- the digest -----------------------------------------------------------------------------------
 
     async def digest_if_due(self) -> Digest | None:
@@ -448,11 +485,25 @@ class Pulse:
             succeeded_list=_job_lines(numbers["done_jobs"], stats.done, why=False),
             failed_list=_failed_lines(numbers),
             backends=_backend_lines(numbers["backends"]),
+            windows=await self._window_lines(until),
         ).rstrip()
         text += _cost_notes(stats, float(await self.store.kv_get(saved_key(until)) or 0.0))
         if held:
             text += f"\n\nHeld during quiet hours: {held} non-urgent message(s)."
         return Digest(local_date(until, self.tz).isoformat(), since, until, text, numbers)
+
+
+    async def _window_lines(self, now: float) -> str:
+        """The subscription plans' usage windows: state, reset, Switchboard's use, jobs moved or deferred."""
+        plans = self._windows.plans()
+        if not plans:
+            return ""
+        windows: dict[str, list[QuotaWindow]] = {}
+        for window in await self.store.quota_windows():
+            windows.setdefault(window.plan, []).append(window)
+        lines = [f"- {', '.join(names)}: {line}" for plan, names in plans.items()
+                 for line in summary(windows.get(plan, []), now)]
+        return "\n\nSubscription windows:\n" + "\n".join(lines)
 
 
 def _cost_notes(stats: Stats, saved_this_month: float) -> str:

@@ -36,13 +36,16 @@ class SkipReason(Enum):
     CONTEXT_TOO_SMALL = "context window too small"
     AT_CONCURRENCY_LIMIT = "at its concurrency limit"
     DAILY_BUDGET = "daily budget reached"
+    WINDOW_KEPT = "its usage window is kept for operator work"  # quota-aware routing (engine.policy)
+    WINDOW_TOO_SHORT = "its usage window will likely not last this job"
     NEEDS_WORKSPACE = "cannot act on files, and this job needs a workspace"
 
     @property
     def noteworthy(self) -> bool:
         """A skip for the backend's state is part of the job's routing history; a routine one (busy, off in the
         config) is not, so a healthy job costs no extra write."""
-        return self in (SkipReason.PAUSED, SkipReason.DISABLED, SkipReason.DAILY_BUDGET, SkipReason.NEEDS_WORKSPACE)
+        return self in (SkipReason.PAUSED, SkipReason.DISABLED, SkipReason.DAILY_BUDGET, SkipReason.NEEDS_WORKSPACE,
+                        SkipReason.WINDOW_KEPT, SkipReason.WINDOW_TOO_SHORT)
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,8 @@ class Skip:
             return f"paused ({self.note}) until {self.until or 0:.0f}"
         if self.reason is SkipReason.DISABLED:
             return f"disabled: {self.note}"
+        if self.note:
+            return f"{self.reason.value} ({self.note})"
         return str(self.reason.value)  # str already; narrowed past two members, mypy loses the value's type
 
 
@@ -72,6 +77,8 @@ class RoutePlan:
     states: dict[str, BackendState]
     candidates: list[BackendConfig] = field(default_factory=list)
     skipped: dict[str, Skip] = field(default_factory=dict)
+    # Quota-aware routing deferred the job: the subscription windows it waits for reset then (backend -> time).
+    window_waits: dict[str, float] = field(default_factory=dict)
 
     def blocked_by(self, reason: SkipReason) -> bool:
         """True if some backend of the chain was passed over for ``reason``."""

@@ -42,16 +42,18 @@ from engine.policy import (
     hm,
     job_budget_failure,
     no_other_family,
+    route_with_windows,
     without_reviewer,
 )
 from engine.redaction import redact
-from engine.routing import CHARS_PER_TOKEN, FILE_CAPABLE_KINDS, RoutePlan, Router
+from engine.routing import CHARS_PER_TOKEN, FILE_CAPABLE_KINDS, RoutePlan, Router, SkipReason
 from engine.sandbox import Sandbox
 from engine.settings import BackendConfig, Settings
 from engine.snapshot import build_snapshot
 from engine.store import Completion, LeaseLost, NewAttempt, NewOutbox, Store
 from engine.store.stats import saved_key
 from engine.vocab import QUESTION_PREFIX
+from engine.windows import WindowTracker
 from engine.workspace import Workspace
 from engine.worktrees import Place, ProjectWork, WorkEvidence
 
@@ -128,6 +130,7 @@ class JobRunner:
         self._owner = owner
         self._submit = submit
         self._health = BackendHealth(settings, store, router, clock)
+        self._windows = WindowTracker(settings, store, clock)
         # The test runs' sandbox is looked for once, at the first test run.
         self._work = work or ProjectWork(workspace, lambda: Sandbox.for_settings(settings))
         # What the persona's actions go through (``Control``); the engine sets it (the composition root may
@@ -211,6 +214,7 @@ class JobRunner:
             avoid_backend=job.avoid_backend,
             needs_files=type_config.needs_workspace and not type_config.accept_patch,
         )
+        plan = await self._route_windows(job, plan)
         if job.type == "review" and self._settings.gate.when_no_other_family == "same_family_other_model":
             plan = await self._same_family_reviewers(job, request, plan)
         skipped = plan.noteworthy_skips()
@@ -219,6 +223,21 @@ class JobRunner:
             await self._store.add_event(job.id, "routing", reason, {"skipped": skipped})
         return plan
 
+    async def _route_windows(self, job: Job, plan: RoutePlan) -> RoutePlan:
+        """Quota-aware routing: spare the subscription windows that are short (the rules are the policy's)."""
+        if not self._settings.quota.enabled:
+            return plan
+        windows = await self._windows.by_backend([c.name for c in plan.candidates])
+        if not windows:
+            return plan
+        size = await self._store.typical_run(job.type)
+        plan = route_with_windows(plan, windows, job, size, self._settings.quota, self._clock.now(),
+                                  self._router.running)
+        window_skips = (SkipReason.WINDOW_KEPT, SkipReason.WINDOW_TOO_SHORT)
+        moved = [n for n, s in plan.skipped.items() if s.reason in window_skips and n not in plan.window_waits]
+        if moved or plan.window_waits:
+            await self._windows.after_routing(plan, moved)
+        return plan
     async def _same_family_reviewers(self, job: Job, request: BackendRequest, plan: RoutePlan) -> RoutePlan:
         """With no reviewer of another family, another model of the maker's own family may review (the
         operator's choice in ``[gate]``); never the maker's backend or model itself."""
@@ -306,6 +325,7 @@ class JobRunner:
         result = self._validate_output(job, result)
         run.tried.append(config.name)
         self._record_attempt(run, config, result, started)
+        await self._windows.after_call(config, result)
         return result
 
     async def _with_session_usage(self, request: BackendRequest) -> BackendRequest:

@@ -290,6 +290,27 @@ class PulseSettings(_Strict):
         return value
 
 
+class QuotaSettings(_Strict):
+    """Quota-aware routing of subscription windows (engine/quota.py, the window rules in engine/policy.py)."""
+
+    # Off: subscription backends are used until a window runs out, then paused until its reset (as before).
+    enabled: bool = True
+    # Past this share of a window (or when the CLI warns, or when the burn rate says it runs out before its
+    # reset), background and low-priority work moves to another backend or waits for the reset.
+    warn_share: float = Field(0.9, gt=0, le=1)
+    # A job is not started on a window unless this share would still be left after a typical run of its type.
+    headroom_share: float = Field(0.05, ge=0, lt=1)
+    # A tiny request at warm_at (pulse.timezone) starts a fresh five-hour window, lined up with the day.
+    warm_windows: bool = False
+    warm_at: str = "07:00"
+
+    @field_validator("warm_at")
+    @classmethod
+    def _time_of_day(cls, value: str) -> str:
+        parse_hhmm(value)
+        return value
+
+
 class PersonaSettings(_Strict):
     """The persona's turn: how much live state it sees, and which of its actions wait for the operator's button."""
 
@@ -327,6 +348,7 @@ class Settings(BaseModel):
     job_types: dict[str, JobTypeConfig] = Field(default_factory=dict)
     memory: MemorySettings = Field(default_factory=MemorySettings)
     pulse: PulseSettings = Field(default_factory=PulseSettings)
+    quota: QuotaSettings = Field(default_factory=QuotaSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
     chat: PersonaSettings = Field(default_factory=PersonaSettings)  # the persona's turns: [chat]
     media: MediaSettings = Field(default_factory=MediaSettings)

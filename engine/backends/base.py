@@ -14,6 +14,7 @@ from typing import Protocol
 from pydantic import BaseModel, Field
 
 from engine.failures import Failure
+from engine.quota import WindowReport
 from engine.settings import BackendConfig
 
 # Called with a short human-readable line whenever the backend shows signs of life (a stream event,
@@ -69,6 +70,8 @@ class BackendResult(BaseModel):
     model: str = ""
     failure: Failure | None = None
     latency_ms: float = 0.0
+    # Subscription usage windows the backend reported during the run (the Claude CLI's rate_limit_event).
+    windows: list[WindowReport] = Field(default_factory=list)
     # The session's running token total after this run, when the backend reports one (codex): the engine keeps
     # it and passes it back as ``BackendRequest.session_usage`` on the next resume.
     session_total: Usage | None = None

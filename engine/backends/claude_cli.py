@@ -45,6 +45,7 @@ from engine.failures import (
     classify_text,
     normalise_signature,
 )
+from engine.quota import WindowReport, WindowStatus
 from engine.ratelimit import parse_resets_at, parse_resets_text
 from engine.redaction import redact
 
@@ -77,10 +78,33 @@ class CliMessage(Loose):
     content: list[CliContentBlock] | str = Field(default_factory=list)
 
 
+class WindowInfo(Loose):
+    """One window of ``rate_limit_info.unifiedWindows`` (subscription logins only)."""
+
+    status: str | None = None
+    resetsAt: float | None = None
+    utilization: float | None = None
+
+
 class RateLimitInfo(Loose):
     status: str | None = None
     resetsAt: float | None = None
     rateLimitType: str | None = None
+    utilization: float | None = None  # the share of the limiting window used (0..1)
+    unifiedWindows: dict[str, WindowInfo] | None = None
+
+    def reports(self) -> list[WindowReport]:
+        """Every window this event describes: the one it names, and each of ``unifiedWindows`` (which may leave
+        out a window it no longer tracks)."""
+        reports: dict[str, WindowReport] = {}
+        if self.rateLimitType is not None:
+            reports[self.rateLimitType] = WindowReport(kind=self.rateLimitType, status=WindowStatus.parse(self.status),
+                                                       resets_at=self.resetsAt, utilization=self.utilization)
+        for kind, w in (self.unifiedWindows or {}).items():
+            named = reports.get(kind)
+            status = WindowStatus.parse(w.status) if w.status else named.status if named else WindowStatus.UNKNOWN
+            reports[kind] = WindowReport(kind=kind, status=status, resets_at=w.resetsAt, utilization=w.utilization)
+        return list(reports.values())
 
 
 class CliEvent(Loose):
@@ -193,6 +217,7 @@ class StreamState:
         self.model: str | None = None
         self.result: CliEvent | None = None
         self.rate_limit: RateLimitInfo | None = None
+        self.windows: dict[str, WindowReport] = {}  # the latest report of each window kind
         self.last_text: str = ""
         self.api_retries = 0
         self.events = 0
@@ -206,6 +231,7 @@ class StreamState:
             self.api_retries += 1
         elif event.type == "rate_limit_event" and event.rate_limit_info is not None:
             self.rate_limit = event.rate_limit_info
+            self.windows.update((r.kind, r) for r in event.rate_limit_info.reports())
         elif event.type == "assistant":
             texts = event.texts()
             if texts:
@@ -239,7 +265,7 @@ def result_from_stream(
     # A subscription pays nothing per run; what the CLI says the run would cost is what the subscription saved.
     saved = float(result.total_cost_usd or 0.0) if subscription and result is not None else 0.0
     return BackendResult(text=text, usage=usage, cost_usd=cost, session_id=state.session_id, model=model or "",
-                         failure=failure, list_price_usd=saved)
+                         failure=failure, list_price_usd=saved, windows=list(state.windows.values()))
 
 
 def classify_cli_result(

@@ -16,6 +16,13 @@ Definitions:
 - ``reroutes``: jobs that reached a second backend within a run or across runs.
 - ``duplicate_notifications``: messages to the operator repeating an earlier one (same kind, job and text),
   and any second "done" for one job.
+- subscription windows (``quota`` incidents): ``operator_jobs_hit_wall``, operator jobs (the operator's lane:
+  chats and the work they asked for) with a call on a subscription that met its exhausted window or was cut off
+  by it; ``cut_off_by_window``, jobs with a call cut off mid-run when the window filled; ``deferred``, jobs
+  quota-aware routing held for a window's reset, and ``resumed``, those of them that started again after it;
+  ``moved_off_window``, jobs it sent elsewhere to spare a window; ``extra_paid_usd``, what the jobs the window
+  pushed off the subscription (met the wall, passed over while it was exhausted, moved or deferred) spent on
+  priced backends.
 """
 
 from __future__ import annotations
@@ -27,15 +34,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.drill.scenario import Scenario
-from engine.drill.twins import Window
-from engine.models import Attempt, Job, JobState, OutboxMessage, Priority, Source
+from engine.drill.twins import CUT_TEXT, Window
+from engine.models import Attempt, Event, Job, JobState, OutboxMessage, Priority, Source
+from engine.routing import SkipReason
 from engine.settings import Settings
 from engine.store import ReviewStats, Store
 
 _OPEN_STATES = {JobState.QUEUED, JobState.RUNNING, JobState.REVIEWING, JobState.REVISING, JobState.SNOOZED,
                 JobState.RETRY_WAIT}
-# Keys the subscription-window drills (issue 17) fill in; 0 until then.
+# The subscription-window measures (0 where the scenario has no window).
 QUOTA_KEYS = ("operator_jobs_hit_wall", "cut_off_by_window", "deferred", "resumed", "extra_paid_usd")
+# How quota-aware routing's decisions read in a job's events (engine.policy).
+DEFERRED_PREFIX = "deferred for the usage window"
+WINDOW_SKIPS = (SkipReason.WINDOW_KEPT.value, SkipReason.WINDOW_TOO_SHORT.value)
+WALL_PAUSES = ("paused (rate_limited)", "paused (quota)")
 
 
 @dataclass
@@ -53,6 +65,8 @@ class DrillFacts:
     workload_ids: list[int]
     pulse_runs: int
     without: list[str] = field(default_factory=list)
+    # Each job's events, read only when a backend is a subscription (the routing decisions on its windows).
+    events: dict[int, list[Event]] = field(default_factory=dict)
 
     @classmethod
     async def gather(cls, store: Store, settings: Settings, scenario: Scenario, windows: list[Window], seed: int,
@@ -60,8 +74,10 @@ class DrillFacts:
         jobs = sorted(await store.list_jobs(limit=10_000_000), key=lambda j: j.id)
         attempts = {job.id: await store.job_attempts(job.id) for job in jobs}
         stats = await store.stats(day0 - 1)
+        events = {job.id: await store.job_events(job.id) for job in jobs} if any(
+            b.subscription for b in settings.backends) else {}
         return cls(scenario, settings, windows, seed, day0, ended_at, jobs, attempts, await store.outbox_all(),
-                   stats.reviews, workload_ids, pulse_runs)
+                   stats.reviews, workload_ids, pulse_runs, events=events)
 
     def at(self, ts: float | None) -> str | None:
         """A moment as HH:MM of the simulated day (past midnight: 24:10, ...)."""
@@ -235,7 +251,46 @@ def _pulse(facts: DrillFacts) -> dict[str, Any]:
 
 
 def _quota(facts: DrillFacts) -> dict[str, Any]:
-    return dict.fromkeys(QUOTA_KEYS, 0)
+    walls = [w for w in facts.windows if w.kind == "quota"]
+    subscriptions = {b.name for b in facts.settings.backends if b.subscription}
+    # Priced and not a subscription (a simulated backend's prices count here: the twins stand for real ones).
+    paying = {b.name for b in facts.settings.backends
+              if not b.subscription and (b.price_in_per_mtok > 0 or b.price_out_per_mtok > 0)}
+    hit: set[int] = set()
+    cut: set[int] = set()
+    moved: set[int] = set()
+    walled: set[int] = set()
+    deferred_at: dict[int, float] = {}
+    for job in facts.jobs:
+        for a in facts.attempts[job.id]:
+            if a.backend in subscriptions and a.outcome in ("rate_limited", "quota") and any(
+                    a.backend in w.names and w.start <= a.started_at < w.end for w in walls):
+                hit.add(job.id)
+                if a.error == CUT_TEXT:
+                    cut.add(job.id)
+        for event in facts.events.get(job.id, []):
+            skipped = event.data.get("skipped", {}) if event.kind == "routing" else {}
+            if event.reason.startswith(DEFERRED_PREFIX):
+                deferred_at.setdefault(job.id, event.at)
+            elif any(skip in text for text in skipped.values() for skip in WINDOW_SKIPS):
+                moved.add(job.id)
+            elif any(name in subscriptions and text.startswith(WALL_PAUSES) and any(
+                    name in w.names and w.start <= event.at < w.end for w in walls) for name, text in skipped.items()):
+                walled.add(job.id)  # passed over while the window was exhausted (the backend paused until its reset)
+    moved -= set(deferred_at)  # a deferral is passed over too, but it waited rather than moved
+    resumed = {j for j, at in deferred_at.items() if any(a.started_at > at for a in facts.attempts[j])}
+    touched = hit | moved | walled | set(deferred_at)
+    extra = sum(a.cost_usd for j in touched for a in facts.attempts[j] if a.backend in paying)
+    operator = {j.id for j in facts.jobs if j.priority == Priority.OPERATOR}
+    return {
+        "operator_jobs_hit_wall": len(hit & operator),
+        "jobs_hit_wall": len(hit),
+        "cut_off_by_window": len(cut),
+        "deferred": len(deferred_at),
+        "resumed": len(resumed),
+        "moved_off_window": len(moved),
+        "extra_paid_usd": round(extra, 4),
+    }
 
 
 def _timeline(facts: DrillFacts) -> dict[str, Any]:
@@ -290,6 +345,13 @@ def report_text(report: dict[str, Any]) -> str:
         f"told the operator: {report['notifications']} messages, {report['alerts']} alerts, "
         f"{report['duplicate_notifications']} duplicates; pulse ran {report['pulse_runs']} times",
     ]
+    if any(row["kind"] == "quota" for row in report["incidents"]):
+        lines.append(
+            f"subscription windows: {report['operator_jobs_hit_wall']} operator jobs hit the wall "
+            f"({report['jobs_hit_wall']} jobs in all), {report['cut_off_by_window']} cut off mid-run, "
+            f"{report['moved_off_window']} moved, {report['deferred']} deferred ({report['resumed']} resumed), "
+            f"extra pay-per-token ${report['extra_paid_usd']:.2f}"
+        )
     for row in report["incidents"]:
         lines.append(
             f"incident {row['kind']} on {row['target']} ({', '.join(row['backends']) or 'nothing left'}) "

@@ -24,7 +24,7 @@ from engine.control import Control
 from engine.drill.clock import VirtualClock, settle
 from engine.drill.report import DrillFacts, build_report
 from engine.drill.scenario import Scenario
-from engine.drill.twins import Window, build_twins, drill_settings, resolve_incidents
+from engine.drill.twins import Window, as_subscriptions, build_twins, drill_settings, resolve_incidents
 from engine.drill.workload import Arrival, plan_arrivals
 from engine.job_factory import new_job
 from engine.loop import Engine
@@ -56,6 +56,7 @@ async def run_drill(settings: Settings, scenario: Scenario, *, seed: int | None 
         with tempfile.TemporaryDirectory(prefix="switchboard-drill-") as folder:
             drill = drill_settings(settings, Path(folder) / "home", without)
             windows = resolve_incidents(scenario, settings, drill, DAY0)
+            drill = as_subscriptions(drill, windows)
             arrivals = plan_arrivals(scenario, sorted(drill.job_types), seed)
             facts = await _simulate(drill, scenario, windows, arrivals, seed, settings.engine.tick_s)
     finally:

@@ -27,6 +27,9 @@ Shape (every key but ``name``, ``hours`` and ``[workload]`` has a default)::
     start = "02:00"                # HH:MM after the start of the simulated day (may pass 24:00)
     minutes = 60
     kind = "outage"                # outage | rate_limit | auth | slow | garbage | quota
+    window_tokens = 150000         # quota only: a subscription window of this many tokens, from start for minutes,
+                                   # filled by the twin's own calls (warning past 75%, the wall when full, a call
+                                   # running when it fills is cut off); without it, exhausted for the whole incident
 """
 
 from __future__ import annotations
@@ -130,12 +133,19 @@ class Incident(_Strict):
     retry_after_s: float = Field(60.0, gt=0)  # rate_limit: what the 429 says
     factor: float = Field(5.0, ge=1)  # slow: latency times this
     forecast: bool = True  # auth: the credential check shows the expiry ahead (an OAuth token's expiresAt)
+    window_tokens: int | None = Field(None, gt=0)  # quota: a window that fills with use (see the module's doc)
 
     @field_validator("start")
     @classmethod
     def _start(cls, value: str) -> str:
         parse_offset(value)
         return value
+
+    @model_validator(mode="after")
+    def _window_is_quota(self) -> Incident:
+        if self.window_tokens is not None and self.kind != "quota":
+            raise ValueError("window_tokens is for kind = \"quota\" only")
+        return self
 
     @model_validator(mode="after")
     def _one_target(self) -> Incident:

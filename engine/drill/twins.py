@@ -6,9 +6,12 @@ only the call is simulated. It answers as the scenario's twin profile says (late
 rates, how often it rejects as a reviewer) and as the incidents active at the time of the call say: an outage
 answers 529, a rate limit 429 with its retry-after, an auth incident 401 (and its credential check shows the
 expiry ahead, as an OAuth token's does), slow multiplies the latency (past the timeout: a timeout), garbage is
-an unparseable answer, quota a subscription window exhausted until the incident ends. Answers are labelled as
-simulated. Every draw comes from a generator seeded by (seed, backend, job, call number): the same drill gives
-the same answers.
+an unparseable answer, quota a subscription window exhausted until the incident ends, or, with
+``window_tokens``, a window that fills with the calls of the twins it hits (one plan: one window for all of
+them): it reports its share used on every answer as the Claude CLI does (warning past 75%), a call running when
+it fills is cut off, and once full every call meets the wall (a 429 usage limit until the window resets at the
+incident's end). Answers are labelled as simulated. Every draw comes from a generator seeded by (seed, backend,
+job, call number): the same drill gives the same answers.
 """
 
 from __future__ import annotations
@@ -24,9 +27,13 @@ from engine.clock import Clock
 from engine.drill.scenario import Incident, IncidentKind, Scenario
 from engine.errors import ConfigError
 from engine.failures import Failure, FailureClass, classify_http
+from engine.quota import WindowReport, WindowStatus
 from engine.settings import BackendConfig, Settings, TelegramSettings
 
 ERROR_LATENCY_S = 1.5  # an error answer comes back fast
+# What a twin's filling window answers (the drill's report counts the calls by these).
+WALL_TEXT = "simulated: usage limit reached: the subscription window is full"
+CUT_TEXT = "simulated: the subscription window ran out mid-run"
 # What the engine reads as the end of time for its real-time waits: the drill wakes it on the virtual clock.
 NEVER_S = 1e9
 
@@ -45,6 +52,11 @@ class Window:
     retry_after_s: float
     factor: float
     forecast: bool
+    window_tokens: int | None = None  # quota: a window that fills with use
+
+    @property
+    def fills(self) -> bool:
+        return self.kind == "quota" and self.window_tokens is not None
 
     def active(self, now: float) -> bool:
         return self.start <= now < self.end
@@ -86,7 +98,8 @@ def resolve_incidents(scenario: Scenario, configured: Settings, drill: Settings,
         names = _targets(index, incident, all_names, configured, kept)
         windows.append(
             Window(index, incident.kind, incident.target(), frozenset(names), day0 + incident.start_s,
-                   day0 + incident.end_s, incident.rate, incident.retry_after_s, incident.factor, incident.forecast)
+                   day0 + incident.end_s, incident.rate, incident.retry_after_s, incident.factor, incident.forecast,
+                   incident.window_tokens)
         )
     return windows
 
@@ -112,15 +125,20 @@ def _targets(index: int, incident: Incident, all_names: list[str], configured: S
     return [b.name for b in kept]
 
 
+# A filling window warns past this share, as the subscription API's first threshold does.
+WINDOW_WARNING_SHARE = 0.75
+
+
 class TwinBackend:
     def __init__(self, config: BackendConfig, profile: dict[str, float], windows: list[Window], clock: Clock,
-                 seed: int) -> None:
+                 seed: int, fills: dict[int, int] | None = None) -> None:
         self._config = config
         self._profile = profile
         self._windows = [w for w in windows if config.name in w.names]
         self._clock = clock
         self._seed = seed
         self._calls = 0
+        self._fills = fills if fills is not None else {}  # tokens used in each filling window, shared by its twins
 
     @property
     def config(self) -> BackendConfig:
@@ -131,6 +149,10 @@ class TwinBackend:
         rng = random.Random(f"{self._seed}:{self._config.name}:{request.job_id}:{self._calls}")
         started = self._clock.now()
         hit = self._incident(started, rng)
+        window = self._filling(started)
+        if window is not None and self._fills.get(window.index, 0) >= (window.window_tokens or 0):
+            await self._clock.sleep(ERROR_LATENCY_S)
+            return self._window_result(window, "full", started)
         if hit is not None and hit.kind in ("outage", "rate_limit", "auth", "quota"):
             await self._clock.sleep(ERROR_LATENCY_S)
             return self._failed(self._incident_failure(hit), started)
@@ -152,13 +174,36 @@ class TwinBackend:
                               "JSON)", signature="sim:malformed_response")
         if failure is not None:
             return self._failed(failure, started)
-        return self._answer(request, rng, started)
+        answer = self._answer(request, rng, started)
+        return answer if window is None else self._fill(window, answer, started)
 
     def _incident(self, now: float, rng: random.Random) -> Window | None:
         for window in self._windows:
-            if window.active(now) and (window.rate >= 1.0 or rng.random() < window.rate):
+            if not window.fills and window.active(now) and (window.rate >= 1.0 or rng.random() < window.rate):
                 return window
         return None
+
+    def _filling(self, now: float) -> Window | None:
+        return next((w for w in self._windows if w.fills and w.active(now)), None)
+
+    def _fill(self, window: Window, answer: BackendResult, started: float) -> BackendResult:
+        """Count the call's tokens in the window: past full, the call was cut off mid-run."""
+        used = self._fills.get(window.index, 0) + answer.usage.input_tokens + answer.usage.output_tokens
+        self._fills[window.index] = used
+        if used > (window.window_tokens or 0):
+            return self._window_result(window, "cut", started).model_copy(update={"usage": answer.usage})
+        share = used / (window.window_tokens or 1)
+        status = WindowStatus.WARNING if share >= WINDOW_WARNING_SHARE else WindowStatus.ALLOWED
+        report = WindowReport(kind="five_hour", status=status, resets_at=window.end, utilization=round(share, 4))
+        return answer.model_copy(update={"windows": [report]})
+
+    def _window_result(self, window: Window, how: str, started: float) -> BackendResult:
+        """The wall: a 429 usage limit until the window resets, as the Claude CLI reports it."""
+        text = WALL_TEXT if how == "full" else CUT_TEXT
+        failure = Failure(failure_class=FailureClass.RATE_LIMITED, message=text, http_status=429,
+                          resume_at=window.end, signature=f"sim:window_{how}")
+        report = WindowReport(kind="five_hour", status=WindowStatus.REJECTED, resets_at=window.end, utilization=1.0)
+        return self._failed(failure, started).model_copy(update={"windows": [report]})
 
     def _incident_failure(self, window: Window) -> Failure:
         now = self._clock.now()
@@ -220,7 +265,18 @@ class TwinBackend:
 
 def build_twins(drill: Settings, scenario: Scenario, windows: list[Window], clock: Clock,
                 seed: int) -> dict[str, TwinBackend]:
+    fills: dict[int, int] = {}
     return {
-        config.name: TwinBackend(config, scenario.twin_profile(config.name, config.tier), windows, clock, seed)
+        config.name: TwinBackend(config, scenario.twin_profile(config.name, config.tier), windows, clock, seed, fills)
         for config in drill.backends
     }
+
+
+def as_subscriptions(drill: Settings, windows: list[Window]) -> Settings:
+    """The twins a filling window hits are subscriptions (a window is what a subscription has): no price per
+    call, and quota-aware routing keeps their window."""
+    names = {n for w in windows if w.fills for n in w.names}
+    if not names:
+        return drill
+    backends = [b.model_copy(update={"subscription": True}) if b.name in names else b for b in drill.backends]
+    return drill.model_copy(update={"backends": backends})

@@ -9,6 +9,7 @@ Every public method is one transaction and one hop to the store's thread (see ``
 - ``conversation.py``: handled updates (inbox), the operator's message with its chat job, the conversation
 - ``kv.py``: key/value facts, their change announced through the outbox
 - ``backends.py``: ``backend_state``, the rate-limit and circuit-breaker cache
+- ``quota.py``: subscription usage windows and the facts quota-aware routing reads
 - ``schedules.py`` and ``projects.py``: schedules and projects
 - ``lease.py``: the engine lease, one engine per data folder
 - ``stats.py``: capacity and money, ``stats``, the daily digest's numbers
@@ -32,6 +33,7 @@ from engine.store.kv import KvMixin
 from engine.store.lease import LeaseMixin
 from engine.store.outbox import OutboxMixin
 from engine.store.projects import ProjectsMixin
+from engine.store.quota import QuotaMixin
 from engine.store.schedules import SchedulesMixin
 from engine.store.stats import StatsMixin
 
@@ -43,6 +45,7 @@ class Store(
     ConversationMixin,
     KvMixin,
     BackendsMixin,
+    QuotaMixin,
     SchedulesMixin,
     ProjectsMixin,
     StatsMixin,

@@ -21,7 +21,7 @@ EXPECTED_PLACEHOLDERS = {
     "revision": {"revision", "max_revisions", "prompt", "critique", "previous_result"},
     "digest": {
         "date", "total", "succeeded", "failed", "open", "cost_usd", "needs_operator", "succeeded_list",
-        "failed_list", "backends",
+        "failed_list", "backends", "windows",
     },
 }
 

@@ -138,3 +138,29 @@ def test_a_bad_variable_is_one_line_naming_it(
     with pytest.raises(ConfigError) as caught:
         load_settings(None, home=tmp_path / "home", detect_backends=False)
     assert str(caught.value).startswith(expected) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("table", "expected"),
+    [
+        ("[quota]\nwarn_shar = 0.8\n", "unknown setting quota.warn_shar (did you mean warn_share?)"),
+        ("[quota]\nwarn_share = 1.5\n", "invalid setting quota.warn_share"),
+        ("[quota]\nheadroom_share = 1\n", "invalid setting quota.headroom_share"),
+        ("[quota]\nwarm_at = \"7am\"\n", "invalid setting quota.warm_at: not a time of day: '7am'"),
+    ],
+)
+def test_the_quota_table_is_strict(tmp_path: Path, table: str, expected: str) -> None:
+    config = tmp_path / "switchboard.toml"
+    config.write_text(table)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, home=tmp_path / "home", detect_backends=False)
+    assert expected in str(caught.value)
+
+
+def test_the_quota_table_and_its_variables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "switchboard.toml"
+    config.write_text('[quota]\nwarn_share = 0.8\nwarm_windows = true\nwarm_at = "06:30"\n')
+    monkeypatch.setenv("SWITCHBOARD_QUOTA__ENABLED", "false")
+    quota = load_settings(config, home=tmp_path / "home", detect_backends=False).quota
+    assert (quota.enabled, quota.warn_share, quota.headroom_share, quota.warm_windows, quota.warm_at) == (
+        False, 0.8, 0.05, True, "06:30")

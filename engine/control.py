@@ -11,20 +11,19 @@ from typing import TYPE_CHECKING, Any
 from engine import quota, schedule_times
 from engine.clock import Clock
 from engine.errors import NotFound, WorkspaceError
-from engine.gitrepo import Git, MergeOutcome
 from engine.job_factory import MAX_PROMPT_CHARS, new_job
 from engine.models import Job, JobState, Priority, Project, Schedule, Source
 from engine.quota import QuotaWindow
-from engine.sandbox import Sandbox
 from engine.settings import Settings
 from engine.store import NewOutbox, Store
 from engine.text import clean_name, clean_text
 from engine.vocab import ALIVE_KEY, QUESTION_PREFIX, STOPPED_MARK
 from engine.workspace import Workspace
-from engine.worktrees import ProjectWork, check_project_name, check_project_path, check_test_command, folder_of
 
 if TYPE_CHECKING:  # the CLI's Control has no engine: the loop, the runner and the backends stay unloaded
+    from engine.gitrepo import MergeOutcome
     from engine.loop import Engine
+    from engine.worktrees import ProjectWork
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 # "<epoch seconds> <what is wrong>" written by the operator's channel (Telegram unreachable); "" once it is up.
@@ -339,6 +338,8 @@ class Control:
         """A project: with ``path``, on a folder of the operator's (a git repository: each job in a worktree of
         its own), else with its own folder under ``$SWITCHBOARD_HOME/projects/``. ``test``: the command the
         engine runs after each job's maker. Every input is checked before anything is created."""
+        from engine.worktrees import check_project_name, check_project_path, check_test_command
+
         name = check_project_name(clean_name(name))
         folder = check_project_path(path, self.settings.home) if path is not None else None
         command = check_test_command(test) if test is not None else None
@@ -351,6 +352,9 @@ class Control:
 
     async def project_details(self, project: Project) -> dict[str, Any]:
         """What ``projects show`` adds to a project: the branch its folder is on and its unfinished jobs."""
+        from engine.gitrepo import Git
+        from engine.worktrees import folder_of
+
         branch = None
         folder = folder_of(project)
         if folder is not None and (top := await Git.toplevel(folder)):
@@ -383,6 +387,10 @@ class Control:
         return job, await self._work().merge(job, await self.project_of(job))
 
     def _work(self) -> ProjectWork:
+        # git, the worktrees and the sandbox are loaded by the commands on projects' work, not by every command
+        from engine.sandbox import Sandbox
+        from engine.worktrees import ProjectWork
+
         return ProjectWork(Workspace(self.settings.home), lambda: Sandbox.for_settings(self.settings))
 
     def _wake(self) -> None:

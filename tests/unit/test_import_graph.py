@@ -140,6 +140,9 @@ SIM_BACKENDS = [("sim-opus", "anthropic", 3, 0.0), ("sim-gpt", "openai", 3, 0.0)
 SIM_CONFIG = "\n".join(["[memory]", "enabled = true", "", *sim_backends_toml(SIM_BACKENDS)])
 # Only `switchboard run` opens the engine, the backends and the pulse; the other commands open the store alone.
 ENGINE_ONLY = {"engine.loop", "engine.runner", "engine.gates", "engine.backends", "engine.pulse", "engine.memory_link"}
+# Loaded by the commands that use them (projects' work, the slash commands and the persona's verbs), not by all.
+ON_USE = {"engine.gitrepo", "engine.worktrees", "engine.sandbox", "engine.persona", "engine.persona_actions",
+          "bot.commands", "bot.console"}
 
 
 @pytest.mark.parametrize(
@@ -155,3 +158,4 @@ def test_commands_on_the_store_load_neither_the_engine_nor_httpx(argv: list[str]
     loaded = _modules_after(_main(argv) + ran, env=env)
     assert not {m.split(".")[0] for m in loaded} & ({"httpx", "pydantic_settings", *HEAVY})
     assert not loaded & ENGINE_ONLY, sorted(loaded & ENGINE_ONLY)
+    assert not loaded & ON_USE, sorted(loaded & ON_USE)

@@ -241,7 +241,7 @@ class Project(_Record):
     created_at: float
 
 
-class TestRunRecord(BaseModel):
+class TestRunRecord(_Record):
     """A test run the engine made in a job's worktree (``engine.testrun``), as stored."""
 
     __test__ = False  # not a pytest class

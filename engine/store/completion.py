@@ -50,8 +50,6 @@ class ParentUpdate(BaseModel):
     fields: dict[str, Any] = Field(default_factory=dict)
 
 
-Completion.model_rebuild()
-
 
 class CompletionsMixin(StoreCore):
     """The ``Store`` methods that end a run of a job."""

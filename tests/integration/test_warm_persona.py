@@ -23,7 +23,7 @@ from engine.sandbox import Sandbox
 from engine.settings import BackendConfig, Settings, default_sim_backends
 from engine.store import Completion, Store
 from tests.conftest import instant, sim_backends
-from tests.fakes.fake_anthropic import FakeAnthropic, Reply
+from tests.fakes.fake_anthropic import FakeAnthropic, Reply, ToolUse
 from tests.fakes.scenario import wait_for
 from tests.integration.test_claude_cli import _claude_binary, cli_env, user_texts
 from tests.integration.test_workspace_claude import _sandbox_mode
@@ -35,7 +35,8 @@ def _settings_and_claude(tmp_path: Path, fake: FakeAnthropic, clock: FakeClock) 
     config = BackendConfig(name="claude", kind="claude_cli", model="claude-fake-1", family="anthropic",
                            binary=_claude_binary(), subscription=True)
     settings = Settings(home=data, backends=[config, *instant(default_sim_backends())], routing={"chat": ["claude"]},
-                        engine={"sandbox": _sandbox_mode()}, chat={"session_max_tokens": 2_000})
+                        engine={"sandbox": _sandbox_mode()}, chat={"session_max_tokens": 2_000},
+                        job_types={"chat": {"timeout_s": 300, "allowed_tools": ["Bash"]}})
     env = cli_env(tmp_path, fake)
     sandbox = Sandbox.detect(settings.engine.sandbox, hidden=[data, Path(env["HOME"])])
     return settings, ClaudeCliBackend(config, clock=clock, env=env, sandbox=sandbox)
@@ -49,8 +50,13 @@ def _assistant_texts(body: dict[str, Any]) -> list[str]:
 async def test_chat_turns_resume_one_session_and_rotate_it(tmp_path: Path) -> None:
     data = tmp_path / "data"
     clock = FakeClock()
+    (data / "chats" / "7").mkdir(parents=True)
+    (data / "chats" / "7" / "notes.md").write_text("ANOTHER-CHATS-NOTES")
+    (data / "core.md").write_text("CORE-MEMORY-OF-THE-OPERATOR")
+    look = f"cat {data}/core.md {data}/chats/7/notes.md 2>&1; ls {data}/jobs 2>&1; echo CWD=$(pwd)"
     with FakeAnthropic() as fake:
         fake.script(
+            Reply("", tool_uses=[ToolUse("Bash", {"command": look})]),  # the first turn looks around first
             Reply("Noted: PINEAPPLE.", input_tokens=50, cache_write_tokens=400),
             Reply("You said PINEAPPLE.", input_tokens=60, cache_read_tokens=400, cache_write_tokens=100),
             Reply("A big one.", input_tokens=70, cache_read_tokens=5_000),  # now past session_max_tokens
@@ -91,9 +97,12 @@ async def test_chat_turns_resume_one_session_and_rotate_it(tmp_path: Path) -> No
             body = fake.model_calls()[-1].body
             assert "Noted: PINEAPPLE." in _assistant_texts(body)
             assert any("Operator: Remember the word PINEAPPLE." in t for t in user_texts(body))
-            assert str(chat_dir(data, 42)) in json.dumps(fake.model_calls()[0].body)  # its working directory
             assert not (data / "jobs" / str(first.id) / ".home").exists()  # not the job's folder
             assert (await kept()).turns == 2
+            looked = json.dumps(fake.model_calls()[1].body["messages"])  # the shell's output, as the model saw it
+            assert f"CWD={chat_dir(data, 42)}" in looked and "No such file" in looked
+            if settings.engine.sandbox == "bwrap":  # the chat's folder shows nothing else of the data folder
+                assert "CORE-MEMORY-OF-THE-OPERATOR" not in looked and "ANOTHER-CHATS-NOTES" not in looked
 
             third = await turn("Tell me something big.")  # resumed; it leaves 5,070+ tokens of context
             assert third.session_id == first.session_id and (await kept()).tokens > 2_000

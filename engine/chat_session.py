@@ -100,16 +100,24 @@ class ChatSessions:
         if job.chat_id in self._busy:
             return request, False  # two turns of one chat at once: the later one runs fresh and is not kept
         self._busy.add(job.chat_id)
+        try:
+            return await self._resumed(job, config, request), True
+        except BaseException:
+            self._busy.discard(job.chat_id)
+            raise
+
+    async def _resumed(self, job: Job, config: BackendConfig, request: BackendRequest) -> BackendRequest:
+        assert job.chat_id is not None
         kept = await self._kept(job.chat_id)
         chat = self._settings.chat
         why = rotation_reason(kept, backend=config.name, system=request.system, now=self._clock.now(),
                               max_tokens=chat.session_max_tokens, max_age_s=chat.session_max_age_h * 3600)
         if why is None and kept is not None:
-            return request.model_copy(update={"session_id": kept.session_id}), True
+            return request.model_copy(update={"session_id": kept.session_id})
         if kept is not None:
             await self._store.add_event(job.id, "session", f"fresh persona session: {why}",
                                         {"previous": kept.session_id})
-        return request, True
+        return request
 
     async def forget(self, job: Job, request: BackendRequest) -> BackendRequest:
         """The session could not be resumed: the turn goes on in a fresh one."""

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from bot.render import stats_text
+from engine.backends.base import BackendRequest, BackendResult
 from engine.backends.claude_cli import ClaudeCliBackend
-from engine.chat_session import ChatSession, chat_dir
+from engine.chat_session import ChatSession, ChatSessions, chat_dir, system_hash
 from engine.clock import FakeClock
 from engine.control import Control
 from engine.job_factory import new_job
@@ -152,3 +153,24 @@ async def test_stats_count_the_persona_turns_tokens_by_cache_use(store: Store, s
     line = next(x for x in stats_text(stats).splitlines() if "persona input tokens" in x)
     assert line.strip() == ("persona input tokens: 6200 cached, 3200 written to cache, 970 uncached (60% from cache)"
                             " · 2 of 3 turns warm")
+
+
+async def test_a_second_turn_of_the_same_chat_at_once_runs_fresh_and_is_not_kept(
+        store: Store, settings: Settings, clock: FakeClock) -> None:
+    config = BackendConfig(name="claude", kind="claude_cli", model="m", family="anthropic")
+    sessions = ChatSessions(settings, store, clock)
+    first, _ = await store.enqueue(new_job(settings, type="chat", prompt="one", chat_id=42))
+    second, _ = await store.enqueue(new_job(settings, type="chat", prompt="two", chat_id=42))
+    base = BackendRequest(job_id=first.id, job_type="chat", prompt="one", system="S")
+    kept = ChatSession(backend="claude", session_id="s-1", started_at=clock.now(), system_hash=system_hash("S"))
+    await store.kv_put("chat_session:42", kept.model_dump_json())
+
+    running, owned = await sessions.prepare(first, config, base)
+    assert (running.session_id, owned, running.workspace) == ("s-1", True, chat_dir(settings.home, 42))
+    meanwhile, also_owned = await sessions.prepare(second, config, base)
+    assert (meanwhile.session_id, also_owned) == (None, False)  # never two processes on one session
+    await sessions.keep(first, config, running, BackendResult(text="ok", session_id="s-1"))
+    sessions.release(first)
+    again, owned = await sessions.prepare(second, config, base)
+    assert (again.session_id, owned) == ("s-1", True)
+    assert ChatSession.model_validate_json(await store.kv_get("chat_session:42") or "").turns == 2

@@ -77,6 +77,7 @@ def stats_text(stats: Stats) -> str:
             f"  throughput: peak {stats.peak_daily}/day · average {stats.average_daily:.1f}/day",
             f"  chat turns {stats.chat_turns} (${stats.chat_cost_usd:.2f}) · reviews {stats.review_jobs} "
             f"(${stats.review_cost_usd:.2f}), counted apart from jobs; their cost is in the total",
+            _chat_cache_line(stats),
             f"  cost ${stats.cost_usd:.2f} · ${stats.cost_per_job:.4f} per job"
             + (f" · ${stats.simulated_cost_usd:.2f} of it simulated" if stats.simulated_cost_usd else ""),
             f"  active projects {stats.active_projects}",
@@ -84,6 +85,15 @@ def stats_text(stats: Stats) -> str:
             f"  uncertain sends {stats.uncertain_sends} (timed out after sending: may have arrived, not resent)",
         ]
     )
+
+
+def _chat_cache_line(stats: Stats) -> str:
+    """The persona's input tokens, cached or not: a warm session reads most of each turn from the cache."""
+    read, write, fresh = stats.chat_cache_read, stats.chat_cache_write, stats.chat_tokens_in
+    total = read + write + fresh
+    share = f" ({read / total:.0%} from cache)" if total else ""
+    return (f"  persona input tokens: {read} cached, {write} written to cache, {fresh} uncached{share} · "
+            f"{stats.chat_warm_turns} of {stats.chat_turns} turns warm")
 
 
 def _review_lines(stats: Stats) -> list[str]:

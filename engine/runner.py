@@ -20,6 +20,7 @@ import prompts
 from engine import gates, notices
 from engine.backends.base import BackendRequest, BackendResult, Usage
 from engine.capacity import Capacity
+from engine.chat_session import ChatSessions, resume_failed
 from engine.clock import Clock
 from engine.errors import WorkspaceError
 from engine.failures import Failure, FailureClass
@@ -131,6 +132,7 @@ class JobRunner:
         self._submit = submit
         self._health = BackendHealth(settings, store, router, clock)
         self._windows = WindowTracker(settings, store, clock)
+        self._chats = ChatSessions(settings, store, clock)  # the persona's CLI session per chat
         # The test runs' sandbox is looked for once, at the first test run.
         self._work = work or ProjectWork(workspace, lambda: Sandbox.for_settings(settings))
         # What the persona's actions go through (``Control``); the engine sets it (the composition root may
@@ -282,7 +284,10 @@ class JobRunner:
     async def _call(self, run: _Run, config: BackendConfig, request: BackendRequest) -> BackendResult:
         job = run.job
         needs_files = self._settings.job_type(job.type).require_test_evidence or run.place is not None
-        if config.kind in ("claude_cli", "codex_cli") or needs_files:
+        warm = self._chats.applies(job, config)
+        if warm:  # a chat turn on the claude CLI: in the chat's folder, resuming its session
+            request, warm = await self._chats.prepare(job, config, request)
+        elif config.kind in ("claude_cli", "codex_cli") or needs_files:
             place = run.place
             path = self._workspace.prepare(
                 job,
@@ -316,9 +321,16 @@ class JobRunner:
         try:
             async with self._kept_alive(run):
                 result = await backend.run(request, self._progress_sink(run))
+                if warm and resume_failed(request, result):  # the CLI lost the chat's session: once more, fresh
+                    request = await self._chats.forget(job, request)
+                    result = await backend.run(request, self._progress_sink(run))
+            if warm:
+                await self._chats.keep(job, config, request, result)
         finally:
             self._router.running[config.name] -= 1
             self._router.in_flight_usd -= reserved
+            if warm:
+                self._chats.release(job)
         await self._keep_session_usage(result)
         if config.subscription and result.list_price_usd > 0:
             await self._store.kv_add(saved_key(self._clock.now()), result.list_price_usd)

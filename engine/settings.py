@@ -319,6 +319,10 @@ class PersonaSettings(_Strict):
     confirm_cost_usd: float = Field(1.0, ge=0)
     # A schedule that runs more often than this waits for a button.
     confirm_schedule_below_s: float = Field(3600.0, ge=0)
+    # The persona's claude CLI session, resumed turn after turn (a warm prompt cache): a fresh one once it
+    # carries this many tokens of context or is this many hours old.
+    session_max_tokens: int = Field(100_000, ge=1_000)
+    session_max_age_h: float = Field(24.0, gt=0)
 
 
 class MediaSettings(_Strict):

@@ -62,6 +62,12 @@ class Stats(BaseModel):
     uncertain_sends: int = 0
     chat_turns: int = 0
     chat_cost_usd: float = 0.0
+    # The persona's input tokens: uncached, read from the prompt cache, written to it; and the turns that read
+    # from the cache (a warm session) against those that did not.
+    chat_tokens_in: int = 0
+    chat_cache_read: int = 0
+    chat_cache_write: int = 0
+    chat_warm_turns: int = 0
     review_jobs: int = 0
     review_cost_usd: float = 0.0
     simulated_cost_usd: float = 0.0  # of cost_usd: spent by simulated backends, not real money
@@ -159,10 +165,23 @@ def _stats(conn: sqlite3.Connection, since: float, now: float, simulated: list[s
         ).fetchone()[0],
         chat_turns=chats,
         chat_cost_usd=chat_cost,
+        **_chat_tokens(conn, since),
         review_jobs=reviews,
         review_cost_usd=review_cost,
         simulated_cost_usd=_spent_by(conn, since, simulated),
     )
+
+
+def _chat_tokens(conn: sqlite3.Connection, since: float) -> dict[str, int]:
+    """The persona turns' input tokens by cache use (their attempts), for the chat jobs created since ``since``."""
+    row = conn.execute(
+        "SELECT COALESCE(SUM(tokens_in), 0), COALESCE(SUM(cache_read), 0), COALESCE(SUM(cache_write), 0), "
+        "COUNT(DISTINCT CASE WHEN cache_read > 0 THEN job_id END) FROM attempts WHERE job_id IN "
+        "(SELECT id FROM jobs WHERE type = 'chat' AND created_at >= ?)",
+        (since,),
+    ).fetchone()
+    return {"chat_tokens_in": row[0], "chat_cache_read": row[1], "chat_cache_write": row[2],
+            "chat_warm_turns": row[3]}
 
 
 def _spent_by(conn: sqlite3.Connection, since: float, backends: list[str]) -> float:

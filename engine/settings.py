@@ -25,9 +25,10 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -62,6 +63,15 @@ _FILE_SECRETS = ("bot_token", "webhook_secret")
 # SWITCHBOARD_* variables read on purpose outside the Settings fields (the config file's path, binaries, detection).
 ENV_PREFIX = "SWITCHBOARD_"
 OTHER_ENV_NAMES = frozenset({"SWITCHBOARD_CONFIG", "SWITCHBOARD_OLLAMA_MODEL"})
+
+
+def _time_of_day(value: str) -> str:
+    parse_hhmm(value)
+    return value
+
+
+# "HH:MM", checked at load (a wrong one is refused with the key's name, by doctor and run alike).
+TimeOfDay = Annotated[str, AfterValidator(_time_of_day)]
 
 
 class _Strict(BaseModel):
@@ -259,18 +269,12 @@ class GateSettings(_Strict):
 
 class PulseSettings(_Strict):
     interval_min: float = Field(30.0, gt=0)
-    digest_time: str = "07:00"
+    digest_time: TimeOfDay = "07:00"
     quiet_hours: str | None = None
     timezone: str = "UTC"
     project_idle_hours: float = Field(12.0, gt=0)
     stale_job_hours: float = Field(6.0, gt=0)
     credential_warn_hours: float = Field(24.0, gt=0)
-
-    @field_validator("digest_time")
-    @classmethod
-    def _time_of_day(cls, value: str) -> str:
-        parse_hhmm(value)
-        return value
 
     @field_validator("quiet_hours")
     @classmethod
@@ -302,13 +306,7 @@ class QuotaSettings(_Strict):
     headroom_share: float = Field(0.05, ge=0, lt=1)
     # A tiny request at warm_at (pulse.timezone) starts a fresh five-hour window, lined up with the day.
     warm_windows: bool = False
-    warm_at: str = "07:00"
-
-    @field_validator("warm_at")
-    @classmethod
-    def _time_of_day(cls, value: str) -> str:
-        parse_hhmm(value)
-        return value
+    warm_at: TimeOfDay = "07:00"
 
 
 class PersonaSettings(_Strict):

@@ -21,6 +21,7 @@ from engine.failures import normalise_signature
 from engine.models import Job, JobState
 from engine.pulse import Pulse
 from engine.settings import BackendConfig, EngineSettings
+from tests.fakes import litellm_captures
 from tests.fakes.fake_anthropic import ApiError, FakeAnthropic, Reply
 from tests.fakes.fake_openai import Completion, FakeOpenAI, OpenAIError
 from tests.fakes.scenario import Harness, http_backend, wait_for
@@ -435,13 +436,12 @@ async def test_api_keys_never_leak_even_when_the_provider_echoes_them(
 
 
 # ---- 6. an OpenAI-compatible proxy's own shapes (issue 14) ---------------------------------------------------
-# As a LiteLLM proxy serving a mock model answered (reported in issue 14; LiteLLM itself is too heavy to run in
-# every test run, so its answers are reproduced here): a 429 whose only hint is the prefixed header, and a wrong
-# key on a proxy without its database.
+# As a real LiteLLM proxy answered (issue 14; recorded by tests/fixtures/litellm/capture.py, version and date in
+# each capture; LiteLLM itself is too heavy to run in every test run, so its answers are replayed here): a 429
+# whose only hint is the prefixed header, and a wrong key on a proxy without its database.
 
-LITELLM_429 = OpenAIError(429, "litellm.RateLimitError: RateLimitError: OpenAIException - mock 429",
-                          "throttling_error", "429", {"llm_provider-retry-after": "90"})
-LITELLM_NO_DB = OpenAIError(400, "No connected db.", "no_db_connection", "400")
+LITELLM_429 = litellm_captures.as_openai_error("rate_limited_429")
+LITELLM_NO_DB = litellm_captures.as_openai_error("wrong_key_no_db")
 
 
 async def test_a_proxys_prefixed_retry_after_sets_the_pause(

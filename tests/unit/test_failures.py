@@ -36,8 +36,10 @@ from engine.failures import (
     normalise_signature,
 )
 from engine.settings import BackendConfig
+from tests.fakes import litellm_captures
 
 NOW = 1_795_620_000.0
+LITELLM_NO_DB = litellm_captures.load("wrong_key_no_db")
 REFERENCE = Path(__file__).resolve().parents[1] / "fixtures" / "claude-code"
 
 
@@ -82,8 +84,8 @@ def openai_body(message: str, kind: str = "invalid_request_error", code: str | N
     (404, anthropic_body("not_found_error", "model: claude-nope"), FailureClass.BACKEND_REJECTED),
     (404, openai_body("The model `gpt-nope` does not exist or you do not have access to it.", code="model_not_found"),
      FailureClass.BACKEND_REJECTED),
-    (400, json.dumps({"error": {"message": "No connected db.", "type": "no_db_connection", "param": None,
-                                "code": "400"}}), FailureClass.BACKEND_REJECTED),  # LiteLLM, wrong key, no database
+    # LiteLLM, wrong key, no database (captured: tests/fixtures/litellm/wrong_key_no_db.json)
+    (LITELLM_NO_DB["status"], json.dumps(LITELLM_NO_DB["body"]), FailureClass.BACKEND_REJECTED),
     (400, openai_body("Invalid model name passed in model=gpt-x. Call `/v1/models` to view available models"),
      FailureClass.BACKEND_REJECTED),  # LiteLLM's router for a model it does not serve
     (400, anthropic_body("invalid_request_error", "messages.0.content: Field required"), FailureClass.BAD_REQUEST),

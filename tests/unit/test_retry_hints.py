@@ -12,8 +12,10 @@ import pytest
 
 from engine.failures import DEFAULT_RATE_LIMIT_PAUSE_S, FailureClass, classify_http
 from engine.ratelimit import parse_retry_text, retry_hint
+from tests.fakes import litellm_captures
 
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+LITELLM_429 = litellm_captures.load("rate_limited_429")
 
 
 def body(payload: object) -> str:
@@ -41,10 +43,9 @@ ROWS = [
      body({"error": {"code": 429, "message": "Rate limit exceeded: free-models-per-min.",
                      "metadata": {"headers": {"X-RateLimit-Limit": "20", "X-RateLimit-Remaining": "0",
                                               "X-RateLimit-Reset": str(int((NOW + 50) * 1000))}}}}), NOW + 50),
-    # LiteLLM proxy (captured, litellm 1.x serving a mock model; issue 14): only the prefixed header.
-    ("litellm", {"llm_provider-retry-after": "60", "content-type": "application/json"},
-     body({"error": {"message": "litellm.RateLimitError: RateLimitError: OpenAIException - mock 429",
-                     "type": "throttling_error", "param": None, "code": "429"}}), NOW + 60),
+    # LiteLLM proxy (captured: tests/fixtures/litellm/rate_limited_429.json, the real proxy passing on its
+    # upstream's 429 with retry-after: 90): only the prefixed header.
+    ("litellm", LITELLM_429["headers"], body(LITELLM_429["body"]), NOW + 90),
     # Gemini, OpenAI-compatible endpoint (docs: ai.google.dev/gemini-api/docs/rate-limits; google.rpc.RetryInfo):
     # a JSON list around the error, the wait as a protobuf Duration in details[].retryDelay.
     ("gemini", {},

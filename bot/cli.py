@@ -11,19 +11,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from bot import cli_drill, cli_memory, cli_pulse, cli_work, render
 from bot.cli_common import (
     CONFIG_HELP,
     JSON_HELP,
+    CommandSpec,
     all_parsers,
     emit,
     global_options_everywhere,
     json_flag,
     keep_data_private,
-    with_control,
+    on_store,
 )
 from engine.errors import OPERATOR_ERRORS, ConfigError, StoreError, describe_error
 from engine.vocab import JobState, Priority
@@ -32,7 +33,8 @@ if TYPE_CHECKING:  # annotations only: the parser (and so `--help`) loads neithe
     from engine.control import Control
     from engine.settings import Settings
 
-    Handler = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+    # A command runs on the store without an event loop (``on_store``: returns its exit code) or is a coroutine.
+    Handler = Callable[[argparse.Namespace, Settings], int | Coroutine[Any, Any, int]]
 
 # What a command may raise that is told as one line and exit code 1, never a traceback.
 _TOLD_ERRORS: tuple[type[Exception], ...] = (StoreError, ConfigError, *OPERATOR_ERRORS)
@@ -40,13 +42,12 @@ _TOLD_ERRORS: tuple[type[Exception], ...] = (StoreError, ConfigError, *OPERATOR_
 
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
-    parser = _parser(json_errors="--json" in words)
+    parser = _parser(words, json_errors="--json" in words)
     args = parser.parse_args(words)
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
     # Loaded once the command line is understood: `--help` and a usage error answer without them.
-    import asyncio
     import logging
 
     from engine.settings import load_settings
@@ -59,7 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     keep_data_private(settings.home)
     try:
         handler: Handler = args.func
-        return asyncio.run(handler(args, settings))
+        outcome = handler(args, settings)  # a command on the store has run already (``on_store``)
+        if isinstance(outcome, int):
+            return outcome
+        import asyncio
+
+        return asyncio.run(outcome)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # output piped into `head`: not an error
@@ -85,29 +91,61 @@ class _Parser(argparse.ArgumentParser):
         super().error(message)
 
 
-def _parser(*, json_errors: bool = False) -> argparse.ArgumentParser:
+def _parser(words: list[str] | None = None, *, json_errors: bool = False) -> argparse.ArgumentParser:
+    """The command line's parser. Given the ``words`` to parse, only the command they name gets its arguments
+    and actions (building all of them costs a store command about 0.01 s); the others are
+    listed with their help. Without ``words``, every command is built (``--help`` walks, tests)."""
     parser = _Parser(prog="switchboard", description="An operator's AI work orchestrator.")
     parser.add_argument("--config", help=CONFIG_HELP)
     parser.add_argument("--json", action="store_true", help=JSON_HELP)
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-    _commands(sub)
-    cli_memory.register(sub)
-    cli_pulse.register(sub)
-    cli_work.register(sub)
-    cli_drill.register(sub)
+    commands = _command_table()
+    named = None if words is None else _named_command(words, commands)
+    for name, (help_text, build) in commands.items():
+        command = sub.add_parser(name, help=help_text)
+        if words is None or name == named:
+            build(command)
     global_options_everywhere(parser)
-    for command in all_parsers(parser):
-        command.json_errors = json_errors  # type: ignore[attr-defined]
+    for each in all_parsers(parser):
+        each.json_errors = json_errors  # type: ignore[attr-defined]
     return parser
 
 
-def _commands(sub: Any) -> None:
+def _named_command(words: list[str], commands: Mapping[str, CommandSpec]) -> str | None:
+    """The command ``words`` name: the first word that is neither an option nor ``--config``'s value."""
+    value_follows = False
+    for word in words:
+        if value_follows:
+            value_follows = False
+        elif word == "--config":
+            value_follows = True
+        elif not word.startswith("-"):
+            return word if word in commands else None
+    return None
 
-    run = sub.add_parser("run", help="start the engine and the operator's channel (Telegram or console)")
+
+def _command_table() -> dict[str, CommandSpec]:
+    """Every command, in the order ``--help`` lists them: its help line and what builds its arguments."""
+    return {
+        "run": ("start the engine and the operator's channel (Telegram or console)", _build_run),
+        "jobs": ("add, list, show, cancel and retry jobs", _build_jobs),
+        "status": ("engine, slots, queue, backpressure, backends", _build_status),
+        "stats": ("totals, completion rate, throughput and cost", _build_stats),
+        "backends": ("backends and their state; pause or resume one", _build_backends),
+        "doctor": ("check what run needs: config, Telegram, credentials, data folder", _build_doctor),
+        **cli_memory.commands(),
+        **cli_pulse.commands(),
+        **cli_drill.commands(),
+    }
+
+
+def _build_run(run: argparse.ArgumentParser) -> None:
     run.add_argument("--no-console", action="store_true", help="do not read commands from stdin")
     run.set_defaults(func=_run)
 
-    jobs = sub.add_parser("jobs", help="add, list, show, cancel and retry jobs").add_subparsers(metavar="ACTION")
+
+def _build_jobs(jobs_command: argparse.ArgumentParser) -> None:
+    jobs = jobs_command.add_subparsers(metavar="ACTION")
     add = jobs.add_parser("add", help="queue a job")
     add.add_argument("text", help="what to do, in your words")
     add.add_argument("--type", default="analysis", help="job type: coding, research, writing, ... (default analysis)")
@@ -115,35 +153,42 @@ def _commands(sub: Any) -> None:
     add.add_argument("--priority", default="normal", choices=[p.name.lower() for p in Priority],
                      help="queue priority (default normal)")
     add.add_argument("--key", help="idempotency key: the same key never creates a second job")
-    json_flag(add).set_defaults(func=_jobs_add)
+    json_flag(add).set_defaults(func=on_store(_jobs_add))
     listing = jobs.add_parser("list", help="list recent jobs")
     listing.add_argument("--state", choices=[s.value for s in JobState], help="only jobs in this state")
     listing.add_argument("--limit", type=_count, default=30, help="at most this many (1 to 10000, default 30)")
-    json_flag(listing).set_defaults(func=_jobs_list)
+    json_flag(listing).set_defaults(func=on_store(_jobs_list))
     show = jobs.add_parser("show", help="a job with its attempts, reviews and events")
     show.add_argument("id", type=int, help="the job's number")
-    json_flag(show).set_defaults(func=_jobs_show)
+    json_flag(show).set_defaults(func=on_store(_jobs_show))
     for verb in ("cancel", "retry", "approve", "reroute"):
         action = jobs.add_parser(verb, help=f"{verb} a job")
         action.add_argument("id", type=int, help="the job's number")
-        json_flag(action).set_defaults(func=_jobs_verb, verb=verb)
+        json_flag(action).set_defaults(func=on_store(_jobs_verb), verb=verb)
+    cli_pulse.add_answer(jobs)
+    cli_work.add_job_actions(jobs)
 
-    status = sub.add_parser("status", help="engine, slots, queue, backpressure, backends")
+
+def _build_status(status: argparse.ArgumentParser) -> None:
     status.add_argument("--check", action="store_true", help="exit 1 unless a running engine was seen recently")
-    json_flag(status).set_defaults(func=_status)
-    stats = sub.add_parser("stats", help="totals, completion rate, throughput and cost")
-    stats.add_argument("--since", default="7d", help="how far back: 30m, 12h, 7d, 2w (default 7d)")
-    json_flag(stats).set_defaults(func=_stats)
+    json_flag(status).set_defaults(func=on_store(_status))
 
-    backends = sub.add_parser("backends", help="backends and their state; pause or resume one")
-    json_flag(backends).set_defaults(func=_backends)
+
+def _build_stats(stats: argparse.ArgumentParser) -> None:
+    stats.add_argument("--since", default="7d", help="how far back: 30m, 12h, 7d, 2w (default 7d)")
+    json_flag(stats).set_defaults(func=on_store(_stats))
+
+
+def _build_backends(backends: argparse.ArgumentParser) -> None:
+    json_flag(backends).set_defaults(func=on_store(_backends))
     backend_actions = backends.add_subparsers(metavar="ACTION")
     for verb in ("pause", "resume"):
         action = backend_actions.add_parser(verb, help=f"{verb} a backend")
         action.add_argument("name", help="the backend's name (switchboard backends lists them)")
-        json_flag(action).set_defaults(func=_backend_verb, verb=verb)
+        json_flag(action).set_defaults(func=on_store(_backend_verb), verb=verb)
 
-    doctor = sub.add_parser("doctor", help="check what run needs: config, Telegram, credentials, data folder")
+
+def _build_doctor(doctor: argparse.ArgumentParser) -> None:
     json_flag(doctor).set_defaults(func=_doctor)
 
 
@@ -159,116 +204,93 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     return await run_switchboard(settings, console=not args.no_console)
 
 
-async def _jobs_add(args: argparse.Namespace, settings: Settings) -> int:
-    async def go(control: Control) -> int:
-        job, created = await control.add_job(
-            args.text,
-            type=args.type,
-            project=args.project,
-            priority=Priority.parse(args.priority),
-            idempotency_key=args.key,
-        )
-        verb = "queued" if created else "already exists"
-        emit(
-            args,
-            {**job.model_dump(mode="json"), "created": created},
-            f"#{job.id} {verb}: {job.type} (tier {job.tier}) {job.title}",
-        )
-        return 0
-
-    return await with_control(settings, go)
+async def _jobs_add(args: argparse.Namespace, control: Control) -> int:
+    job, created = await control.add_job(
+        args.text,
+        type=args.type,
+        project=args.project,
+        priority=Priority.parse(args.priority),
+        idempotency_key=args.key,
+    )
+    verb = "queued" if created else "already exists"
+    emit(
+        args,
+        {**job.model_dump(mode="json"), "created": created},
+        f"#{job.id} {verb}: {job.type} (tier {job.tier}) {job.title}",
+    )
+    return 0
 
 
-async def _jobs_list(args: argparse.Namespace, settings: Settings) -> int:
-    async def go(control: Control) -> int:
-        states = [JobState(args.state)] if args.state else None
-        jobs = await control.store.list_jobs(states=states, limit=args.limit)
-        emit(
-            args,
-            [j.model_dump(mode="json", exclude={"result_text"}) for j in jobs],
-            "\n".join(render.job_line(j) for j in jobs) or "no jobs",
-        )
-        return 0
-
-    return await with_control(settings, go)
+async def _jobs_list(args: argparse.Namespace, control: Control) -> int:
+    states = [JobState(args.state)] if args.state else None
+    jobs = await control.store.list_jobs(states=states, limit=args.limit)
+    emit(
+        args,
+        [j.model_dump(mode="json", exclude={"result_text"}) for j in jobs],
+        "\n".join(render.job_line(j) for j in jobs) or "no jobs",
+    )
+    return 0
 
 
-async def _jobs_show(args: argparse.Namespace, settings: Settings) -> int:
-    async def go(control: Control) -> int:
-        job = await control.job(args.id)
-        attempts = await control.store.job_attempts(job.id)
-        events = await control.store.job_events(job.id)
-        reviews = await control.store.job_reviews(job.id)
-        data = {
-            "job": job.model_dump(mode="json"),
-            "attempts": [a.model_dump() for a in attempts],
-            "events": [e.model_dump() for e in events],
-            "reviews": [r.model_dump() for r in reviews],
-        }
-        emit(args, data, render.job_detail(job, attempts, events, reviews))
-        return 0
-
-    return await with_control(settings, go)
+async def _jobs_show(args: argparse.Namespace, control: Control) -> int:
+    job = await control.job(args.id)
+    attempts = await control.store.job_attempts(job.id)
+    events = await control.store.job_events(job.id)
+    reviews = await control.store.job_reviews(job.id)
+    data = {
+        "job": job.model_dump(mode="json"),
+        "attempts": [a.model_dump() for a in attempts],
+        "events": [e.model_dump() for e in events],
+        "reviews": [r.model_dump() for r in reviews],
+    }
+    emit(args, data, render.job_detail(job, attempts, events, reviews))
+    return 0
 
 
-async def _jobs_verb(args: argparse.Namespace, settings: Settings) -> int:
-    async def go(control: Control) -> int:
-        job = await getattr(control, args.verb)(args.id)
-        emit(args, job.model_dump(mode="json"), f"#{job.id} is now {job.state.value}")
-        return 0
-
-    return await with_control(settings, go)
+async def _jobs_verb(args: argparse.Namespace, control: Control) -> int:
+    job = await getattr(control, args.verb)(args.id)
+    emit(args, job.model_dump(mode="json"), f"#{job.id} is now {job.state.value}")
+    return 0
 
 
-async def _status(args: argparse.Namespace, settings: Settings) -> int:
-    async def go(control: Control) -> int:
-        status = await control.status()
-        emit(args, status, render.status_text(status))
-        if args.check and not status["engine"]["alive"]:
-            print("switchboard: no running engine seen on this data folder recently", file=sys.stderr)
-            return 1
-        return 0
-
-    return await with_control(settings, go)
+async def _status(args: argparse.Namespace, control: Control) -> int:
+    status = await control.status()
+    emit(args, status, render.status_text(status))
+    if args.check and not status["engine"]["alive"]:
+        print("switchboard: no running engine seen on this data folder recently", file=sys.stderr)
+        return 1
+    return 0
 
 
-async def _stats(args: argparse.Namespace, settings: Settings) -> int:
+async def _stats(args: argparse.Namespace, control: Control) -> int:
     from engine.control import parse_duration
 
-    async def go(control: Control) -> int:
-        since = control.clock.now() - parse_duration(args.since)
-        stats = await control.store.stats(since, [b.name for b in control.settings.backends if b.simulated])
-        emit(args, stats.model_dump(), render.stats_text(stats))
-        return 0
-
-    return await with_control(settings, go)
+    since = control.clock.now() - parse_duration(args.since)
+    stats = await control.store.stats(since, [b.name for b in control.settings.backends if b.simulated])
+    emit(args, stats.model_dump(), render.stats_text(stats))
+    return 0
 
 
-async def _backends(args: argparse.Namespace, settings: Settings) -> int:
-    async def go(control: Control) -> int:
-        backends = (await control.status())["backends"]
-        emit(args, backends, "\n".join(render.backend_line(b) for b in backends))
-        return 0
-
-    return await with_control(settings, go)
+async def _backends(args: argparse.Namespace, control: Control) -> int:
+    backends = (await control.status())["backends"]
+    emit(args, backends, "\n".join(render.backend_line(b) for b in backends))
+    return 0
 
 
-async def _backend_verb(args: argparse.Namespace, settings: Settings) -> int:
-    async def go(control: Control) -> int:
-        if args.verb == "pause":
-            await control.pause_backend(args.name)
-        else:
-            await control.resume_backend(args.name)
-        emit(args, {"backend": args.name, "paused": args.verb == "pause"}, f"{args.name}: {args.verb}d")
-        return 0
-
+async def _backend_verb(args: argparse.Namespace, control: Control) -> int:
+    settings = control.settings
     try:
         settings.backend(args.name)
     except KeyError:
         raise ValueError(
             f"unknown backend {args.name!r} (known: {', '.join(b.name for b in settings.backends)})"
         ) from None
-    return await with_control(settings, go)
+    if args.verb == "pause":
+        await control.pause_backend(args.name)
+    else:
+        await control.resume_backend(args.name)
+    emit(args, {"backend": args.name, "paused": args.verb == "pause"}, f"{args.name}: {args.verb}d")
+    return 0
 
 
 async def _doctor(args: argparse.Namespace, settings: Settings) -> int:

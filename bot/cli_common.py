@@ -1,6 +1,6 @@
 """What the ``switchboard`` commands share: a private data folder, the ``--json`` flag, printing one JSON
-document or text, and opening the services (``bot.app.open_services``: the store and a ``Control``) around one
-command.
+document or text, and opening a ``Control`` around one command: ``on_store`` for a command that only reads and
+writes the database (run without an event loop), ``with_control`` for one that needs one (git, the network).
 
 Used by ``bot.cli``, ``bot.cli_pulse`` and ``bot.cli_memory`` (which opens memory, not the store, and prints
 its JSON on one line with non-ASCII text kept, so it keeps its own ``_emit``).
@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:  # annotations only: `switchboard --help` builds the parser without loading the settings
     from engine.control import Control
     from engine.settings import Settings
 
 PRIVATE_UMASK = 0o077
+T = TypeVar("T")
 
 
 def keep_data_private(home: Path) -> None:
@@ -40,6 +42,8 @@ def keep_data_private(home: Path) -> None:
 CONFIG_HELP = "path to switchboard.toml (default: $SWITCHBOARD_CONFIG or ./switchboard.toml)"
 JSON_HELP = 'print one JSON document on stdout (errors too: {"error": ...})'
 NO_JSON = frozenset({"run"})  # run prints no document: it runs until stopped
+# A command: its help line, and what adds its arguments and actions to its parser (only when it is the one run).
+CommandSpec = tuple[str, Callable[[argparse.ArgumentParser], None]]
 
 
 def json_flag(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -81,3 +85,44 @@ async def with_control(settings: Settings, fn: Callable[[Control], Awaitable[int
 
     async with open_services(settings) as services:
         return await fn(services.control)
+
+
+def on_store(
+    handler: Callable[[argparse.Namespace, Control], Awaitable[int]],
+) -> Callable[[argparse.Namespace, Settings], int]:
+    """A command that only reads and writes the database, run without an event loop: its store is blocking
+    (each transaction in this thread, waiting for SQLite's lock here), so nothing it awaits ever suspends and
+    ``run_blocking`` drives it to the end. Such a command does not load asyncio, about 0.03 s of its 0.25 s start.
+    """
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace, settings: Settings) -> int:
+        return run_blocking(_on_blocking_store(settings, lambda control: handler(args, control)))
+
+    return run
+
+
+async def _on_blocking_store(settings: Settings, fn: Callable[[Control], Awaitable[int]]) -> int:
+    from engine.clock import SystemClock
+    from engine.control import Control
+    from engine.store import Store
+
+    clock = SystemClock()
+    store = await Store.open(settings.db_path, clock, blocking=True)
+    try:
+        return await fn(Control(settings, store, clock, None))
+    finally:
+        await store.close()
+
+
+def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` to its end without an event loop. Only for one that never suspends: whatever it awaits
+    finishes at once (the blocking store's calls do). One that would wait on a loop's future or timer is a
+    programming error: it fails here, at once, rather than hang."""
+    try:
+        coroutine.send(None)
+    except StopIteration as finished:
+        result: T = finished.value
+        return result
+    coroutine.close()
+    raise RuntimeError("a command run without an event loop waited for something: run it with asyncio.run")

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from bot.cli_common import emit, json_flag
+from bot.cli_common import CommandSpec, emit, json_flag
 
 if TYPE_CHECKING:  # annotations only: registering the command loads neither the settings nor the engine
     from engine.settings import Settings
 
 
-def register(subparsers: Any) -> None:
-    drill = subparsers.add_parser("drill", help="replay a day of workload and incidents on simulated twins")
+def commands() -> dict[str, CommandSpec]:
+    return {"drill": ("replay a day of workload and incidents on simulated twins", _build)}
+
+
+def _build(drill: argparse.ArgumentParser) -> None:
     drill.add_argument("scenario", help="a shipped scenario (seed-day, oauth-expiry, rate-limit-storm, "
                                         "provider-gone, quiet, subscription-wall) or a path to a scenario .toml")
     drill.add_argument("--seed", type=int, help="random seed (default: the scenario's)")

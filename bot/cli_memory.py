@@ -1,6 +1,6 @@
 """``switchboard memory add|search|forget|core``: the operator's command line onto memory.
 
-``register(subparsers)`` adds the ``memory`` command; each subcommand sets ``func`` to an async handler
+``commands()`` names the ``memory`` command and what builds it; each subcommand sets ``func`` to an async handler
 ``handler(args, settings) -> int``. With ``--json`` stdout carries exactly one JSON document; errors go to
 stderr as one line and the exit code is 1.
 """
@@ -8,6 +8,7 @@ stderr as one line and the exit code is 1.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,7 +16,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot.cli_common import json_flag
+from bot.cli_common import CommandSpec, json_flag
 from engine.text import memory_text
 from memory.errors import MemoryStoreError
 
@@ -26,8 +27,11 @@ if TYPE_CHECKING:  # annotations only: registering the commands loads neither th
     Handler = Callable[[argparse.Namespace, Settings], Awaitable[int]]
 
 
-def register(subparsers: Any) -> None:
-    memory = subparsers.add_parser("memory", help="inspect and edit the assistant's memory")
+def commands() -> dict[str, CommandSpec]:
+    return {"memory": ("inspect and edit the assistant's memory", _build)}
+
+
+def _build(memory: argparse.ArgumentParser) -> None:
     commands = memory.add_subparsers(dest="memory_command", required=True, metavar="{add,search,forget,core}")
 
     add = commands.add_parser("add", help="remember a fact or preference")
@@ -70,6 +74,7 @@ def _importance(value: str) -> int:
 
 
 def _guarded(handler: Handler) -> Handler:
+    @functools.wraps(handler)
     async def run(args: argparse.Namespace, settings: Settings) -> int:
         try:
             return await handler(args, settings)

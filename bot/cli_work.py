@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from engine.settings import Settings
 
 
-def register(subparsers: Any) -> None:
-    jobs = next(a for a in subparsers.choices["jobs"]._actions if isinstance(a, argparse._SubParsersAction))
+def add_job_actions(jobs: Any) -> None:
+    """``jobs diff`` and ``jobs merge``, added to the ``jobs`` command's actions."""
     diff = jobs.add_parser("diff", help="the change a job made on its branch")
     diff.add_argument("id", type=int, help="the job's number")
     diff.add_argument("--stat", action="store_true", help="only the summary: files changed, lines added, removed")
@@ -52,4 +52,4 @@ async def _merge(args: argparse.Namespace, settings: Settings) -> int:
     return await with_control(settings, go)
 
 
-__all__ = ["register"]
+__all__ = ["add_job_actions"]

@@ -2,11 +2,13 @@
 
 ``SystemClock`` is the real one; ``FakeClock`` lets tests and the simulator run hours of schedule in
 seconds: ``sleep`` returns as soon as the fake time is advanced past the deadline.
+
+asyncio is imported where a clock waits: a CLI command on the store reads the time but never waits, and runs
+without an event loop (``bot.cli_common.on_store``), so it does not pay for loading asyncio.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Protocol
@@ -25,6 +27,8 @@ class SystemClock:
         return time.time()
 
     async def sleep(self, seconds: float) -> None:
+        import asyncio
+
         await asyncio.sleep(max(0.0, seconds))
 
 
@@ -32,6 +36,8 @@ class FakeClock:
     """A clock that only moves when told. ``sleep`` waits until ``advance`` passes its deadline."""
 
     def __init__(self, start: float = 1_767_225_600.0) -> None:  # 2026-01-01T00:00:00Z
+        import asyncio
+
         self._now = start
         self._changed = asyncio.Event()
         self.sleepers = 0  # sleeps whose deadline is set: an `advance` from now on counts towards them
@@ -47,6 +53,8 @@ class FakeClock:
         self.set(self._now + seconds)
 
     async def sleep(self, seconds: float) -> None:
+        import asyncio
+
         deadline = self._now + max(0.0, seconds)
         self.sleepers += 1
         try:

@@ -3,11 +3,10 @@
 Every row the store returns is one of these pydantic models; nothing outside the store sees a tuple.
 """
 
-from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 # Re-exported: most modules take the vocabulary from here with the records.
 from engine.vocab import JobState as JobState
@@ -141,7 +140,7 @@ class Event(_Record):
     from_state: str | None = None
     to_state: str | None = None
     reason: str = ""
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = {}
 
 
 class NewReview(_Record):
@@ -152,7 +151,7 @@ class NewReview(_Record):
     reviewer_backend: str
     reviewer_family: str
     maker_family: str
-    scores: dict[str, float] = Field(default_factory=dict)
+    scores: dict[str, float] = {}
     score: float
     passed: bool
     verdict: str
@@ -182,7 +181,7 @@ class OutboxMessage(_Record):
     chat_id: int | None = None
     text: str
     urgent: bool = False
-    payload: dict[str, Any] = Field(default_factory=dict)
+    payload: dict[str, Any] = {}
     state: str = "pending"  # pending | sending | sent | held | failed | uncertain (see bot/telegram/sender.py)
     attempts: int = 0
     next_attempt_at: float
@@ -200,7 +199,7 @@ class NewOutbox(_Record):
     text: str
     chat_id: int | None = None
     urgent: bool = False
-    payload: dict[str, Any] = Field(default_factory=dict)
+    payload: dict[str, Any] = {}
     job_id: int | None = None
 
 

@@ -16,7 +16,6 @@ rules it applied are the few kept below (``__`` nesting, JSON for tables and lis
 file). ``Settings(...)`` built directly (tests, benches) reads no environment.
 """
 
-from __future__ import annotations
 
 import difflib
 import json
@@ -25,7 +24,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, Self, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -81,9 +80,9 @@ class _Strict(BaseModel):
 
 
 class TelegramSettings(_Strict):
-    operator_ids: list[int] = Field(default_factory=list)
+    operator_ids: list[int] = []
     # Only private chats with an operator are served; a group or channel is served only when named here.
-    allowed_chats: list[int] = Field(default_factory=list)
+    allowed_chats: list[int] = []
     api_base_url: str = "https://api.telegram.org"
     # Long polling unless a webhook URL is set; a webhook requires a secret token (from the environment).
     webhook_url: str | None = None
@@ -122,7 +121,7 @@ class EngineSettings(_Strict):
     worktree_keep_hours: float = Field(72.0, ge=0)
 
     @model_validator(mode="after")
-    def _reserved_below_max(self) -> EngineSettings:
+    def _reserved_below_max(self) -> Self:
         if self.reserved_operator_slots >= self.max_slots:
             raise ValueError(
                 f"engine.reserved_operator_slots ({self.reserved_operator_slots}) must be smaller than "
@@ -155,9 +154,9 @@ class BackendConfig(_Strict):
     base_url: str | None = None
     api_key_env: str | None = None
     binary: str | None = None
-    extra_args: list[str] = Field(default_factory=list)
+    extra_args: list[str] = []
     # Variables a CLI worker gets besides its allow-list (engine/sandbox.py); never another's secret.
-    env_passthrough: list[str] = Field(default_factory=list)
+    env_passthrough: list[str] = []
     price_in_per_mtok: float = Field(0.0, ge=0)
     price_out_per_mtok: float = Field(0.0, ge=0)
     price_cache_read_per_mtok: float = Field(0.0, ge=0)
@@ -210,7 +209,7 @@ class JobTypeConfig(_Strict):
     accept_patch: bool = False
     max_turns: int | None = None
     permission_mode: str | None = "acceptEdits"
-    allowed_tools: list[str] = Field(default_factory=list)
+    allowed_tools: list[str] = []
     budget_usd: float | None = None
     timeout_s: float = Field(1800.0, gt=0)
 
@@ -330,7 +329,7 @@ class MediaSettings(_Strict):
     job_type: str = "analysis"  # the type of the job a document or photo starts (its caption is the request)
     # A local speech-to-text command, the voice note's path appended, printing the text (e.g. a whisper.cpp
     # wrapper). Empty: voice notes are answered with a sentence saying so.
-    transcriber: list[str] = Field(default_factory=list)
+    transcriber: list[str] = []
     transcriber_timeout_s: float = Field(120.0, gt=0)
 
 
@@ -345,9 +344,9 @@ class Settings(BaseModel):
     detect_backends: bool = True
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
-    backends: list[BackendConfig] = Field(default_factory=list)
-    routing: dict[str, list[str]] = Field(default_factory=dict)
-    job_types: dict[str, JobTypeConfig] = Field(default_factory=dict)
+    backends: list[BackendConfig] = []
+    routing: dict[str, list[str]] = {}
+    job_types: dict[str, JobTypeConfig] = {}
     memory: MemorySettings = Field(default_factory=MemorySettings)
     pulse: PulseSettings = Field(default_factory=PulseSettings)
     quota: QuotaSettings = Field(default_factory=QuotaSettings)
@@ -361,7 +360,7 @@ class Settings(BaseModel):
         return value.expanduser()
 
     @model_validator(mode="after")
-    def _fill_and_check(self) -> Settings:
+    def _fill_and_check(self) -> Self:
         if not self.backends:
             self.backends = default_sim_backends()
         names = [b.name for b in self.backends]
@@ -390,7 +389,7 @@ class Settings(BaseModel):
             telegram.webhook_secret = SecretStr(secret)
 
     @model_validator(mode="after")
-    def _passthrough_not_secret(self) -> Settings:
+    def _passthrough_not_secret(self) -> Self:
         secrets = self.secret_env_names()
         for config in self.backends:
             for name in config.env_passthrough:

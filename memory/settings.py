@@ -1,6 +1,5 @@
 """Memory configuration (the ``[memory]`` table of switchboard.toml)."""
 
-from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 

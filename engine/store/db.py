@@ -6,21 +6,26 @@ function. It runs inline on the event loop when the connection is free and the d
 at once (WAL with synchronous=NORMAL does not fsync on commit, so a short transaction costs tens of
 microseconds, less than the hop); when another process holds the write lock, it goes to the store's own
 thread, which waits for the lock with busy_timeout without blocking the loop.
+
+A ``blocking`` database (a CLI command on the store: a few transactions, then exit) runs every transaction in
+the calling thread and waits for the lock there: it needs no event loop and no thread, so such a command
+loads neither asyncio nor a thread pool (asyncio alone is about a tenth of its start-up).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from engine.errors import Busy, LostDatabase, StoreError
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 T = TypeVar("T")
 
@@ -33,15 +38,28 @@ BUSY_TIMEOUT_MS = 10_000
 
 
 class Database:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, blocking: bool = False) -> None:
         self.path = path
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="switchboard-db")
+        self.blocking = blocking
+        self._executor: ThreadPoolExecutor | None = None  # the store's thread, made at open unless blocking
         self._conn: sqlite3.Connection | None = None
         # Serialises the connection between the event loop (inline calls) and the store thread.
         self._lock = threading.Lock()
 
     async def open(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
+        if self.blocking:
+            self._open()
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="switchboard-db")
+        await self._in_thread(self._open)
+
+    async def _in_thread(self, fn: Callable[[], T]) -> T:
+        import asyncio  # loaded here, not at the top: a blocking database never needs it
+
+        assert self._executor is not None, "open() makes the store's thread"
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     def _open(self) -> None:
         try:
@@ -78,6 +96,8 @@ class Database:
         (``transaction`` does); it is then run again in the store's thread, which waits for the lock.
         """
         conn = self._connection()
+        if self.blocking:
+            return self._invoke_waiting(fn)
         if inline and self._lock.acquire(blocking=False):
             try:
                 return fn(conn)
@@ -87,7 +107,7 @@ class Database:
                 raise translate(exc, self.path) from exc
             finally:
                 self._lock.release()
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._invoke_waiting, fn)
+        return await self._in_thread(lambda: self._invoke_waiting(fn))
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -116,8 +136,12 @@ class Database:
                 with self._lock:
                     conn.close()
 
-            await asyncio.get_running_loop().run_in_executor(self._executor, _close)
-        self._executor.shutdown(wait=True)
+            if self._executor is None:
+                _close()
+            else:
+                await self._in_thread(_close)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
 
 
 _LOCKED = "the database is locked: another process held it for more than {seconds:.0f} s"

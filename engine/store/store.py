@@ -55,8 +55,9 @@ class Store(
     """The durable job store. Open with ``await Store.open(path, clock)``."""
 
     @classmethod
-    async def open(cls, path: Path, clock: Clock) -> Store:
-        db = Database(path)
+    async def open(cls, path: Path, clock: Clock, *, blocking: bool = False) -> Store:
+        """``blocking``: every transaction in the calling thread, no event loop needed (see ``Database``)."""
+        db = Database(path, blocking=blocking)
         await db.open()
         return cls(db, clock)
 

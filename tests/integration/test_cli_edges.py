@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,3 +107,30 @@ def test_a_list_limit_out_of_range_is_refused_by_the_parser(capsys: pytest.Captu
         main(["jobs", "list", "--limit", "99999999999999999999"])
     assert exit_.value.code == 2 and "not a count from 1 to 10000" in capsys.readouterr().err
     assert main(["jobs", "list", "--limit", "10000"]) == 0
+
+
+def test_a_store_command_waits_for_the_engines_write_then_runs(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Commands on the store run without an event loop, each transaction in the calling thread: one that meets
+    another process's write lock waits for it there (SQLite's busy timeout), then does its work."""
+    assert main(["jobs", "list"]) == 0  # the database exists
+    capsys.readouterr()
+    writer = sqlite3.connect(home / "switchboard.db", isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")  # the engine in the middle of a write
+    writer.execute("INSERT INTO kv(key, value, updated_at) VALUES ('written:by', 'the engine', 0)")
+    committed = threading.Event()
+
+    def commit() -> None:
+        writer.execute("COMMIT")
+        committed.set()
+
+    timer = threading.Timer(0.2, commit)
+    timer.start()
+    try:
+        assert main(["jobs", "add", "look into it", "--json"]) == 0
+        assert committed.is_set()  # it could only write once the other write was committed
+    finally:
+        timer.join()
+        writer.close()
+    assert json.loads(capsys.readouterr().out)["created"] is True
+    assert main(["jobs", "list", "--json"]) == 0
+    assert [job["title"] for job in json.loads(capsys.readouterr().out)] == ["look into it"]

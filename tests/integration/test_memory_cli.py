@@ -8,13 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from bot.cli_memory import register
+from bot.cli_memory import commands
 from engine.settings import Settings
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="switchboard")
-    register(parser.add_subparsers(dest="command"))
+    sub = parser.add_subparsers(dest="command")
+    for name, (help_text, build) in commands().items():
+        build(sub.add_parser(name, help=help_text))
     return parser.parse_args(argv)
 
 

@@ -100,6 +100,37 @@ def test_global_options_before_or_after_the_command(argv: list[str], config: str
     assert args.config == config and args.json is as_json
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["jobs", "add", "count the widgets", "--type", "research", "--priority", "high"],
+        ["--config", "jobs", "status", "--check"],  # "jobs" is --config's value here, not the command
+        ["--json", "--config", "y.toml", "jobs", "list", "--state", "done"],
+        ["jobs", "answer", "4", "yes"],
+        ["jobs", "merge", "4"],
+        ["backends", "pause", "opus"],
+        ["schedule", "add", "mail", "check mail", "--type", "triage", "--every", "1h"],
+        ["memory", "search", "sqlite", "-k", "3"],
+        ["drill", "seed-day", "--without", "sim-gpt"],
+        ["run", "--no-console"],
+    ],
+    ids=" ".join,
+)
+def test_the_parser_built_for_the_words_reads_them_as_the_whole_parser_does(argv: list[str]) -> None:
+    """``main`` builds only the command its words name; what it reads must not differ from the whole parser."""
+    whole, built = vars(_parser().parse_args(argv)), vars(_parser(argv).parse_args(argv))
+    handlers = [getattr(h, "__wrapped__", h) for h in (whole.pop("func"), built.pop("func"))]  # on_store wraps
+    assert built == whole
+    assert handlers[1] is handlers[0]
+
+
+def test_only_the_named_command_is_built_and_every_command_is_listed() -> None:
+    built = _parsers(_parser(["jobs", "list", "--json"]))
+    assert ("jobs", "list") in built and ("jobs", "merge") in built
+    assert ("memory",) in built and ("memory", "search") not in built  # listed in --help, not built
+    assert {path[0] for path in built if path} == {path[0] for path in _parsers(_parser()) if path}
+
+
 def test_jobs_add_type_is_optional_as_the_readme_says() -> None:
     args = _parser().parse_args(["jobs", "add", "count the widgets"])
     assert args.type == "analysis"

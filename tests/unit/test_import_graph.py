@@ -3,7 +3,7 @@
 Every CLI command pays for what ``bot.cli`` imports before it can print a line; LanceDB and pyarrow alone cost
 about 2 s, pydantic about 0.13 s (so the parser, `--help` and usage errors go without it), pydantic-settings another
 0.05 s (the settings read the environment themselves), the engine's loop with httpx and the backends about a fifth
-of a store command's imports.
+of a store command's imports, asyncio about a tenth of what remained (commands on the store run without a loop).
 Each check runs in a fresh interpreter, so what another test imported cannot hide a regression.
 """
 
@@ -147,7 +147,14 @@ ON_USE = {"engine.gitrepo", "engine.worktrees", "engine.sandbox", "engine.person
 
 @pytest.mark.parametrize(
     "argv",
-    [["jobs", "add", "a job", "--json"], ["jobs", "list", "--json"], ["status", "--check"], ["stats", "--json"]],
+    [
+        ["jobs", "add", "a job", "--json"],
+        ["jobs", "list", "--json"],
+        ["status", "--check"],
+        ["stats", "--json"],
+        ["backends", "pause", "sim-gpt"],
+        ["schedule", "list"],
+    ],
     ids=lambda argv: " ".join(argv),
 )
 def test_commands_on_the_store_load_neither_the_engine_nor_httpx(argv: list[str], tmp_path: Path) -> None:
@@ -159,3 +166,5 @@ def test_commands_on_the_store_load_neither_the_engine_nor_httpx(argv: list[str]
     assert not {m.split(".")[0] for m in loaded} & ({"httpx", "pydantic_settings", *HEAVY})
     assert not loaded & ENGINE_ONLY, sorted(loaded & ENGINE_ONLY)
     assert not loaded & ON_USE, sorted(loaded & ON_USE)
+    # They run without an event loop (bot.cli_common.on_store): asyncio and a thread pool are not loaded.
+    assert not loaded & {"asyncio", "concurrent.futures"}, sorted(loaded & {"asyncio", "concurrent.futures"})

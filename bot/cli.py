@@ -48,11 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     # Loaded once the command line is understood: `--help` and a usage error answer without them.
-    import logging
-
     from engine.settings import load_settings
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
@@ -60,11 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     keep_data_private(settings.home)
     try:
         handler: Handler = args.func
-        outcome = handler(args, settings)  # a command on the store has run already (``on_store``)
+        outcome = handler(args, settings)  # a command on the store has run already (``on_store``): it logs nothing
         if isinstance(outcome, int):
             return outcome
         import asyncio
+        import logging
 
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         return asyncio.run(outcome)
     except KeyboardInterrupt:
         return 130
@@ -92,9 +91,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser(words: list[str] | None = None, *, json_errors: bool = False) -> argparse.ArgumentParser:
-    """The command line's parser. Given the ``words`` to parse, only the command they name gets its arguments
-    and actions (building all of them costs a store command about 0.01 s); the others are
-    listed with their help. Without ``words``, every command is built (``--help`` walks, tests)."""
+    """The command line's parser. Given the ``words`` to parse, only the command they name is made, with its
+    arguments and actions (making all of them costs a store command about 0.01 s, much of it argparse asking
+    gettext for each parser's headings); when they name none (``--help``, a typo), every command is listed with
+    its help line. Without ``words``, every command is made whole (tests walk them all)."""
     parser = _Parser(prog="switchboard", description="An operator's AI work orchestrator.")
     parser.add_argument("--config", help=CONFIG_HELP)
     parser.add_argument("--json", action="store_true", help=JSON_HELP)
@@ -102,9 +102,10 @@ def _parser(words: list[str] | None = None, *, json_errors: bool = False) -> arg
     commands = _command_table()
     named = None if words is None else _named_command(words, commands)
     for name, (help_text, build) in commands.items():
-        command = sub.add_parser(name, help=help_text)
-        if words is None or name == named:
-            build(command)
+        if named is None or name == named:
+            command = sub.add_parser(name, help=help_text)
+            if words is None or name == named:
+                build(command)
     global_options_everywhere(parser)
     for each in all_parsers(parser):
         each.json_errors = json_errors  # type: ignore[attr-defined]

@@ -9,7 +9,6 @@ only the lease's expiry tells.
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,12 +22,12 @@ class ProcessId:
 
 def current() -> ProcessId:
     pid = os.getpid()
-    return ProcessId(socket.gethostname(), pid, _stat(pid)[1])
+    return ProcessId(_host(), pid, _stat(pid)[1])
 
 
 def is_gone(other: ProcessId) -> bool:
     """True only when ``other`` certainly no longer runs."""
-    if other.host != socket.gethostname():
+    if other.host != _host():
         return False
     try:
         os.kill(other.pid, 0)
@@ -40,6 +39,12 @@ def is_gone(other: ProcessId) -> bool:
     if state == "Z":
         return True
     return other.started is not None and started is not None and started != other.started
+
+
+def _host() -> str:
+    # gethostname(2)'s answer, as socket.gethostname() gives it, without loading socket (a CLI command's lease
+    # check would pay for it)
+    return os.uname().nodename
 
 
 def _stat(pid: int) -> tuple[str | None, str | None]:

@@ -17,7 +17,6 @@ file). ``Settings(...)`` built directly (tests, benches) reads no environment.
 """
 
 
-import difflib
 import json
 import os
 import re
@@ -510,8 +509,15 @@ def _describe(exc: ValidationError, path: Path | None, data: dict[str, Any]) -> 
 
 
 def _did_you_mean(word: str, known: Any) -> str:
+    close = _closest(word, known)
+    return f" (did you mean {close}?)" if close else ""
+
+
+def _closest(word: str, known: Any) -> str | None:
+    import difflib  # only to word a refusal: a good configuration never loads it
+
     close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]}?)" if close else ""
+    return close[0] if close else None
 
 
 def _key_path(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
@@ -569,7 +575,8 @@ def _environment_values(environ: Mapping[str, str]) -> dict[str, Any]:
         for depth, part in enumerate(parts):
             table = _unwrap(annotation)
             if isinstance(table, type) and issubclass(table, BaseModel) and part not in table.model_fields:
-                close = difflib.get_close_matches(part, list(table.model_fields), n=1, cutoff=0.6)
+                closest = _closest(part, table.model_fields)
+                close = [closest] if closest else []
                 meant = ENV_PREFIX + "__".join([*parts[:depth], *close, *parts[depth + 1:]]).upper()
                 guess = f" (did you mean {meant}?)" if close else ""
                 raise ConfigError(f"environment variable {name}: no such setting {'.'.join(parts[:depth + 1])}{guess}")

@@ -124,11 +124,14 @@ def test_the_parser_built_for_the_words_reads_them_as_the_whole_parser_does(argv
     assert handlers[1] is handlers[0]
 
 
-def test_only_the_named_command_is_built_and_every_command_is_listed() -> None:
-    built = _parsers(_parser(["jobs", "list", "--json"]))
-    assert ("jobs", "list") in built and ("jobs", "merge") in built
-    assert ("memory",) in built and ("memory", "search") not in built  # listed in --help, not built
-    assert {path[0] for path in built if path} == {path[0] for path in _parsers(_parser()) if path}
+def test_only_the_named_command_is_made_and_without_one_every_command_is_listed() -> None:
+    made = _parsers(_parser(["jobs", "list", "--json"]))
+    assert ("jobs", "list") in made and ("jobs", "merge") in made
+    assert {path[0] for path in made if path} == {"jobs"}
+    every = {path[0] for path in _parsers(_parser()) if path}
+    for words in (["--help"], [], ["jbos", "list"]):
+        listed = _parsers(_parser(words))
+        assert {path[0] for path in listed if path} == every and ("memory", "search") not in listed
 
 
 def test_jobs_add_type_is_optional_as_the_readme_says() -> None:

@@ -6,10 +6,15 @@ is measured in the same rounds as the floor. ``switchboard run`` is started ``--
 and timed from the spawn to its readiness line ("switchboard ready: ..." on stdout), then stopped with
 SIGTERM. The data folder is a fresh temporary one with simulated backends, so nothing is detected or called.
 
-    .venv/bin/python bench/cold_start.py --runs 21 --starts 5
+    .venv/bin/python bench/cold_start.py --runs 21 --starts 5 [--instructions]
 
 prints a Markdown table and writes it to ``bench/results/cold_start.md``. Target: every CLI command within
 0.25 s of the bare interpreter at the median, and `run` ready within 2 s on an idle machine.
+
+Wall time moves with the machine's load (on a shared machine by a third within minutes), so ``--instructions``
+also counts the instructions each command executes, once, under valgrind's callgrind (Debian's ``valgrind``):
+slow (about 20 s a command) but the same on a busy machine as on an idle one, so two commits can be compared at
+any moment. The reference row is what pydantic costs with one model, the part no import placement removes.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -30,6 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SWITCHBOARD = Path(sys.executable).parent / "switchboard"
 READY = b"switchboard ready"
+REFERENCE = "`python -c` pydantic with one model (reference)"
+PYDANTIC_ONE_MODEL = "from pydantic import BaseModel\nclass One(BaseModel):\n    x: int = 1\nOne(x=1)"
 CLI_TARGET_S = 0.25
 RUN_TARGET_S = 2.0
 
@@ -93,27 +102,70 @@ def _timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall_s, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
 
-def cli_rows(home: Path, config: Path, runs: int, code: Path) -> list[Row]:
+def cli_commands(config: Path) -> dict[str, list[str]]:
     sb = [str(SWITCHBOARD), "--config", str(config)]
-    commands = {
+    return {
         "`python -c pass` (the floor)": [sys.executable, "-c", "pass"],
-        # Not a command: what importing the settings library alone costs, the part no import placement removes.
-        "`python -c 'import pydantic_settings'` (reference)": [sys.executable, "-c", "import pydantic_settings"],
+        # Not a command: what pydantic costs with its first model, the part no import placement removes.
+        REFERENCE: [sys.executable, "-c", PYDANTIC_ONE_MODEL],
         "`switchboard --help`": [str(SWITCHBOARD), "--help"],
         "`switchboard jobs add TEXT`": [*sb, "jobs", "add", "cold start bench job"],
         "`switchboard jobs list --json`": [*sb, "jobs", "list", "--json"],
         "`switchboard status --check`": [*sb, "status", "--check"],
     }
-    env = _env(home, code)
-    for command in commands.values():  # warm-up: bytecode caches written, the database created
+
+
+def cli_rows(work: Path, config: Path, runs: int, code: Path, against: Path | None = None) -> list[Row]:
+    """Each command ``runs`` times, in interleaved rounds; with ``against`` (another checkout), its switchboard
+    commands run in the same rounds, on a data folder of their own, as rows marked with its name."""
+    runs_of = {what: (command, _env(work / "home", code)) for what, command in cli_commands(config).items()}
+    if against is not None:
+        other = _env(work / "home-against", against)
+        runs_of |= {f"{what} at {against.name}": (command, other) for what, command in cli_commands(config).items()
+                    if what.startswith("`switchboard")}
+    for command, env in runs_of.values():  # warm-up: bytecode caches written, the database created
         _timed(command, env)
-    rows = {what: Row(what, []) for what in commands}
+    rows = {what: Row(what, []) for what in runs_of}
     for _ in range(runs):
-        for what, command in commands.items():
+        for what, (command, env) in runs_of.items():
             wall_s, cpu_s = _timed(command, env)
             rows[what].times_s.append(wall_s)
             rows[what].cpu_s.append(cpu_s)
     return list(rows.values())
+
+
+def instructions(home: Path, config: Path, code: Path) -> dict[str, int]:
+    """Instructions each CLI command executes (callgrind's count for the whole process), after a warm-up run."""
+    env = {**_env(home, code), "PYTHONHASHSEED": "0"}  # the same dict and set layouts on every run
+    counts = {}
+    for what, command in cli_commands(config).items():
+        _timed(command, env)  # bytecode caches written, the database created
+        done = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command],
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            check=False,
+        )
+        found = re.search(r"Collected : (\d+)", done.stderr)
+        if found is None:
+            raise RuntimeError(f"callgrind gave no count for {what}: {done.stderr[-500:]}")
+        counts[what] = int(found.group(1))
+    return counts
+
+
+def instructions_table(counts: dict[str, int]) -> str:
+    floor, reference = counts["`python -c pass` (the floor)"], counts[REFERENCE]
+    lines = [
+        "Instructions executed (valgrind callgrind, PYTHONHASHSEED=0; the same whatever the load):",
+        "",
+        "| command | instructions | over the floor | over the floor, × the reference's |",
+        "|---|---:|---:|---:|",
+    ]
+    for what, count in counts.items():
+        over = count - floor
+        shown = "—" if count == floor else f"{over / 1e6:,.0f} M"
+        ratio = "—" if count == floor else f"{over / (reference - floor):.2f}"
+        lines.append(f"| {what} | {count / 1e6:,.0f} M | {shown} | {ratio} |")
+    return "\n".join(lines) + "\n"
 
 
 def time_to_ready(home: Path, config: Path, code: Path) -> float:
@@ -196,16 +248,30 @@ def main() -> int:
     parser.add_argument("--starts", type=int, default=5, help="starts of `switchboard run` per variant (default 5)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cold_start.md")
     parser.add_argument("--code", type=Path, default=ROOT, help="measure another checkout (an older commit)")
+    parser.add_argument("--against", type=Path,
+                        help="another checkout run in the same rounds (so under the same load), as rows of its own")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count each CLI command's instructions under valgrind (load-independent, slow)")
     args = parser.parse_args()
+    if args.instructions and shutil.which("valgrind") is None:
+        parser.error("--instructions needs valgrind (Debian: apt-get install valgrind)")
     code = args.code.resolve()
     load_before = _load()
     with tempfile.TemporaryDirectory(prefix="switchboard-cold-") as tmp:
         work = Path(tmp)
         config = work / "switchboard.toml"
         config.write_text(CONFIG.format(memory="false"), encoding="utf-8")
-        cli = cli_rows(work / "home", config, args.runs, code)
+        cli = cli_rows(work, config, args.runs, code, args.against.resolve() if args.against else None)
         run = run_rows(work, args.starts, code) if args.starts else []  # 0: an old checkout without the line
+        counts = instructions(work / "home", config, code) if args.instructions else None
+        if counts is not None and args.against is not None:
+            against = args.against.resolve()
+            counts |= {f"{what} at {against.name}": count
+                       for what, count in instructions(work / "home-against", config, against).items()
+                       if what.startswith("`switchboard")}
     text = table(cli, run, code, args.runs, args.starts, (load_before, _load()))
+    if counts is not None:
+        text += "\n" + instructions_table(counts)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")

@@ -2,7 +2,9 @@
 typed ``Services``, run a channel on them, shut down.
 
 ``open_services`` is the one place that builds them, in one ``AsyncExitStack``: opened in order, closed in
-reverse. ``switchboard run``, every CLI command, the console and the tests build them through it.
+reverse. ``switchboard run``, the CLI commands that need an event loop, the console and the tests build them
+through it; a CLI command that only touches the database opens a blocking store and a ``Control`` on it, with no
+loop (``bot.cli_common.on_store``).
 """
 
 from __future__ import annotations

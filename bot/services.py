@@ -1,6 +1,7 @@
 """``Services``: the typed container every entry point works through (run, the CLI, the console, Telegram, tests).
 
-Built in one place, ``bot.app.open_services``, inside one ``AsyncExitStack`` that closes everything in reverse.
+Built in one place, ``bot.app.open_services``, inside one ``AsyncExitStack`` that closes everything in reverse
+(a CLI command that only touches the database needs none of it: ``bot.cli_common.on_store`` gives it a ``Control``).
 Channels and handlers take it whole and reach services by attribute, never by string key or by probing.
 """
 

@@ -92,7 +92,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser(words: list[str] | None = None, *, json_errors: bool = False) -> argparse.ArgumentParser:
     """The command line's parser. Given the ``words`` to parse, only the command they name is made, with its
-    arguments and actions (making all of them costs a store command about 0.01 s, much of it argparse asking
+    arguments and actions (making all of them costs a store command about 5 ms, much of it argparse asking
     gettext for each parser's headings); when they name none (``--help``, a typo), every command is listed with
     its help line. Without ``words``, every command is made whole (tests walk them all)."""
     parser = _Parser(prog="switchboard", description="An operator's AI work orchestrator.")

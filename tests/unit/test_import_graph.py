@@ -3,7 +3,7 @@
 Every CLI command pays for what ``bot.cli`` imports before it can print a line; LanceDB and pyarrow alone cost
 about 2 s, pydantic about 0.13 s (so the parser, `--help` and usage errors go without it), pydantic-settings another
 0.05 s (the settings read the environment themselves), the engine's loop with httpx and the backends about a fifth
-of a store command's imports, asyncio about a tenth of what remained (commands on the store run without a loop).
+of a store command's imports, asyncio 6% of what remained (commands on the store run without a loop).
 Each check runs in a fresh interpreter, so what another test imported cannot hide a regression.
 """
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -35,6 +36,7 @@ PRAGMAS = (
     "PRAGMA foreign_keys=ON",
 )
 BUSY_TIMEOUT_MS = 10_000
+BUSY_SLICE_MS = 100  # a blocking database's wait for the lock, cut into slices of this (see _invoke_waiting)
 
 
 class Database:
@@ -115,13 +117,20 @@ class Database:
         return self._conn
 
     def _invoke_waiting(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` once the lock can be taken, waiting up to ``BUSY_TIMEOUT_MS`` for it. A blocking database
+        waits in slices of ``BUSY_SLICE_MS``, running ``fn`` again after each: Python runs its signal handlers
+        only between SQLite's calls, so the operator's Ctrl-C is seen within a slice, not after the whole wait."""
         conn = self._connection()
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
         with self._lock:
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn.execute(f"PRAGMA busy_timeout={BUSY_SLICE_MS if self.blocking else BUSY_TIMEOUT_MS}")
             try:
-                return fn(conn)
-            except Busy as exc:
-                raise StoreError(_LOCKED.format(seconds=BUSY_TIMEOUT_MS / 1000)) from exc
+                while True:
+                    try:
+                        return fn(conn)
+                    except Busy as exc:  # raised before anything was written: running fn again is safe
+                        if not self.blocking or time.monotonic() >= deadline:
+                            raise StoreError(_LOCKED.format(seconds=BUSY_TIMEOUT_MS / 1000)) from exc
             except sqlite3.OperationalError as exc:
                 raise translate(exc, self.path) from exc
             finally:

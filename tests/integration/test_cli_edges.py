@@ -3,11 +3,13 @@ that do not fit are one clear line and exit 1 (``{"error": ...}`` on stdout with
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import pytest
 
 from bot.cli import main
 from engine.clock import SystemClock
-from engine.store import Store
+from engine.store import Store, db
 
 HUGE = "99999999999999999999"  # 20 digits: more than SQLite's largest integer
 NO_SUCH_JOB = f"no job #{HUGE} (job ids go from 1 to {2**63 - 1})"
@@ -134,3 +136,27 @@ def test_a_store_command_waits_for_the_engines_write_then_runs(home: Path, capsy
     assert json.loads(capsys.readouterr().out)["created"] is True
     assert main(["jobs", "list", "--json"]) == 0
     assert [job["title"] for job in json.loads(capsys.readouterr().out)] == ["look into it"]
+
+
+def test_ctrl_c_while_a_store_command_waits_for_the_lock_stops_it_at_once(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The blocking store waits for the lock in slices, so Ctrl-C is seen within one, not after the whole wait."""
+    monkeypatch.setattr(db, "BUSY_TIMEOUT_MS", 60_000)  # without the slices this test would wait a minute
+    assert main(["jobs", "list"]) == 0
+    writer = sqlite3.connect(home / "switchboard.db", isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")  # held until the end: the command can only stop by Ctrl-C
+    ctrl_c = threading.Timer(0.2, _thread.interrupt_main)
+    started = time.monotonic()
+    ctrl_c.start()
+    try:
+        assert main(["jobs", "add", "never queued"]) == 130
+        waited_s = time.monotonic() - started
+    finally:
+        ctrl_c.join()
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert waited_s < 30  # a bound, not a speed claim: without slices it is the full 60 s
+    capsys.readouterr()
+    assert main(["jobs", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []

@@ -20,6 +20,7 @@ from bot.cli_common import (
     JSON_HELP,
     CommandSpec,
     all_parsers,
+    count_from_1_to,
     emit,
     global_options_everywhere,
     json_flag,
@@ -157,7 +158,8 @@ def _build_jobs(jobs_command: argparse.ArgumentParser) -> None:
     json_flag(add).set_defaults(func=on_store(_jobs_add))
     listing = jobs.add_parser("list", help="list recent jobs")
     listing.add_argument("--state", choices=[s.value for s in JobState], help="only jobs in this state")
-    listing.add_argument("--limit", type=_count, default=30, help="at most this many (1 to 10000, default 30)")
+    listing.add_argument("--limit", type=count_from_1_to(10_000), default=30,
+                         help="at most this many (1 to 10000, default 30)")
     json_flag(listing).set_defaults(func=on_store(_jobs_list))
     show = jobs.add_parser("show", help="a job with its attempts, reviews and events")
     show.add_argument("id", type=int, help="the job's number")
@@ -191,12 +193,6 @@ def _build_backends(backends: argparse.ArgumentParser) -> None:
 
 def _build_doctor(doctor: argparse.ArgumentParser) -> None:
     json_flag(doctor).set_defaults(func=_doctor)
-
-
-def _count(value: str) -> int:
-    if not (value.isascii() and value.isdigit() and 1 <= int(value[:6]) <= 10_000 and len(value) <= 5):
-        raise argparse.ArgumentTypeError(f"{value[:24]!r} is not a count from 1 to 10000")
-    return int(value)
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:

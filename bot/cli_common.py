@@ -46,6 +46,18 @@ NO_JSON = frozenset({"run"})  # run prints no document: it runs until stopped
 CommandSpec = tuple[str, Callable[[argparse.ArgumentParser], None]]
 
 
+def count_from_1_to(most: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number from 1 to ``most``, refused with one line (however long the digits:
+    Python will not convert more than 4,300 of them)."""
+
+    def count(value: str) -> int:
+        if not (value.isascii() and value.isdigit() and len(value) <= len(str(most)) and 1 <= int(value) <= most):
+            raise argparse.ArgumentTypeError(f"{value[:24]!r} is not a count from 1 to {most}")
+        return int(value)
+
+    return count
+
+
 def json_flag(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     # SUPPRESS: a command's own default must not undo a --json given before it (``switchboard --json status``).
     parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)

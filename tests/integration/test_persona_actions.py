@@ -15,7 +15,7 @@ from telegram import Update
 
 from engine.models import Job, JobState, Priority
 from engine.settings import BackendConfig
-from tests.fakes.fake_openai import Completion, FakeOpenAI, Hang
+from tests.fakes.fake_openai import Completion, FakeOpenAI
 from tests.fakes.fake_telegram import BotMessage
 from tests.integration.telegram_rig import OPERATOR, Rig, TelegramRigs
 
@@ -24,13 +24,6 @@ from tests.integration.telegram_rig import OPERATOR, Rig, TelegramRigs
 def persona_llm() -> Any:
     with FakeOpenAI(Completion("(no scripted answer)")) as server:
         yield server
-
-
-@pytest.fixture
-def slow_llm() -> Any:
-    with FakeOpenAI(Hang(max_s=20)) as server:
-        yield server
-        server.release()
 
 
 @pytest.fixture

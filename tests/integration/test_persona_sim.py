@@ -15,16 +15,9 @@ from bot.app import open_services
 from engine.models import JobState
 from engine.settings import BackendConfig, Settings, default_sim_backends
 from tests.conftest import instant, sim_backends
-from tests.fakes.fake_openai import FakeOpenAI, Hang
+from tests.fakes.fake_openai import FakeOpenAI
 from tests.fakes.fake_telegram import BotMessage
 from tests.integration.telegram_rig import OPERATOR, Rig, TelegramRigs
-
-
-@pytest.fixture
-def slow_llm() -> Any:
-    with FakeOpenAI(Hang(max_s=20)) as server:
-        yield server
-        server.release()
 
 
 @pytest.fixture
